@@ -1,0 +1,115 @@
+"""The only module that knows array frameworks.
+
+Everything else is written against the Python Array API standard and asks this module for
+the namespace of an array, for framework modules that are optional extras, and for the few
+operations the standard leaves out (conversion to NumPy, stopping gradients).
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import array_api_compat
+
+#: array library name -> (module to import, extra that installs it)
+_OPTIONAL = {
+    "torch": ("torch", "torch"),
+    "torchdiffeq": ("torchdiffeq", "torch"),
+    "jax": ("jax", "jax"),
+    "diffrax": ("diffrax", "jax"),
+    "array_api_strict": ("array_api_strict", "test"),
+}
+
+#: names accepted by :func:`get_namespace`
+ARRAY_LIBRARIES = ("numpy", "torch", "jax", "array_api_strict")
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def require(name: str) -> ModuleType:
+    """Import an optional dependency, or raise an error naming the extra that installs it."""
+    module, extra = _OPTIONAL.get(name, (name, "all"))
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{name!r} is not installed; install it with: pip install 'odeverify[{extra}]'"
+            f" ({exc})"
+        ) from exc
+
+
+def available(name: str) -> bool:
+    try:
+        require(name)
+    except MissingDependencyError:
+        return False
+    return True
+
+
+def get_namespace(library: str) -> Any:
+    """The Array API namespace of an array library given by name (numpy, torch, jax, array_api_strict)."""
+    if library == "numpy":
+        return array_api_compat.array_namespace(np.empty(0))
+    if library == "torch":
+        torch = require("torch")
+        return array_api_compat.array_namespace(torch.empty(0))
+    if library == "jax":
+        jax = require("jax")
+        jax.config.update("jax_enable_x64", True)
+        return array_api_compat.array_namespace(jax.numpy.empty(0))
+    if library == "array_api_strict":
+        return require("array_api_strict")
+    raise ValueError(
+        f"library={library!r} is not supported; expected one of {', '.join(ARRAY_LIBRARIES)}"
+    )
+
+
+def namespace(*xs: Any) -> Any:
+    """The Array API namespace of the given arrays (array-api-compat wraps NumPy and PyTorch)."""
+    return array_api_compat.array_namespace(*xs)
+
+
+def library_name(xp: Any) -> str:
+    """Short name of an Array API namespace: numpy, torch, jax or array_api_strict."""
+    name = getattr(xp, "__name__", "")
+    for lib in ("torch", "jax", "array_api_strict", "numpy"):
+        if lib in name:
+            return lib
+    return name
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A NumPy copy of an array of any supported library (gradients dropped, moved to host)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_jax_array(x):
+        return np.asarray(x)
+    mod = type(x).__module__
+    if mod.startswith("array_api_strict"):
+        return np.asarray(x._array)  # array-api-strict keeps a NumPy array inside
+    return np.asarray(x)
+
+
+def stop_gradient(x: Any) -> Any:
+    """``x`` cut from the autodiff graph (identity for libraries without autodiff)."""
+    if array_api_compat.is_torch_array(x):
+        return x.detach()
+    if array_api_compat.is_jax_array(x):
+        import jax
+
+        return jax.lax.stop_gradient(x)
+    return x
+
+
+def device(x: Any) -> Any:
+    return array_api_compat.device(x)
+
+
+def is_array(x: Any) -> bool:
+    return array_api_compat.is_array_api_obj(x)

@@ -1,0 +1,447 @@
+"""The only time loop: ``solve(f, y0, t_span, ...) -> Solution``.
+
+Written once against the Array API: ``y0`` may be a NumPy, PyTorch, JAX or
+array-api-strict array and every state operation stays in that library (so PyTorch and
+JAX can differentiate through it). Times, step sizes and control decisions are float64
+NumPy values on the host: every decision goes through :func:`odeverify._xp.to_numpy`, which
+drops gradients, before it becomes a float.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _xp
+from .control import PIController
+from .solution import Solution, Stats, Status
+from .solvers import SOLVERS
+from .solvers.base import TimeContext
+from .solvers.rk import ExplicitRK, StepInterpolant
+
+BATCH_MODES = ("shared", "per-sample")
+
+
+# ----------------------------------------------------------------------------- validation
+def _finite_float(name: str, value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}={value!r}, but it must be a real number") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name}={value!r}, but it must be finite")
+    return out
+
+
+def _tolerance(name: str, value: Any, n: int, xp: Any, dtype: Any, device: Any) -> Any:
+    arr = np.asarray(_xp.to_numpy(value) if _xp.is_array(value) else value, dtype=np.float64)
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
+        raise ValueError(f"{name} has shape {arr.shape}, but it must be a scalar or have shape ({n},)")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"{name}={value!r}, but it must be finite and > 0 (every entry)")
+    if arr.ndim == 0:
+        return float(arr)
+    return xp.asarray(arr, dtype=dtype, device=device)
+
+
+def _check_output(name: str, out: Any, y: Any) -> None:
+    if tuple(out.shape) != tuple(y.shape):
+        raise ValueError(
+            f"the vector field f returned shape {tuple(out.shape)}, but the state has shape"
+            f" {tuple(y.shape)}; f(t, y) must return an array of y's shape"
+        )
+    if out.dtype != y.dtype:
+        raise TypeError(
+            f"the vector field f returned dtype {out.dtype}, but the state has dtype {y.dtype};"
+            " f(t, y) must keep y's dtype"
+        )
+
+
+def resolve_solver(method: Any) -> ExplicitRK:
+    if isinstance(method, str):
+        return SOLVERS.get(method)
+    if hasattr(method, "step") and hasattr(method, "order"):
+        return method
+    raise TypeError(f"method={method!r}, but it must be a solver name (str) or a solver object")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _rms(xp: Any, x: Any, per_sample: bool) -> np.ndarray:
+    sq = x * x
+    if per_sample:
+        axes = tuple(range(1, x.ndim))
+        m = xp.mean(sq, axis=axes) if axes else sq
+    else:
+        m = xp.mean(sq)
+    return np.sqrt(np.asarray(_xp.to_numpy(_xp.stop_gradient(m)), dtype=np.float64))
+
+
+def _scale(xp: Any, y: Any, y1: Any, rtol: Any, atol: Any) -> Any:
+    return atol + rtol * xp.maximum(xp.abs(y), xp.abs(y1))
+
+
+def error_norm(xp: Any, err: Any, err_aux: Any, y: Any, y1: Any, rtol: Any, atol: Any, per_sample: bool) -> np.ndarray:
+    """RMS norm of the scaled error estimate (Hairer's; DOP853 combines its two estimates)."""
+    sc = _scale(xp, y, y1, rtol, atol)
+    e5 = _rms(xp, err / sc, per_sample)
+    if err_aux is None:
+        return e5
+    e3 = _rms(xp, err_aux / sc, per_sample)
+    denom = np.sqrt(e5**2 + 0.01 * e3**2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, e5**2 / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+def _min_step(t: np.ndarray, direction: float) -> np.ndarray:
+    return 10 * np.abs(np.nextafter(t, direction * np.inf) - t)
+
+
+def _all_finite(xp: Any, x: Any, per_sample: bool) -> np.ndarray:
+    fin = xp.isfinite(x)
+    if per_sample:
+        axes = tuple(range(1, x.ndim))
+        fin = xp.all(fin, axis=axes) if axes else fin
+    else:
+        fin = xp.all(fin)
+    return np.asarray(_xp.to_numpy(fin), dtype=bool)
+
+
+def initial_step(f: Callable, tc: TimeContext, y0: Any, f0: Any, t0: float, t1: float, order: int,
+                 rtol: Any, atol: Any, per_sample: bool, dtmax: float) -> tuple[np.ndarray, int]:
+    """Hairer, Nørsett & Wanner I (1993) §II.4 automatic initial step; costs one evaluation."""
+    xp = tc.xp
+    direction = math.copysign(1.0, t1 - t0)
+    span = abs(t1 - t0)
+    sc = atol + xp.abs(y0) * rtol
+    d0 = _rms(xp, y0 / sc, per_sample)
+    d1 = _rms(xp, f0 / sc, per_sample)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.where(d1 > 0, d1, 1.0))
+    h0 = np.minimum(h0, span)
+    y1 = y0 + tc.scale(direction * h0) * f0
+    f1 = f(tc.time(t0 + direction * h0), y1)
+    d2 = _rms(xp, (f1 - f0) / sc, per_sample) / h0
+    dmax = np.maximum(d1, d2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h1 = np.where(dmax <= 1e-15, np.maximum(1e-6, h0 * 1e-3), (0.01 / np.where(dmax > 0, dmax, 1.0)) ** (1.0 / (order + 1)))
+    h = np.minimum(np.minimum(100 * h0, h1), min(span, dtmax))
+    h = np.where(np.isfinite(h), h, span * 1e-3)
+    return direction * h, 1
+
+
+# ----------------------------------------------------------------------------- solve
+def solve(
+    f: Callable[[Any, Any], Any],
+    y0: Any,
+    t_span: Sequence[float],
+    *,
+    method: Any = "dopri5",
+    t_eval: Sequence[float] | np.ndarray | None = None,
+    rtol: Any = 1e-6,
+    atol: Any = 1e-9,
+    dt: float | None = None,
+    n_steps: int | None = None,
+    controller: PIController | None = None,
+    first_step: float | None = None,
+    max_steps: int = 100_000,
+    dtmin: float | None = None,
+    dtmax: float | None = None,
+    batch: str = "shared",
+) -> Solution:
+    """Solve ``y' = f(t, y)``, ``y(t0) = y0`` from ``t_span[0]`` to ``t_span[1]``.
+
+    Parameters
+    ----------
+    f : callable ``f(t, y) -> array``
+        The vector field. ``y`` has ``y0``'s shape, library, dtype and device; ``t`` is an
+        array of ``y0``'s dtype that broadcasts like one component ``y[..., i]``: 0-d in
+        shared-step mode, shape ``(B,)`` in per-sample mode. Must return ``y``'s shape and dtype.
+    y0 : array, shape ``(n,)`` or ``(B, n)``
+        Initial state (a batch of ``B`` independent states if 2-d), float32 or float64, in
+        any Array API library (NumPy, PyTorch, JAX, array-api-strict). Lists become NumPy.
+    t_span : (t0, t1)
+        Integration interval; ``t1 < t0`` integrates backward in time.
+    method : str or solver
+        A name from ``odeverify.SOLVERS`` (``odeverify list``) or a solver object.
+    t_eval : 1-d sequence, optional
+        Output times, monotone in the direction of integration, inside ``t_span``
+        (default ``(t0, t1)``). Values between steps come from the method's dense output
+        (cubic Hermite when it has none): one solve serves every output time.
+    rtol, atol : float or array of shape (n,)
+        Tolerances (> 0) of the adaptive mode; the error norm is the RMS of
+        ``err / (atol + rtol * max(|y|, |y1|))`` over the state (and over the batch in
+        shared mode).
+    dt, n_steps : optional
+        Fixed-step mode: step ``dt`` (> 0; the last step is shortened to end on ``t1``) or
+        ``n_steps`` equal steps. Required for methods without an error estimate.
+    controller : PIController, optional
+        Step-size controller of the adaptive mode (default: the I controller
+        ``PIController()``, safety 0.9, factors in [0.2, 10]).
+    first_step : float, optional
+        Initial step magnitude; default Hairer's automatic choice (one extra evaluation).
+    max_steps : int
+        Limit on attempted steps (accepted + rejected); reaching it ends with
+        ``Status.MAX_STEPS`` and the partial solution.
+    dtmin, dtmax : float, optional
+        Smallest and largest step magnitude. A step below ``dtmin`` (or below round-off
+        relative to ``t``) ends with ``Status.DT_UNDERFLOW``.
+    batch : {"shared", "per-sample"}
+        For a batch ``y0`` of shape ``(B, n)``: ``"shared"`` (default) takes one step size
+        for the whole batch (error norm over all samples, as torchdiffeq does);
+        ``"per-sample"`` gives each sample its own step size and accept/reject decision
+        (as torchode does), so a sample's steps do not depend on the rest of the batch.
+
+    Returns
+    -------
+    Solution
+        ``ts`` (float64 NumPy, shape ``(T,)``), ``ys`` (``(T,) + y0.shape``, ``y0``'s
+        library), ``status``, ``stats`` (nfev, accepted, rejected, njev, nlu).
+    """
+    solver = resolve_solver(method)
+
+    # --- state
+    if not _xp.is_array(y0):
+        try:
+            y0 = np.asarray(y0, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"y0={y0!r}, but it must be an array (or a nested list) of real numbers") from None
+    xp = _xp.namespace(y0)
+    dtype = y0.dtype
+    if dtype not in (xp.float32, xp.float64):
+        raise TypeError(f"y0 has dtype {dtype}, but it must be float32 or float64")
+    if y0.ndim not in (1, 2) or y0.shape[-1] == 0:
+        raise ValueError(f"y0 has shape {tuple(y0.shape)}, but it must be (n,) or (batch, n) with n >= 1")
+    if not bool(np.all(np.isfinite(_xp.to_numpy(_xp.stop_gradient(y0))))):
+        raise ValueError("y0 contains non-finite values (NaN or inf); it must be finite")
+    device = _xp.device(y0)
+    n = y0.shape[-1]
+
+    # --- times
+    if not isinstance(t_span, (tuple, list, np.ndarray)) or len(t_span) != 2:
+        raise ValueError(f"t_span={t_span!r}, but it must be a pair (t0, t1)")
+    t0 = _finite_float("t_span[0]", t_span[0])
+    t1 = _finite_float("t_span[1]", t_span[1])
+    if t0 == t1:
+        raise ValueError(f"t_span={t_span!r} has zero length; t0 and t1 must differ")
+    direction = 1.0 if t1 > t0 else -1.0
+    if t_eval is None:
+        ts = np.asarray([t0, t1], dtype=np.float64)
+    else:
+        ts = np.asarray(_xp.to_numpy(t_eval) if _xp.is_array(t_eval) else t_eval, dtype=np.float64)
+        if ts.ndim != 1 or ts.size == 0:
+            raise ValueError(f"t_eval has shape {ts.shape}, but it must be a non-empty 1-d sequence of times")
+        if not np.all(np.isfinite(ts)):
+            raise ValueError(f"t_eval={ts.tolist()} contains non-finite values; every time must be finite")
+        if np.any(direction * np.diff(ts) <= 0):
+            order_word = "increasing" if direction > 0 else "decreasing"
+            raise ValueError(f"t_eval={ts.tolist()}, but it must be strictly {order_word} (the direction of t_span)")
+        lo, hi = min(t0, t1), max(t0, t1)
+        if ts.min() < lo or ts.max() > hi:
+            raise ValueError(f"t_eval={ts.tolist()} has times outside t_span={tuple(t_span)}")
+
+    # --- options
+    if batch not in BATCH_MODES:
+        raise ValueError(f"batch={batch!r}; expected one of {BATCH_MODES}")
+    per_sample = batch == "per-sample" and y0.ndim == 2
+    bshape: tuple[int, ...] = (y0.shape[0],) if per_sample else ()
+    if not isinstance(max_steps, (int, np.integer)) or max_steps <= 0:
+        raise ValueError(f"max_steps={max_steps!r}, but it must be a positive int")
+    rtol_x = _tolerance("rtol", rtol, n, xp, dtype, device)
+    atol_x = _tolerance("atol", atol, n, xp, dtype, device)
+    dtmax_v = math.inf if dtmax is None else _finite_float("dtmax", dtmax)
+    dtmin_v = 0.0 if dtmin is None else _finite_float("dtmin", dtmin)
+    if dtmax_v <= 0:
+        raise ValueError(f"dtmax={dtmax!r}, but it must be > 0")
+    if dtmin_v < 0 or dtmin_v > dtmax_v:
+        raise ValueError(f"dtmin={dtmin!r}, but it must be >= 0 and <= dtmax")
+    fixed = dt is not None or n_steps is not None
+    if dt is not None and n_steps is not None:
+        raise ValueError("give either dt or n_steps, not both")
+    if dt is not None:
+        dt_v = _finite_float("dt", dt)
+        if dt_v <= 0:
+            raise ValueError(f"dt={dt!r}, but it must be > 0 (the direction comes from t_span)")
+    if n_steps is not None and (not isinstance(n_steps, (int, np.integer)) or n_steps <= 0):
+        raise ValueError(f"n_steps={n_steps!r}, but it must be a positive int")
+    if not fixed and not getattr(solver, "adaptive", False):
+        raise ValueError(
+            f"method {solver.name!r} has no embedded error estimate, so it needs a fixed step:"
+            " pass dt=... or n_steps=..."
+        )
+    if first_step is not None:
+        fs = _finite_float("first_step", first_step)
+        if fs <= 0:
+            raise ValueError(f"first_step={first_step!r}, but it must be > 0")
+    ctrl = controller if controller is not None else PIController()
+    options = {"rtol": rtol, "atol": atol, "dt": dt, "n_steps": n_steps, "batch": batch, "max_steps": max_steps}
+
+    # --- the loop
+    stats = Stats()
+    if per_sample:
+        stats.sample_accepted = np.zeros(bshape, dtype=np.int64)
+        stats.sample_rejected = np.zeros(bshape, dtype=np.int64)
+    tc = TimeContext(xp=xp, dtype=dtype, device=device, per_sample=per_sample, t=np.full(bshape, t0))
+
+    nan_state = xp.full(y0.shape, math.nan, dtype=dtype, device=device)
+    outs: list[Any] = [nan_state] * len(ts)
+    next_out = np.zeros(bshape, dtype=np.int64)
+    at_start = ts == t0
+    for j in np.flatnonzero(at_start):
+        outs[j] = y0
+    next_out = next_out + int(np.sum(at_start))
+
+    def fun(t_arr: Any, y: Any) -> Any:
+        stats.nfev += 1
+        return f(t_arr, y)
+
+    y = y0
+    k1 = f(tc.time(tc.t), y)
+    stats.nfev += 1
+    _check_output("f", k1, y)
+    status = Status.SUCCESS
+    t = tc.t
+    done = np.zeros(bshape, dtype=bool) if per_sample else np.asarray(False)
+    failed: dict[int, Status] = {}
+    fail_mask = np.zeros(bshape, dtype=bool)
+
+    if fixed:
+        if n_steps is not None:
+            grid = t0 + (t1 - t0) * np.arange(n_steps + 1) / n_steps
+        else:
+            count = math.ceil(abs(t1 - t0) / dt_v * (1 - 1e-12))
+            grid = t0 + direction * dt_v * np.arange(count + 1, dtype=np.float64)
+            grid[-1] = t1
+        grid[-1] = t1
+        h = None
+        cstate = None
+    else:
+        if first_step is not None:
+            h = np.full(bshape, direction * min(fs, abs(t1 - t0), dtmax_v))
+        else:
+            h, nf = initial_step(fun, tc, y, k1, t0, t1, solver.error_order if hasattr(solver, "error_order") else solver.order,
+                                 rtol_x, atol_x, per_sample, dtmax_v)
+            h = np.broadcast_to(h, bshape).copy() if per_sample else np.asarray(h)
+        cstate = ctrl.init(bshape)
+    last_nonfinite = np.zeros(bshape, dtype=bool)
+    step_index = 0
+
+    while True:
+        active = ~(done | fail_mask)
+        if not np.any(active):
+            break
+        if step_index >= max_steps:
+            status = Status.MAX_STEPS
+            break
+        if fixed:
+            if step_index >= len(grid) - 1:
+                break
+            t_new = np.full(bshape, grid[step_index + 1])
+            h = np.asarray(t_new - t)
+        else:
+            # never step past t1; land on it exactly
+            overshoot = direction * (t + h - t1) >= 0
+            h = np.where(overshoot, t1 - t, h)
+            h = np.where(active, h, 0.0)
+            t_new = np.where(overshoot, t1, t + h)
+        tc.t = t
+        if k1 is None:
+            k1 = fun(tc.time(t), y)
+        res = solver.step(fun, tc, y, h, k1, estimate=not fixed)
+        step_index += 1
+        y1 = res.y1
+
+        if fixed:
+            ok = _all_finite(xp, y1, False)
+            if not bool(ok):
+                status = Status.NONFINITE
+                break
+            accept = np.ones(bshape, dtype=bool) if per_sample else np.asarray(True)
+        else:
+            err = error_norm(xp, res.err, res.err_aux, y, y1, rtol_x, atol_x, per_sample)
+            accept, factor, cstate = ctrl(err, solver.error_order, cstate)
+            accept = accept & active
+            last_nonfinite = np.where(active, ~np.isfinite(err), last_nonfinite)
+
+        n_acc = int(np.sum(accept))
+        n_rej = int(np.sum(active & ~accept))
+        stats.accepted += n_acc if per_sample else int(bool(accept))
+        stats.rejected += n_rej if per_sample else int(not bool(accept))
+        if per_sample:
+            stats.sample_accepted += accept
+            stats.sample_rejected += active & ~accept
+
+        if np.any(accept):
+            # dense output for every output time inside an accepted step
+            interp = StepInterpolant(solver, fun, tc, y, y1, h, res, k1)
+            while True:
+                idx = np.minimum(next_out, len(ts) - 1)
+                t_out = ts[idx]
+                crosses = accept & (next_out < len(ts)) & (direction * (t_out - t_new) <= 0)
+                if not np.any(crosses):
+                    break
+                at_end = t_out == t_new
+                if np.all(at_end[crosses]) if per_sample else bool(at_end):
+                    val = y1
+                else:
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        theta = np.where(h != 0, (t_out - t) / np.where(h != 0, h, 1.0), 0.0)
+                    val = interp(theta)
+                    if per_sample:
+                        val = xp.where(xp.asarray(at_end[:, None], device=device), y1, val)
+                if per_sample:
+                    for j in np.unique(idx[crosses]):
+                        m = crosses & (idx == j)
+                        outs[j] = xp.where(xp.asarray(m[:, None], device=device), val, outs[j])
+                else:
+                    outs[int(idx)] = val
+                next_out = np.where(crosses, next_out + 1, next_out)
+            k_end = interp.k_end
+
+            # advance
+            if per_sample:
+                mask = xp.asarray(accept[:, None], device=device)
+                y = xp.where(mask, y1, y)
+                if res.fsal is not None:
+                    k1 = xp.where(mask, res.fsal, k1)
+                elif k_end is not None and np.all(accept | ~active):
+                    k1 = xp.where(mask, k_end, k1)
+                else:
+                    k1 = None  # recomputed for the whole batch at the next step
+            else:
+                y = y1
+                k1 = k_end if k_end is not None else res.fsal
+            t = np.where(accept, t_new, t)
+            done = done | (accept & (t == t1))
+
+        if fixed:
+            continue
+        # next step size
+        h_new = h * factor
+        h_new = direction * np.minimum(np.abs(h_new), dtmax_v)
+        too_small = active & ~done & (np.abs(h_new) < np.maximum(dtmin_v, _min_step(t, direction)))
+        if np.any(too_small):
+            st = np.where(last_nonfinite, 1, 0)
+            fail_mask = fail_mask | too_small
+            for_status = Status.NONFINITE if np.any(st[too_small]) else Status.DT_UNDERFLOW
+            status = for_status
+            if not per_sample:
+                break
+        # keep h for samples that are done (unused)
+        h = np.where(active, h_new, h)
+
+    t_final = t.copy() if per_sample else float(t)
+    if status is Status.SUCCESS and np.any(fail_mask):
+        status = Status.DT_UNDERFLOW
+    ys = xp.stack(outs, axis=0)
+    return Solution(
+        ts=ts,
+        ys=ys,
+        status=status,
+        stats=stats,
+        method=solver.name,
+        t_final=t_final,
+        message=status.value,
+        options=options,
+    )

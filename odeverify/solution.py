@@ -1,0 +1,95 @@
+"""The result of a solve: one ``Solution`` type with uniform statistics for every method and backend."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class Status(enum.Enum):
+    """How a solve ended. The value is the message a user reads."""
+
+    SUCCESS = "the solver reached the end of the interval"
+    MAX_STEPS = "the maximum number of steps (max_steps) was reached before the end of the interval"
+    DT_UNDERFLOW = "the step size fell below dtmin (or below round-off relative to t): step-size underflow"
+    NONFINITE = "the state became non-finite (NaN or inf): the solution blew up"
+    FAILED = "the backend raised an error"
+    UNAVAILABLE = "the backend is not installed"
+
+    @property
+    def ok(self) -> bool:
+        return self is Status.SUCCESS
+
+    @property
+    def code(self) -> str:
+        return self.name.lower()
+
+
+@dataclass
+class Stats:
+    """Work counters, counted in one place.
+
+    ``nfev`` counts calls of the vector field (each call evaluates the whole batch),
+    ``accepted``/``rejected`` count steps. In per-sample mode they are totals over the batch
+    and ``sample_accepted``/``sample_rejected`` hold each sample's own counts.
+    ``njev``/``nlu`` (Jacobian evaluations, LU factorisations) stay 0 for explicit methods.
+    """
+
+    nfev: int = 0
+    njev: int = 0
+    nlu: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    sample_accepted: np.ndarray | None = None
+    sample_rejected: np.ndarray | None = None
+
+    @property
+    def steps(self) -> int:
+        return self.accepted + self.rejected
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "nfev": int(self.nfev),
+            "njev": int(self.njev),
+            "nlu": int(self.nlu),
+            "accepted": int(self.accepted),
+            "rejected": int(self.rejected),
+        }
+        if self.sample_accepted is not None:
+            out["sample_accepted"] = [int(v) for v in self.sample_accepted]
+            out["sample_rejected"] = [int(v) for v in self.sample_rejected]
+        return out
+
+
+@dataclass
+class Solution:
+    """Output of :func:`odeverify.solve`.
+
+    ``ts``: NumPy float64 array of the output times, shape ``(T,)``. ``ys``: an array of the
+    input's library and dtype, shape ``(T,) + y0.shape``; rows of output times that were not
+    reached (a failed solve) are NaN. ``t_final``: the time the solve got to (per sample in
+    per-sample mode). ``status``: a :class:`Status`; a failed solve still carries its
+    partial solution and statistics.
+    """
+
+    ts: np.ndarray
+    ys: Any
+    status: Status
+    stats: Stats
+    method: str
+    t_final: Any = None
+    message: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.status.ok
+
+    def __repr__(self) -> str:
+        return (
+            f"Solution(method={self.method!r}, status={self.status.code}, ts.shape={self.ts.shape},"
+            f" ys.shape={tuple(self.ys.shape)}, nfev={self.stats.nfev},"
+            f" accepted={self.stats.accepted}, rejected={self.stats.rejected})"
+        )

@@ -1,0 +1,77 @@
+"""The contract every step function implements.
+
+A solver is immutable configuration (a tableau, say). The integrator owns the time loop and
+calls ``solver.step`` once per attempted step; the solver never decides acceptance.
+
+``step(f, tc, y, h, k1)`` takes
+
+- ``f``: the vector field ``f(t, y)`` (``t`` an array broadcasting like one component of ``y``);
+- ``tc``: a :class:`TimeContext` that turns float64 NumPy times into arrays for ``f``;
+- ``y``: the state, shape ``(..., n)``;
+- ``h``: the signed step, a NumPy float64 array (shape ``()`` or the batch shape);
+- ``k1``: ``f(t, y)`` at the start of the step (the integrator caches it: FSAL methods get
+  it for free, the others pay it once per accepted step);
+
+and returns a :class:`StepResult` (new state, error estimate or None, the stages the dense
+output needs, and the number of evaluations of ``f`` it made).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class TimeContext:
+    """How times and step sizes become arrays of the state's library, dtype and device."""
+
+    xp: Any
+    dtype: Any
+    device: Any
+    per_sample: bool
+    t: np.ndarray  #: current time(s), float64, shape () or (B,)
+
+    def time(self, t: np.ndarray) -> Any:
+        """A time as passed to ``f``: 0-d (shared) or shape (B,) (per sample)."""
+        return self.xp.asarray(t if self.per_sample else float(t), dtype=self.dtype, device=self.device)
+
+    def scale(self, h: np.ndarray) -> Any:
+        """A step size to multiply a state with: a Python float, or a (B, 1) array."""
+        if not self.per_sample:
+            return float(h)
+        return self.xp.asarray(h[:, None], dtype=self.dtype, device=self.device)
+
+
+@dataclass
+class StepResult:
+    y1: Any
+    err: Any | None  #: local error estimate (same shape as y), None for fixed-step methods
+    err_aux: Any | None  #: a second estimate where the method combines two (DOP853)
+    ks: list[Any]  #: stage derivatives, for the dense output
+    nfev: int
+    fsal: Any | None = None  #: f(t + h, y1) when the method computed it (FSAL)
+
+
+class Solver(Protocol):
+    name: str
+    order: int
+    embedded_order: int | None
+    has_dense: bool
+
+    def step(self, f: Any, tc: TimeContext, y: Any, h: np.ndarray, k1: Any, *, estimate: bool) -> StepResult: ...
+
+    def dense(self, tc: TimeContext, y0: Any, y1: Any, h: np.ndarray, ks: list[Any], theta: np.ndarray,
+              f: Any, k_end: Any) -> tuple[Any, int]: ...
+
+
+def lincomb(coeffs: list[float], ks: list[Any]) -> Any | None:
+    """sum_j coeffs[j] * ks[j], skipping zero coefficients; None when all are zero."""
+    acc = None
+    for a, k in zip(coeffs, ks):
+        if a == 0.0:
+            continue
+        term = k * a
+        acc = term if acc is None else acc + term
+    return acc
