@@ -199,6 +199,15 @@ def solve(
         ``ts`` (float64 NumPy, shape ``(T,)``), ``ys`` (``(T,) + y0.shape``, ``y0``'s
         library), ``status``, ``stats`` (nfev, accepted, rejected, njev, nlu).
     """
+    # a blow-up is detected and reported as a status: NumPy's overflow warnings inside the
+    # user's vector field would only repeat it
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps,
+                      dtmin, dtmax, batch)
+
+
+def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps, dtmin,
+           dtmax, batch) -> Solution:
     solver = resolve_solver(method)
 
     # --- state

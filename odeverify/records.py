@@ -49,6 +49,7 @@ class Record:
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.method = str(getattr(self.method, "name", self.method))
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict={self.verdict!r}; expected one of {VERDICTS}")
 

@@ -29,7 +29,8 @@ class ExplicitRK:
         self.embedded_order = v.embedded_order
         self.adaptive = v.b_err is not None
         self.has_dense = v.dense_P is not None
-        self.dense_order = tableau.dense.order if tableau.dense is not None else 3
+        # the cubic Hermite fallback is third order, but no better than the step it interpolates
+        self.dense_order = tableau.dense.order if tableau.dense is not None else min(3, tableau.order)
         self.fsal = v.fsal
         self.stages = v.stages
         # the extra dense stage that is f(t+h, y1) (c = 1, row = b) costs nothing: it is

@@ -1,0 +1,60 @@
+"""Tolerance proportionality of adaptive solves: how the global error follows rtol = atol."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..integrate import resolve_solver
+from ..metrics import loglog_slope, roundoff_floor, scaled_error
+from ..problems import Problem
+from ..records import Record
+from ._common import reference_final, run
+
+#: accepted distance between the fitted exponent and its theoretical value
+EXPONENT_BAND = 0.25
+DEFAULT_TOLS = tuple(10.0 ** -k for k in range(3, 11))
+
+
+def expected_exponent(method: str) -> float:
+    """err ~ tol^(p / (q + 1)) for error-per-step control with local extrapolation.
+
+    The controller keeps the embedded estimate (order q, local error h^(q+1)) at tol, so
+    h ~ tol^(1/(q+1)) and the propagated solution (order p) has global error h^p.
+    """
+    s = resolve_solver(method)
+    if s.embedded_order is None:
+        raise ValueError(f"method {method!r} is not adaptive (no embedded estimate)")
+    return s.order / s.error_order
+
+
+def tolerance_proportionality(problem: Problem, method: str, *, library: str = "numpy", dtype: str = "float64",
+                              tols: tuple[float, ...] = DEFAULT_TOLS, band: float = EXPONENT_BAND) -> Record:
+    """Fit log(error at t1) against log(tol) over a tolerance sweep (rtol = atol = tol)."""
+    y_ref = reference_final(problem)
+    floor = roundoff_floor(y_ref, dtype)
+    expected = expected_exponent(method)
+    used_tols, errs, nfevs, statuses = [], [], [], []
+    for tol in tols:
+        sol = run(problem, method, library=library, dtype=dtype, rtol=tol, atol=tol)
+        err = scaled_error(sol.ys[-1], y_ref) if sol.success else math.inf
+        used_tols.append(tol)
+        errs.append(err)
+        nfevs.append(sol.stats.nfev)
+        statuses.append(sol.status.code)
+    e, t = np.asarray(errs), np.asarray(used_tols)
+    keep = np.isfinite(e) & (e > floor)
+    details = {"tol": used_tols, "error": errs, "nfev": nfevs, "status": statuses, "floor": floor, "band": band,
+               "error_over_tol": (e / t).tolist()}
+    common = dict(property="tolerance_proportionality", method=method, problem=problem.name, library=library,
+                  dtype=dtype, expected=expected, details=details)
+    if any(s != "success" for s in statuses):
+        return Record(measured=None, verdict="error", status=next(s for s in statuses if s != "success"),
+                      message="a solve of the sweep failed", **common)
+    if keep.sum() < 3:
+        return Record(measured=None, verdict="error", message="fewer than 3 errors above round-off", **common)
+    slope = loglog_slope(t[keep], e[keep])
+    details["fitted_tols"] = t[keep].tolist()
+    ok = abs(slope - expected) <= band
+    msg = "" if ok else f"exponent={slope:.3f}, but should be {expected:.3f} +- {band}"
+    return Record(measured=slope, verdict="pass" if ok else "fail", message=msg, **common)
