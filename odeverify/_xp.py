@@ -113,3 +113,31 @@ def device(x: Any) -> Any:
 
 def is_array(x: Any) -> bool:
     return array_api_compat.is_array_api_obj(x)
+
+
+def lincomb(coeffs: list[float], arrays: list[Any], base: Any = None) -> Any:
+    """``base + sum_j coeffs[j] * arrays[j]`` over the non-zero coefficients (None if empty).
+
+    Functional (new arrays only), so it differentiates on PyTorch and JAX. PyTorch gets one
+    fused ``add(acc, x, alpha=c)`` per term instead of a multiply and an add: the stage
+    combinations are most of an explicit step's own work.
+    """
+    pairs = [(float(c), x) for c, x in zip(coeffs, arrays) if c != 0.0]
+    if not pairs:
+        return base
+    first = pairs[0][1]
+    if array_api_compat.is_torch_array(first):
+        import torch
+
+        if base is None:
+            acc, rest = torch.mul(first, pairs[0][0]), pairs[1:]
+        else:
+            acc, rest = base, pairs
+        for c, x in rest:
+            acc = torch.add(acc, x, alpha=c)
+        return acc
+    acc = base
+    for c, x in pairs:
+        term = x * c
+        acc = term if acc is None else acc + term
+    return acc

@@ -69,13 +69,16 @@ def resolve_solver(method: Any) -> ExplicitRK:
 
 # ----------------------------------------------------------------------------- helpers
 def _rms(xp: Any, x: Any, per_sample: bool) -> np.ndarray:
-    sq = x * x
+    """Root mean square over the state (per sample) or over everything (shared)."""
+    x = _xp.stop_gradient(x)
     if per_sample:
         axes = tuple(range(1, x.ndim))
-        m = xp.mean(sq, axis=axes) if axes else sq
+        norm = xp.linalg.vector_norm(x, axis=axes) if axes else xp.abs(x)
+        count = math.prod(x.shape[1:])
     else:
-        m = xp.mean(sq)
-    return np.sqrt(np.asarray(_xp.to_numpy(_xp.stop_gradient(m)), dtype=np.float64))
+        norm = xp.linalg.vector_norm(x)
+        count = math.prod(x.shape)
+    return np.asarray(_xp.to_numpy(norm), dtype=np.float64) / math.sqrt(count)
 
 
 def _scale(xp: Any, y: Any, y1: Any, rtol: Any, atol: Any) -> Any:

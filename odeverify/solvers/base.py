@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .. import _xp
+
 
 @dataclass
 class TimeContext:
@@ -68,10 +70,14 @@ class Solver(Protocol):
 
 def lincomb(coeffs: list[float], ks: list[Any]) -> Any | None:
     """sum_j coeffs[j] * ks[j], skipping zero coefficients; None when all are zero."""
-    acc = None
-    for a, k in zip(coeffs, ks):
-        if a == 0.0:
-            continue
-        term = k * a
-        acc = term if acc is None else acc + term
-    return acc
+    return _xp.lincomb(coeffs, ks)
+
+
+def step_combination(tc: TimeContext, y: Any, h: np.ndarray, coeffs: list[float], ks: list[Any]) -> Any:
+    """y + h * sum_j coeffs[j] * ks[j]: with a shared step, h is folded into the coefficients."""
+    if not tc.per_sample:
+        hf = float(h)
+        out = _xp.lincomb([hf * c for c in coeffs], ks, base=y)
+        return y if out is None else out
+    inc = _xp.lincomb(coeffs, ks)
+    return y if inc is None else y + tc.scale(h) * inc

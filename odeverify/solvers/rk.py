@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..tableaus import ButcherTableau
-from .base import StepResult, TimeContext, lincomb
+from .base import StepResult, TimeContext, lincomb, step_combination
 
 
 class ExplicitRK:
@@ -45,20 +45,27 @@ class ExplicitRK:
 
     @property
     def error_order(self) -> int:
-        """The exponent base k = min(order, embedded order) + 1 used by the controller."""
+        """How the error estimate scales, err ~ h^k; the controller uses exponents 1/k.
+
+        k = min(order, embedded order) + 1 for one embedded estimate. DOP853 combines its
+        5th- and 3rd-order estimates as e5^2 / sqrt(e5^2 + 0.01 e3^2) ~ h^(2*6 - 4) = h^8
+        (scipy's DOP853 ``error_estimator_order = 7``, Hairer's exponent 1/8).
+        """
         if self.embedded_order is None:
             return self.order + 1
-        return min(self.order, self.embedded_order) + 1
+        k = min(self.order, self.embedded_order) + 1
+        aux = self.tableau.aux_order
+        if self._v.b_err_aux is not None and aux is not None:
+            return 2 * k - (aux + 1)
+        return k
 
     def step(self, f: Any, tc: TimeContext, y: Any, h: np.ndarray, k1: Any, *, estimate: bool) -> StepResult:
         v = self._v
-        hs = tc.scale(h)
         ks = [k1]
         nfev = 0
         y_last = None
         for i in range(1, v.stages):
-            inc = lincomb(v.A[i][:i], ks)
-            yi = y if inc is None else y + hs * inc
+            yi = step_combination(tc, y, h, v.A[i][:i], ks)
             ks.append(f(tc.time(tc.t + v.c[i] * h), yi))
             nfev += 1
             y_last = yi
@@ -66,27 +73,33 @@ class ExplicitRK:
             y1 = y_last  # the last stage is evaluated at y1 itself
             fsal = ks[-1]
         else:
-            y1 = y + hs * lincomb(v.b, ks)
+            y1 = step_combination(tc, y, h, v.b, ks)
             fsal = None
         err = err_aux = None
         if estimate and v.b_err is not None:
-            err = hs * lincomb(v.b_err, ks)
+            err = self._scaled(tc, h, v.b_err, ks)
             if v.b_err_aux is not None:
-                err_aux = hs * lincomb(v.b_err_aux, ks)
+                err_aux = self._scaled(tc, h, v.b_err_aux, ks)
         return StepResult(y1=y1, err=err, err_aux=err_aux, ks=ks, nfev=nfev, fsal=fsal)
+
+    @staticmethod
+    def _scaled(tc: TimeContext, h: np.ndarray, coeffs: list[float], ks: list[Any]) -> Any:
+        """h * sum_j coeffs[j] * ks[j]"""
+        if not tc.per_sample:
+            hf = float(h)
+            return lincomb([hf * c for c in coeffs], ks)
+        return tc.scale(h) * lincomb(coeffs, ks)
 
     def extra_stages(self, f: Any, tc: TimeContext, y0: Any, h: np.ndarray, ks: list[Any], k_end: Any) -> tuple[list[Any], int]:
         """The stages of the continuous extension beyond the main ones (DOP853's 14–16)."""
         v = self._v
-        hs = tc.scale(h)
         all_ks = list(ks)
         nfev = 0
         for c, row, is_fsal in zip(v.dense_extra_c, v.dense_extra_A, self._extra_is_fsal):
             if is_fsal:
                 all_ks.append(k_end)
                 continue
-            inc = lincomb(list(row), all_ks)
-            yi = y0 if inc is None else y0 + hs * inc
+            yi = step_combination(tc, y0, h, list(row), all_ks)
             all_ks.append(f(tc.time(tc.t + c * h), yi))
             nfev += 1
         return all_ks, nfev

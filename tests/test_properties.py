@@ -1,0 +1,83 @@
+"""Adaptive-step properties, cross-library agreement and the expected-failures file."""
+from __future__ import annotations
+
+import pytest
+
+from odeverify import SOLVERS, expectations
+from odeverify.conformance import run_conformance
+from odeverify.problems import PROBLEMS
+from odeverify.properties import embedded_estimate_bound, library_agreement, tolerance_proportionality
+from odeverify.records import Record
+
+from .conftest import namespace_or_skip
+
+ADAPTIVE = [m for m in SOLVERS.names() if SOLVERS.get(m).adaptive]
+PROBLEM = "warped_oscillatory"
+
+
+def judged(rec: Record) -> Record:
+    return expectations.apply(rec)
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_tolerance_proportionality(method):
+    rec = judged(tolerance_proportionality(PROBLEMS.get(PROBLEM), method))
+    assert rec.verdict in ("pass", "deviation"), rec.describe()
+    # the work grows as the tolerance shrinks
+    nfev = rec.details["nfev"]
+    assert all(b >= a for a, b in zip(nfev, nfev[1:])), nfev
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_embedded_estimate_bounds_true_local_error(method):
+    rec = judged(embedded_estimate_bound(PROBLEMS.get(PROBLEM), method))
+    assert rec.verdict in ("pass", "deviation"), rec.describe()
+
+
+@pytest.mark.parametrize("method", SOLVERS.names())
+@pytest.mark.parametrize("lib", ["array_api_strict", "torch", "jax"])
+def test_same_numbers_on_every_library_fixed_step(method, lib):
+    namespace_or_skip(lib)
+    rec = library_agreement(PROBLEMS.get(PROBLEM), method, library=lib, n_steps=32, t_eval=[0.0, 1.1, 3.0])
+    assert rec.verdict == "pass", rec.describe()
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dop853", "bosh3"])
+@pytest.mark.parametrize("lib", ["torch", "jax"])
+def test_same_numbers_and_same_steps_adaptive(method, lib):
+    namespace_or_skip(lib)
+    rec = library_agreement(PROBLEMS.get(PROBLEM), method, library=lib, n_steps=None, rtol=1e-7, atol=1e-9)
+    assert rec.verdict == "pass", rec.describe()
+    assert rec.details["same_work"]
+
+
+def test_float32_agrees_with_float64_to_float32_precision():
+    from odeverify.metrics import as_numpy
+    from odeverify.properties._common import run
+
+    p = PROBLEMS.get(PROBLEM)
+    a = run(p, "dopri5", dtype="float64", rtol=1e-5, atol=1e-6)
+    b = run(p, "dopri5", dtype="float32", rtol=1e-5, atol=1e-6)
+    assert b.ys.dtype.name == "float32"
+    diff = abs(as_numpy(a.ys[-1]) - as_numpy(b.ys[-1])).max()
+    assert diff < 1e-4, f"float32 vs float64 difference={diff:.2e}, but should be < 1e-4 at rtol 1e-5"
+
+
+def test_expected_failures_are_not_stale():
+    """Every entry of expected_failures.toml still matches a record that fails without it."""
+    entries = expectations.load()
+    assert all(e.reason for e in entries)
+    methods = sorted({e.method for e in entries if e.method != "*"} & set(SOLVERS.names()))
+    records = run_conformance(quick=True, methods=methods)
+    for e in entries:
+        hits = [r for r in records if e.matches(r)]
+        assert hits, f"expected failure {e} matches no record: remove it or fix the pattern"
+        assert all(r.verdict == "deviation" for r in hits), [r.describe() for r in hits]
+
+
+def test_records_serialise_to_json():
+    rec = tolerance_proportionality(PROBLEMS.get(PROBLEM), "dopri5")
+    text = rec.to_json()
+    assert '"property": "tolerance_proportionality"' in text
+    with pytest.raises(ValueError, match="verdict='maybe'"):
+        Record(property="x", method="m", problem="p", measured=None, expected=None, verdict="maybe")
