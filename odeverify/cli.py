@@ -73,8 +73,21 @@ def list_data() -> dict[str, Any]:
             "solution": "exact" if p.exact is not None else ("/".join(kinds) if kinds else "none"),
             "citation": p.citation,
         })
+    from . import backends
+
+    backend_rows = []
+    for name in backends.names():
+        b = backends.get(name)
+        ok = b.available()
+        row = {"name": name, "available": ok, "install_hint": b.install_hint, "methods": [], "per_sample": None}
+        if ok:
+            caps = b.capabilities()
+            row["methods"] = [m.name for m in caps.methods.values()]
+            row["per_sample"] = caps.per_sample
+            row["refused_options"] = {k: v for k, v in caps.options.items() if v is not True}
+        backend_rows.append(row)
     return {"schema": LIST_SCHEMA, "version": __version__, "tableaus": tableaus, "solvers": solvers,
-            "problems": problems}
+            "problems": problems, "backends": backend_rows}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -98,6 +111,12 @@ def cmd_list(args: argparse.Namespace) -> int:
                       for s in data["solvers"]],
                      ["name", "family", "order", "embedded", "stepping", "dense output"]))
         print()
+    if what in ("all", "backends"):
+        print("Backends")
+        print(_table([[b["name"], "yes" if b["available"] else f"no ({b['install_hint']})",
+                       ", ".join(b["methods"][:8]) + (" ..." if len(b["methods"]) > 8 else "")]
+                      for b in data["backends"]], ["name", "available", "methods"]))
+        print()
     if what in ("all", "problems"):
         print("Problems")
         print(_table([[p["name"], p["n"], f"[{p['t_span'][0]:g}, {p['t_span'][1]:g}]", p["solution"],
@@ -112,8 +131,6 @@ def solve_data(args: argparse.Namespace) -> dict[str, Any]:
     from .problems import PROBLEMS
     from .properties._common import run
 
-    if args.backend != "reference":
-        raise ValueError(f"--backend={args.backend!r}; this release has the 'reference' backend only")
     problem = PROBLEMS.get(args.problem)
     t_span = problem.t_span
     kwargs: dict[str, Any] = {"rtol": args.rtol, "atol": args.atol, "max_steps": args.max_steps}
@@ -123,7 +140,7 @@ def solve_data(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["n_steps"] = args.n_steps
     if args.t_eval:
         kwargs["t_eval"] = [float(v) for v in args.t_eval.split(",")]
-    sol = run(problem, args.method, library=args.library, dtype=args.dtype, **kwargs)
+    sol = run(problem, args.method, backend=args.backend, library=args.library, dtype=args.dtype, **kwargs)
     ys = as_numpy(sol.ys)
     out: dict[str, Any] = {
         "schema": SOLVE_SCHEMA,
@@ -135,9 +152,10 @@ def solve_data(args: argparse.Namespace) -> dict[str, Any]:
         "t_span": list(t_span),
         "status": sol.status.code,
         "message": sol.message,
-        "ts": sol.ts.tolist(),
+        "ts": [float(t) for t in sol.ts],
         "ys": [[float(v) for v in row] for row in ys],
         "stats": sol.stats.to_dict(),
+        "timing": dict(sol.timing),
         "options": {k: v for k, v in kwargs.items()},
         "error": None,
     }
@@ -174,7 +192,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .conformance import run_conformance
 
-    records = run_conformance(library=args.library, quick=args.quick, methods=args.methods)
+    records = run_conformance(backend=args.backend, library=args.library, quick=args.quick, methods=args.methods)
     failures = [r for r in records if r.verdict in ("fail", "error")]
     if args.json:
         print(json.dumps({"schema": CHECK_SCHEMA, "version": __version__, "backend": args.backend,
@@ -187,9 +205,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         for r in records:
             m = "-" if r.measured is None else f"{r.measured:.3f}"
             e = "-" if r.expected is None else f"{r.expected:.3g}"
-            rows.append([r.property, r.method, r.problem, r.library, m, e, r.verdict])
-        print(f"odeverify {__version__} conformance of the {args.backend} backend ({args.library})")
-        print(_table(rows, ["property", "method", "problem", "library", "measured", "expected", "verdict"]))
+            rows.append([r.property, r.method, r.problem, m, e, r.verdict])
+        backend = records[0].backend if records else args.backend
+        print(f"odeverify {__version__} conformance of the {backend} backend")
+        print(_table(rows, ["property", "method", "problem", "measured", "expected", "verdict"]))
         print(f"\n{sum(r.verdict == 'pass' for r in records)} passed, {len(failures)} failed,"
               f" {sum(r.verdict == 'skip' for r in records)} inconclusive,"
               f" {sum(r.verdict == 'deviation' for r in records)} expected deviations")
@@ -208,28 +227,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     pl = sub.add_parser("list", help="tableaus, solvers and problems with their properties")
-    pl.add_argument("what", nargs="?", default="all", choices=["all", "tableaus", "solvers", "problems"])
+    pl.add_argument("what", nargs="?", default="all", choices=["all", "tableaus", "solvers", "backends", "problems"])
     pl.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.list/1)")
     pl.set_defaults(func=cmd_list)
 
     ps = sub.add_parser("solve", help="solve one problem of the library and print the solution")
     ps.add_argument("problem", help="a problem name (odeverify list problems)")
-    ps.add_argument("--method", default="dopri5", help="solver name (default dopri5)")
+    ps.add_argument("--method", default="dopri5", help="the backend's method name (default dopri5)")
     ps.add_argument("--rtol", type=float, default=1e-6)
     ps.add_argument("--atol", type=float, default=1e-9)
     ps.add_argument("--dt", type=float, default=None, help="fixed step (fixed-step mode)")
     ps.add_argument("--n-steps", type=int, default=None, help="number of equal fixed steps")
     ps.add_argument("--t-eval", default=None, help="comma-separated output times")
     ps.add_argument("--max-steps", type=int, default=100_000)
-    ps.add_argument("--backend", default="reference")
+    ps.add_argument("--backend", default="reference",
+                    help="reference (see --library), scipy, torchdiffeq, diffrax or a plug-in")
     ps.add_argument("--library", default="numpy", choices=list(ARRAY_LIBRARIES))
     ps.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     ps.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.solve/1)")
     ps.set_defaults(func=cmd_solve)
 
     pc = sub.add_parser("check", help="conformance run: orders, dense output, estimates, tolerance proportionality")
-    pc.add_argument("--backend", default="reference")
-    pc.add_argument("--library", default="numpy", choices=list(ARRAY_LIBRARIES))
+    pc.add_argument("--backend", default="reference",
+                    help="reference, reference-torch, reference-jax, scipy, torchdiffeq, diffrax or a plug-in")
+    pc.add_argument("--library", default="numpy", choices=list(ARRAY_LIBRARIES),
+                    help="array library of the reference backend")
     pc.add_argument("--methods", default=None, help="comma-separated solver names (default: all)")
     pc.add_argument("--quick", action="store_true", help="fewer problems per property")
     pc.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.check/1)")

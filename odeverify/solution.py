@@ -82,6 +82,8 @@ class Solution:
     t_final: Any = None
     message: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    #: wall time of the solve and, separately, compilation time (jitted backends), seconds
+    timing: dict[str, float] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:

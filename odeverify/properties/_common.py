@@ -1,12 +1,14 @@
-"""Shared plumbing of the properties: run a reference solve of a problem in a chosen library."""
+"""Shared plumbing of the properties: solve a problem with a backend, look up what it claims."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
-from .. import _xp
-from ..integrate import resolve_solver, solve
+from .. import _xp, backends
+from ..backends import Backend, MethodInfo
+from ..integrate import solve
 from ..problems import Problem
 from ..solution import Solution
 
@@ -20,13 +22,43 @@ def namespace_and_dtype(library: str, dtype: str) -> tuple[Any, Any]:
     return xp, getattr(xp, dtype)
 
 
-def run(problem: Problem, method: str, *, library: str = "numpy", dtype: str = "float64",
-        t_span: tuple[float, float] | None = None, **kwargs: Any) -> Solution:
-    """Solve ``problem`` with the reference integrator in ``library``/``dtype``."""
-    xp, dt = namespace_and_dtype(library, dtype)
-    f = problem.vector_field(xp, dt)
-    y0 = problem.y0_array(xp, dt)
-    return solve(f, y0, t_span or problem.t_span, method=method, **kwargs)
+def backend_for(backend: str, library: str = "numpy") -> Backend:
+    """The backend object; ``backend="reference"`` with ``library="torch"`` is ``reference-torch``."""
+    if backend == "reference" and library != "numpy":
+        backend = f"reference-{library}"
+    return backends.get(backend)
+
+
+def backend_label(backend: str, library: str = "numpy") -> str:
+    """The backend name recorded in a Record."""
+    return backend_for(backend, library).name
+
+
+def method_info(method: Any, *, backend: str = "reference", library: str = "numpy") -> MethodInfo:
+    """What a backend claims for a method (a solver object stands for itself, on the reference)."""
+    if not isinstance(method, str):
+        return MethodInfo(name=method.name, order=method.order, adaptive=bool(getattr(method, "adaptive", False)),
+                          fixed=True, dense_order=getattr(method, "dense_order", None),
+                          embedded_order=getattr(method, "embedded_order", None))
+    b = backend_for(backend, library)
+    return b.capabilities().method(method, b.name)
+
+
+def run(problem: Problem, method: Any, *, backend: str = "reference", library: str = "numpy",
+        dtype: str = "float64", **kwargs: Any) -> Solution:
+    """Solve ``problem`` with ``backend`` (the reference in ``library`` by default)."""
+    if not isinstance(method, str):  # a solver object: the reference integrator itself
+        xp, dt = namespace_and_dtype(library, dtype)
+        return solve(problem.vector_field(xp, dt), problem.y0_array(xp, dt), problem.t_span, method=method, **kwargs)
+    return backend_for(backend, library).solve(problem, method, dtype=dtype, **kwargs)
+
+
+def rebased(problem: Problem, t: float, t1: float) -> Problem:
+    """The same trajectory started at ``t`` from the exact solution (for one-step properties)."""
+    if problem.exact is None:
+        raise ValueError(f"problem {problem.name!r} has no closed form; one-step properties need one")
+    y = problem.exact(np.asarray([t]))[0]
+    return dataclasses.replace(problem, y0=tuple(float(v) for v in y), t_span=(t, t1), references=())
 
 
 def reference_final(problem: Problem) -> np.ndarray:
@@ -39,8 +71,8 @@ def reference_final(problem: Problem) -> np.ndarray:
     return ref
 
 
-def solver_order(method: str) -> int:
-    return int(resolve_solver(method).order)
+def solver_order(method: Any, *, backend: str = "reference", library: str = "numpy") -> int:
+    return int(method_info(method, backend=backend, library=library).order)
 
 
 def trajectory_samples(problem: Problem, count: int = 16) -> np.ndarray:

@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 
-from ..metrics import loglog_slope, roundoff_floor, scaled_error
+from ..metrics import as_numpy, loglog_slope, roundoff_floor, scaled_error
 from ..problems import Problem
 from ..records import Record
-from ._common import reference_final, run, solver_order, spectral_radius_bound
+from ._common import backend_label, reference_final, run, solver_order, spectral_radius_bound
 
 #: default tolerance band around the claimed order
 ORDER_BAND = 0.15
@@ -44,8 +44,9 @@ def check_times(problem: Problem, n_min: int) -> np.ndarray:
     return t0 + (t1 - t0) * np.arange(1, m + 1) / m
 
 
-def order_sweep(problem: Problem, method: str, *, library: str = "numpy", dtype: str = "float64",
-                n_min: int | None = None, n_max: int = 4096) -> tuple[list[int], list[float], np.ndarray]:
+def order_sweep(problem: Problem, method: str, *, backend: str = "reference", library: str = "numpy",
+                dtype: str = "float64", n_min: int | None = None,
+                n_max: int = 4096) -> tuple[list[int], list[float], np.ndarray]:
     """Errors of fixed-step solves with n = n_min, 2 n_min, ... steps.
 
     The error of a solve is the largest scaled error over :func:`check_times`. The sweep runs
@@ -64,9 +65,12 @@ def order_sweep(problem: Problem, method: str, *, library: str = "numpy", dtype:
     floors: list[float] = []
     n = n_min
     while n <= n_max:
-        sol = run(problem, method, library=library, dtype=dtype, n_steps=n, t_eval=times if times.size > 1 else None)
-        ys = sol.ys if times.size > 1 else sol.ys[-1:, ...]
-        err = max(scaled_error(ys[i, ...], refs[i]) for i in range(len(refs))) if sol.success else math.inf
+        sol = run(problem, method, backend=backend, library=library, dtype=dtype, n_steps=n,
+                  t_eval=times if times.size > 1 else None)
+        ys = as_numpy(sol.ys) if sol.success else None
+        if ys is not None and times.size == 1:
+            ys = ys[-1:]
+        err = max(scaled_error(ys[i], refs[i]) for i in range(len(refs))) if sol.success else math.inf
         ns.append(n)
         errs.append(err)
         floors.append(floor_for(refs, dtype, n))
@@ -154,8 +158,9 @@ def judge_slope(hs: np.ndarray, errs: np.ndarray, floors: np.ndarray, expected: 
     return slope, "fail", msg
 
 
-def convergence_order(problem: Problem, method: str, *, library: str = "numpy", dtype: str = "float64",
-                      n_min: int | None = None, n_max: int = 4096, window: int = 3, band: float = ORDER_BAND) -> Record:
+def convergence_order(problem: Problem, method: str, *, backend: str = "reference", library: str = "numpy",
+                      dtype: str = "float64", n_min: int | None = None, n_max: int = 4096, window: int = 3,
+                      band: float = ORDER_BAND) -> Record:
     """Least-squares order of the global error over the asymptotic window.
 
     The sweep starts where h * rho <= 1 and goes to finer steps; the window is the finest
@@ -171,8 +176,9 @@ def convergence_order(problem: Problem, method: str, *, library: str = "numpy", 
       order conditions prove the order is not higher than claimed, PITFALLS: Tsit5
       approaches its order from above); or a deficit whose local slopes still drift.
     """
-    p = solver_order(method)
-    ns, errs, floors = order_sweep(problem, method, library=library, dtype=dtype, n_min=n_min, n_max=n_max)
+    p = solver_order(method, backend=backend, library=library)
+    ns, errs, floors = order_sweep(problem, method, backend=backend, library=library, dtype=dtype, n_min=n_min,
+                                   n_max=n_max)
     span = abs(problem.t_span[1] - problem.t_span[0])
     hs = np.asarray([span / n for n in ns])
     details = {"n": ns, "h": hs.tolist(), "error": errs, "floors": floors.tolist(), "band": band}
@@ -180,4 +186,5 @@ def convergence_order(problem: Problem, method: str, *, library: str = "numpy", 
     slope, verdict, msg = judge_slope(hs, np.asarray(errs), floors, float(p), band=band, window=window,
                                       details=details, findings=findings)
     return Record(property="convergence_order", method=method, problem=problem.name, expected=float(p),
-                  library=library, dtype=dtype, details=details, measured=slope, verdict=verdict, message=msg)
+                  backend=backend_label(backend, library), library=library, dtype=dtype, details=details,
+                  measured=slope, verdict=verdict, message=msg)

@@ -5,49 +5,51 @@ import math
 
 import numpy as np
 
-from ..integrate import resolve_solver
-from ..metrics import loglog_slope, roundoff_floor, scaled_error
+from ..metrics import as_numpy, loglog_slope, roundoff_floor, scaled_error
 from ..problems import Problem
 from ..records import Record
-from ._common import reference_final, run
+from ._common import backend_label, method_info, reference_final, run
 
 #: accepted distance between the fitted exponent and its theoretical value
 EXPONENT_BAND = 0.25
 DEFAULT_TOLS = tuple(10.0 ** -k for k in range(3, 11))
 
 
-def default_tols(method: str) -> tuple[float, ...]:
+def default_tols(order: int) -> tuple[float, ...]:
     """1e-3 down to 10^-(2 + 2p), at most 1e-10: a low-order method at rtol 1e-10 takes
     millions of steps, which measures patience rather than proportionality."""
-    p = resolve_solver(method).order
+    p = order
     lowest = min(10, 2 + 2 * p)
     return tuple(t for t in DEFAULT_TOLS if t >= 10.0 ** -lowest)
 
 
-def expected_exponent(method: str) -> float:
-    """err ~ tol^(p / (q + 1)) for error-per-step control with local extrapolation.
+def expected_exponent(method: str, *, backend: str = "reference", library: str = "numpy") -> float:
+    """err ~ tol^(p / k) for error-per-step control with local extrapolation.
 
-    The controller keeps the embedded estimate (order q, local error h^(q+1)) at tol, so
-    h ~ tol^(1/(q+1)) and the propagated solution (order p) has global error h^p.
+    The controller keeps the error estimate (err ~ h^k, k = embedded order + 1, or the
+    method's own ``error_order`` such as DOP853's 8) at tol, so h ~ tol^(1/k) and the
+    propagated solution (order p) has global error h^p.
     """
-    s = resolve_solver(method)
-    if s.embedded_order is None:
+    info = method_info(method, backend=backend, library=library)
+    if not info.adaptive or info.embedded_order is None:
         raise ValueError(f"method {method!r} is not adaptive (no embedded estimate)")
-    return s.order / s.error_order
+    k = info.error_order if info.error_order is not None else min(info.order, info.embedded_order) + 1
+    return info.order / k
 
 
-def tolerance_proportionality(problem: Problem, method: str, *, library: str = "numpy", dtype: str = "float64",
-                              tols: tuple[float, ...] | None = None, band: float = EXPONENT_BAND) -> Record:
+def tolerance_proportionality(problem: Problem, method: str, *, backend: str = "reference", library: str = "numpy",
+                              dtype: str = "float64", tols: tuple[float, ...] | None = None,
+                              band: float = EXPONENT_BAND) -> Record:
     """Fit log(error at t1) against log(tol) over a tolerance sweep (rtol = atol = tol)."""
     if tols is None:
-        tols = default_tols(method)
+        tols = default_tols(method_info(method, backend=backend, library=library).order)
     y_ref = reference_final(problem)
     floor = roundoff_floor(y_ref, dtype)
-    expected = expected_exponent(method)
+    expected = expected_exponent(method, backend=backend, library=library)
     used_tols, errs, nfevs, statuses = [], [], [], []
     for tol in tols:
-        sol = run(problem, method, library=library, dtype=dtype, rtol=tol, atol=tol)
-        err = scaled_error(sol.ys[-1], y_ref) if sol.success else math.inf
+        sol = run(problem, method, backend=backend, library=library, dtype=dtype, rtol=tol, atol=tol)
+        err = scaled_error(as_numpy(sol.ys)[-1], y_ref) if sol.success else math.inf
         used_tols.append(tol)
         errs.append(err)
         nfevs.append(sol.stats.nfev)
@@ -57,7 +59,7 @@ def tolerance_proportionality(problem: Problem, method: str, *, library: str = "
     details = {"tol": used_tols, "error": errs, "nfev": nfevs, "status": statuses, "floor": floor, "band": band,
                "error_over_tol": (e / t).tolist()}
     common = dict(property="tolerance_proportionality", method=method, problem=problem.name, library=library,
-                  dtype=dtype, expected=expected, details=details)
+                  backend=backend_label(backend, library), dtype=dtype, expected=expected, details=details)
     if any(s != "success" for s in statuses):
         return Record(measured=None, verdict="error", status=next(s for s in statuses if s != "success"),
                       message="a solve of the sweep failed", **common)
