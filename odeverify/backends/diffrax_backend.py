@@ -1,0 +1,473 @@
+"""diffrax (JAX) as a backend: jitted solves, compiled once per problem, method and shape.
+
+Facts this adapter relies on (diffrax 0.7.2, read from its source and measured here):
+
+- Adaptive mode uses ``PIDController(rtol, atol, pcoeff=0, icoeff=1)`` (an I controller:
+  ``factor = safety * err**(-1/p)``, ``p`` the method's order, clipped to
+  ``[factormin, factormax]``), the same controller as odeverify's reference. ``dtmin`` is
+  passed with ``force_dtmin=False`` so that a step below it ends the solve with
+  ``dt_min_reached`` (our ``DT_UNDERFLOW``) instead of being forced through.
+- Fixed mode uses ``ConstantStepSize()``: diffrax 0.7.2 places step ``k`` of ``N`` at
+  ``t0 + (t1 - t0) * (k / N)`` with ``N = ceil((t1 - t0) / nextafter(dt0))`` and lands on
+  ``t1`` exactly. With ``n_steps`` (or a ``dt`` that divides the span) that is the
+  reference grid up to one ulp in t; a ``dt`` that does not divide the span would be
+  spread over ``N`` equal steps, so that case uses ``StepTo`` with the reference grid
+  (equal steps of ``dt``, last one shortened), compiled per grid length.
+- Statistics: ``sol.stats`` has ``num_accepted_steps`` and ``num_rejected_steps`` but no
+  evaluation count. ``nfev`` is a closed form per method (see ``_NFE``), checked against a
+  host-callback counter (:meth:`DiffraxBackend.count_nfev`) in
+  ``tests/test_backend_diffrax.py``: FSAL explicit RK ``(stages - 1) * steps + 1``, other
+  RK ``stages * steps``, ReversibleHeun ``steps + 1`` (rejected steps included). One
+  exception, measured: an FSAL method evaluates f(t0, y0) again after each rejection that
+  comes before the first accepted step (Bosh3 on harmonic at rtol 1e-6 from diffrax's
+  first step 0.01: 929 counted, 928 by the closed form), so in adaptive mode ``nfev`` of an
+  FSAL method is a lower bound, exact when the first step is accepted and at most
+  ``rejected`` too low; :meth:`DiffraxBackend.count_nfev` gives the exact count.
+- ``first_step=None`` passes ``dt0=None``: diffrax 0.7.2's ``PIDController.init`` then calls
+  ``_select_initial_step``, which returns a hard-coded 0.01 unless the terms are an
+  ``ODETerm``; ``diffeqsolve`` wraps them in ``WrapTerm`` first, so the first step is 0.01
+  (clipped to the span) and costs no evaluation. Measured: identical step sequences for
+  ``dt0=None`` and ``dt0=0.01``.
+- A batch ``y0`` of shape ``(B, n)`` is solved with ``jax.vmap``: each sample has its own
+  step sizes. The vmapped loop runs until the slowest sample finishes and evaluates the
+  field on the whole batch each iteration, so ``nfev`` (calls, each on the whole batch)
+  follows the closed form with the largest per-sample step count.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import _xp
+from ..problems import Problem
+from ..solution import Solution, Stats, Status
+from .base import Backend, Capabilities, MethodInfo, UnsupportedOption
+
+
+@dataclass(frozen=True)
+class _Spec:
+    order: int
+    adaptive: bool
+    embedded: int | None
+    dense_order: int
+    tableau: str | None
+    #: (evaluations per step, evaluations at start-up) for the NFE closed form
+    nfe: tuple[int, int]
+    notes: str = ""
+
+
+#: what each diffrax solver is; tableau matches were checked coefficient by coefficient
+#: (``tests/test_backend_diffrax.py::test_tableau_matches``) and dense orders are the
+#: global orders of the dense output (linear interpolation: min(p, 2); cubic Hermite built
+#: from the first and last stage: min(p, 3); Tsit5/Dopri5 quartic: 4 (local interpolation
+#: error measured O(h^5)); Dopri8: 5, measured), capped by the method's order.
+_SPECS: dict[str, _Spec] = {
+    "Euler": _Spec(1, False, None, 1, "euler", (1, 0),
+                   "no tableau attribute in diffrax; identity with 'euler' checked by agreement; linear dense output"),
+    "Heun": _Spec(2, True, 1, 2, "heun", (2, 0),
+                  "A, b, c identical to 'heun'; diffrax's error weights are the negated ones (same norm);"
+                  " not FSAL; cubic Hermite dense output from k[0], k[-1]"),
+    "Midpoint": _Spec(2, True, 1, 2, "midpoint", (2, 0),
+                      "A, b, c identical to 'midpoint' (which has no embedded pair); diffrax adds an embedded"
+                      " Euler estimate; its Hermite dense output takes the c=1/2 stage as the end slope"
+                      " (an O(h) slope error: still second order, measured)"),
+    "Ralston": _Spec(2, True, 1, 2, "ralston", (2, 0),
+                     "A, b, c identical to 'ralston' (which has no embedded pair); diffrax adds an embedded"
+                     " Euler estimate; Hermite dense output uses the c=2/3 stage as the end slope"),
+    "Bosh3": _Spec(3, True, 2, 3, "bosh3", (3, 1), "identical to 'bosh3' including the error weights; FSAL"),
+    "Tsit5": _Spec(5, True, 4, 4, "tsit5", (6, 1),
+                   "identical to 'tsit5' including the error weights; FSAL; diffrax's docs call its dense"
+                   " output 5th order, the interpolant is a quartic (declared 4)"),
+    "Dopri5": _Spec(5, True, 4, 4, "dopri5", (6, 1),
+                    "A, b, c identical to 'dopri5'; diffrax's error weights are exactly 2/3 of Hairer's"
+                    " (embedded weights 1951/21600, ..., 1/60 instead of 5179/57600, ..., 1/40), so its"
+                    " adaptive steps differ from the reference's; FSAL; quartic dense output (declared 4)"),
+    "Dopri8": _Spec(8, True, 7, 5, None, (13, 1),
+                    "Prince-Dormand 8(7) with 14 stages (FSAL), not DOP853 (12 stages, 8(5,3)): no"
+                    " reference tableau; diffrax's docs call its dense output 8th order, but its local"
+                    " interpolation error measured O(h^6) on warped_oscillatory (slopes 6.21, 6.19, 6.12"
+                    " for h = 3/32 ... 3/256): declared 5"),
+    "ReversibleHeun": _Spec(2, True, 1, 2, None, (1, 1),
+                            "Kidger et al. 2021 reversible Heun: one evaluation per step plus one at start;"
+                            " not a Runge-Kutta method; linear dense output"),
+    "LeapfrogMidpoint": _Spec(2, False, None, 2, None, (1, 0),
+                              "two-step leapfrog/midpoint; fixed steps only; linear dense output"),
+    "SemiImplicitEuler": _Spec(1, False, None, 1, None, (2, 0),
+                               "symplectic Euler on a split state (q, p) = first and second halves of y:"
+                               " q' = f(t, p), p' = g(t, q_new). Only for an even state dimension and a"
+                               " separable field (dq'/dq = 0 and dp'/dp = 0, checked on a few states);"
+                               " other problems raise UnsupportedOption. Two half-field evaluations a step,"
+                               " each counted as one call"),
+}
+
+_STATUS_OF = {"successful": Status.SUCCESS, "max_steps_reached": Status.MAX_STEPS,
+              "dt_min_reached": Status.DT_UNDERFLOW}
+
+
+class DiffraxBackend(Backend):
+    """diffrax's solvers, jitted once per (problem, method, mode, shapes, dtype)."""
+
+    name = "diffrax"
+    install_hint = "pip install 'odeverify[jax]' (diffrax, equinox, jax)"
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, tuple[Any, Problem]] = {}
+        self.compiles = 0  #: number of compilations so far (for tests and reports)
+
+    # ------------------------------------------------------------------ contract
+    def _import(self) -> Any:
+        _xp.get_namespace("jax")  # enables float64 before any array exists
+        return _xp.require("diffrax")
+
+    def capabilities(self) -> Capabilities:
+        methods = {
+            name: MethodInfo(name=name, order=s.order, adaptive=s.adaptive, fixed=True, dense=True,
+                             dense_order=s.dense_order, embedded_order=s.embedded, tableau=s.tableau,
+                             notes=s.notes)
+            for name, s in _SPECS.items()
+        }
+        devices: tuple[str, ...] = ("cpu",)
+        try:
+            import jax
+
+            if jax.devices("gpu"):
+                devices = ("cpu", "gpu")
+        except Exception:  # noqa: BLE001 - no GPU platform (or no jax): CPU only
+            pass
+        options: dict[str, bool | str] = {k: True for k in ("rtol", "atol", "dt", "n_steps", "first_step",
+                                                              "max_steps", "safety", "factor_min", "factor_max",
+                                                              "dtmin", "dtmax", "t_eval")}
+        return Capabilities(
+            methods=methods, dtypes=("float64", "float32"), devices=devices, options=options, per_sample=True,
+            notes="jitted; compile time reported in timing['compile_s'] (0 on a cache hit); adaptive FSAL"
+                  " nfev is a closed-form lower bound, low by the rejections before the first accepted"
+                  " step (count_nfev counts exactly); max_steps is"
+                  " static (a new value compiles again); nfev by per-method closed form checked against a"
+                  " host-callback count; a dt that does not divide the span compiles per grid length",
+        )
+
+    # ------------------------------------------------------------------ solve
+    def _solve(self, problem: Problem, method: MethodInfo, y0: np.ndarray | None, options: dict[str, Any],
+               dtype: str, device: str) -> Solution:
+        run = self._prepare(problem, method, y0, options, dtype, device, count=False)
+        return run()
+
+    def count_nfev(self, problem: Problem, method: str, *, y0: Any = None, dtype: str = "float64",
+                   **options: Any) -> int:
+        """Solve once with a vector field that increments a host counter (jax.debug.callback).
+
+        Slow (a separate compilation); used to check the closed form in ``nfev``. With a batch
+        ``y0`` it returns calls of the batched field (each call evaluates the whole batch).
+        """
+        info = self.capabilities().method(method, self.name)
+        self.check_options(info, options)
+        y0a = None if y0 is None else np.asarray(y0, dtype=np.float64)
+        counter = [0]
+        run = self._prepare(problem, info, y0a, dict(options), dtype, "cpu", count=counter)
+        run()
+        return counter[0]
+
+    def _prepare(self, problem: Problem, method: MethodInfo, y0: np.ndarray | None, options: dict[str, Any],
+                 dtype: str, device: str, count: Any):
+        import jax
+        import jax.numpy as jnp
+
+        self._import()
+        spec = _SPECS[method.name]
+        jdt = jnp.float64 if dtype == "float64" else jnp.float32
+        y0n = np.asarray(problem.y0 if y0 is None else y0, dtype=np.float64)
+        if y0n.ndim not in (1, 2) or y0n.shape[-1] != problem.n:
+            raise ValueError(f"y0 has shape {y0n.shape}, but it must be ({problem.n},) or (B, {problem.n})")
+        if not np.all(np.isfinite(y0n)):
+            raise ValueError("y0 contains non-finite values (NaN or inf); it must be finite")
+        n = problem.n
+        t0, t1 = problem.t_span
+        span = t1 - t0
+        ts = np.asarray(options["t_eval"] if options.get("t_eval") is not None else problem.t_span, dtype=np.float64)
+        _check_t_eval(ts, t0, t1)
+        if method.name == "SemiImplicitEuler":
+            _check_separable(problem, jdt)
+
+        # --- mode and static structure
+        dt, n_steps = options.get("dt"), options.get("n_steps")
+        if dt is not None and n_steps is not None:
+            raise ValueError("give either dt or n_steps, not both")
+        fixed = dt is not None or n_steps is not None
+        max_steps = options.get("max_steps")
+        max_steps = 100_000 if max_steps is None else max_steps
+        if not isinstance(max_steps, (int, np.integer)) or max_steps <= 0:
+            raise ValueError(f"max_steps={max_steps!r}, but it must be a positive int")
+        max_steps = int(max_steps)
+        grid = None
+        if fixed:
+            if n_steps is not None:
+                if not isinstance(n_steps, (int, np.integer)) or n_steps <= 0:
+                    raise ValueError(f"n_steps={n_steps!r}, but it must be a positive int")
+                nsteps = int(n_steps)
+            else:
+                dt = _positive("dt", dt)
+                ratio = abs(span) / dt
+                nsteps = round(ratio)
+                if nsteps == 0 or abs(ratio - nsteps) > 1e-12 * max(1.0, ratio):
+                    count_ = math.ceil(ratio * (1 - 1e-12))
+                    grid = t0 + math.copysign(dt, span) * np.arange(count_ + 1, dtype=np.float64)
+                    grid[-1] = t1
+                    nsteps = count_
+            mode = "fixed-grid" if grid is not None else "fixed"
+            struct: tuple = (grid is None or len(grid),)
+        else:
+            mode = "adaptive"
+            struct = tuple(options.get(k) is None for k in ("first_step", "dtmin", "dtmax"))
+
+        batch = y0n.shape[:-1]
+        key = (problem.name, id(problem), method.name, mode, struct, len(ts), batch, dtype, max_steps,
+               device, count is not False)
+        entry = self._cache.get(key)
+
+        # --- traced arguments
+        def arr(v: Any, shape: tuple = ()) -> Any:
+            return jnp.broadcast_to(jnp.asarray(np.asarray(v, dtype=np.float64), dtype=jdt), shape)
+
+        args: dict[str, Any] = {"y0": arr(y0n, y0n.shape), "ts": arr(ts, ts.shape), "t0": arr(t0), "t1": arr(t1)}
+        if mode == "fixed":
+            args["dt0"] = arr(span / nsteps)
+        elif mode == "fixed-grid":
+            args["grid"] = arr(grid, grid.shape)
+        else:
+            args["rtol"] = arr(_tol("rtol", options.get("rtol"), 1e-6, n), (n,))
+            args["atol"] = arr(_tol("atol", options.get("atol"), 1e-9, n), (n,))
+            args["safety"] = arr(_positive("safety", options.get("safety", None) or 0.9))
+            args["factormin"] = arr(_positive("factor_min", options.get("factor_min", None) or 0.2))
+            args["factormax"] = arr(_positive("factor_max", options.get("factor_max", None) or 10.0))
+            for k in ("first_step", "dtmin", "dtmax"):
+                if options.get(k) is not None:
+                    args[k] = arr(_positive(k, options[k]) if k != "dtmin" else _nonneg(k, options[k]))
+        jdev = jax.devices("gpu" if device == "gpu" else "cpu")[0]
+        args = jax.device_put(args, jdev)
+
+        compile_s = 0.0
+        if entry is None:
+            fn = _build(problem, method.name, mode, max_steps, jdt, batch, count)
+            start = time.perf_counter()
+            compiled = jax.jit(fn).lower(args).compile()
+            compile_s = time.perf_counter() - start
+            self.compiles += 1
+            if count is False:
+                self._cache[key] = (compiled, problem)  # the problem is kept so that its id stays unique
+        else:
+            compiled = entry[0]
+
+        def run() -> Solution:
+            start = time.perf_counter()
+            out = compiled(args)
+            out = jax.block_until_ready(out)
+            wall = time.perf_counter() - start
+            return _to_solution(out, ts, method.name, spec, batch, fixed, options, wall, compile_s, mode,
+                                nsteps if fixed else None)
+
+        return run
+
+
+# ---------------------------------------------------------------------------- building
+def _build(problem: Problem, method: str, mode: str, max_steps: int, jdt: Any, batch: tuple, count: Any):
+    """The function to jit: args dict -> outputs; vmapped over a batch ``y0``."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    xp = _xp.get_namespace("jax")
+    f = problem.vector_field(xp, jdt)
+
+    if count is not False:
+        def bump(*_: Any) -> None:
+            count[0] += 1
+
+        def field(t: Any, y: Any) -> Any:
+            jax.debug.callback(bump, ordered=False)
+            return f(t, y)
+    else:
+        field = f
+
+    solver = getattr(diffrax, method)()
+    if method == "SemiImplicitEuler":
+        m = problem.n // 2
+
+        def vq(t: Any, p: Any, args: Any) -> Any:
+            return field(t, jnp.concatenate([jnp.zeros_like(p), p], axis=-1))[..., :m]
+
+        def vp(t: Any, q: Any, args: Any) -> Any:
+            return field(t, jnp.concatenate([q, jnp.zeros_like(q)], axis=-1))[..., m:]
+
+        terms: Any = (diffrax.ODETerm(vq), diffrax.ODETerm(vp))
+    else:
+        terms = diffrax.ODETerm(lambda t, y, args: field(t, y))
+
+    def one(a: dict[str, Any], y0: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if mode == "fixed":
+            controller: Any = diffrax.ConstantStepSize()
+            dt0 = a["dt0"]
+        elif mode == "fixed-grid":
+            controller = diffrax.StepTo(ts=a["grid"])
+            dt0 = None
+        else:
+            kwargs = {k: a[k] for k in ("dtmin", "dtmax") if k in a}
+            controller = diffrax.PIDController(rtol=a["rtol"], atol=a["atol"], pcoeff=0, icoeff=1,
+                                               safety=a["safety"], factormin=a["factormin"],
+                                               factormax=a["factormax"], force_dtmin=False, **kwargs)
+            dt0 = a.get("first_step")
+            if dt0 is not None:
+                dt0 = jnp.minimum(dt0, jnp.abs(a["t1"] - a["t0"])) * jnp.sign(a["t1"] - a["t0"])
+        if method == "SemiImplicitEuler":
+            m = problem.n // 2
+            y_init: Any = (y0[..., :m], y0[..., m:])
+        else:
+            y_init = y0
+        sol = diffrax.diffeqsolve(terms, solver, a["t0"], a["t1"], dt0, y_init,
+                                  saveat=diffrax.SaveAt(ts=a["ts"], t1=True), stepsize_controller=controller,
+                                  max_steps=max_steps, throw=False)
+        ys = sol.ys
+        if method == "SemiImplicitEuler":
+            ys = jnp.concatenate(ys, axis=-1)
+        reached = jnp.isfinite(sol.ts[:-1])
+        out_ys = jnp.where(reached[:, None], ys[:-1], jnp.nan)
+        return {"ys": out_ys, "t_final": sol.ts[-1], "y_final": ys[-1], "result": sol.result._value,
+                "accepted": sol.stats["num_accepted_steps"], "rejected": sol.stats["num_rejected_steps"]}
+
+    if batch:
+        def fn(a: dict[str, Any]) -> dict[str, Any]:
+            rest = {k: v for k, v in a.items() if k != "y0"}
+            out = jax.vmap(lambda y: one(rest, y))(a["y0"])
+            out["ys"] = jnp.moveaxis(out["ys"], 0, 1)  # (B, T, n) -> (T, B, n)
+            return out
+    else:
+        def fn(a: dict[str, Any]) -> dict[str, Any]:
+            return one(a, a["y0"])
+    return fn
+
+
+def _to_solution(out: dict[str, Any], ts: np.ndarray, method: str, spec: _Spec, batch: tuple, fixed: bool,
+                 options: dict[str, Any], wall: float, compile_s: float, mode: str, nsteps: int | None) -> Solution:
+    import diffrax
+
+    acc = np.asarray(out["accepted"], dtype=np.int64)
+    rej = np.asarray(out["rejected"], dtype=np.int64)
+    codes = np.atleast_1d(np.asarray(out["result"]))
+    # diffrax leaves unreached saves (and the t1 save of a failed solve) at inf, turned into
+    # NaN rows above: a non-finite state is one that is non-finite in a reached row or at t1
+    ys_np = np.asarray(out["ys"])
+    t_fin = np.asarray(out["t_final"], dtype=np.float64)
+    reached_ok = np.isfinite(t_fin)
+    y_fin = np.asarray(out["y_final"])
+    fin_final = np.all(np.isfinite(y_fin), axis=-1) | ~reached_ok
+    rows = ys_np if not batch else np.moveaxis(ys_np, 1, 0)  # (B, T, n) or (T, n)
+    rows_bad = np.any(np.isinf(rows), axis=(-1, -2))  # NaN rows mean "not reached"
+    rows_nan_partial = np.any(np.isnan(rows) & ~np.all(np.isnan(rows), axis=-1, keepdims=True), axis=(-1, -2))
+    finite = np.atleast_1d(fin_final & ~rows_bad & ~rows_nan_partial)
+    statuses, messages = [], []
+    for code, fin in zip(codes, finite):
+        item = diffrax.RESULTS._index_to_message[int(code)] if hasattr(diffrax.RESULTS, "_index_to_message") else None
+        name = _result_name(int(code))
+        status = _STATUS_OF.get(name, Status.FAILED)
+        if not fin and status in (Status.SUCCESS, Status.MAX_STEPS, Status.FAILED):
+            status = Status.NONFINITE
+        statuses.append(status)
+        messages.append("" if name == "successful" else (name if item is None else (item or name)))
+    # the worst status of the batch (any failure is the batch's status)
+    status = next((s for s in statuses if not s.ok), Status.SUCCESS)
+    message = "" if status.ok else "; ".join(sorted({f"diffrax: {m}" for s, m in zip(statuses, messages)
+                                                      if not s.ok and m}))
+    if status is Status.NONFINITE:
+        message = (message + "; " if message else "") + "final state non-finite"
+    steps = acc + rej
+    per_call, start_up = spec.nfe
+    nfev = per_call * int(np.max(steps)) + start_up
+    stats = Stats(nfev=nfev, accepted=int(acc.sum()), rejected=int(rej.sum()))
+    if batch:
+        stats.sample_accepted = acc.reshape(-1)
+        stats.sample_rejected = rej.reshape(-1)
+    sol_options = {k: v for k, v in options.items() if v is not None}
+    sol_options["mode"] = mode
+    return Solution(ts=ts, ys=out["ys"], status=status, stats=stats, method=method,
+                    t_final=_t_final(t_fin, ts, rows), message=message, options=sol_options,
+                    timing={"wall_s": wall, "compile_s": compile_s})
+
+
+def _t_final(t_fin: np.ndarray, ts: np.ndarray, rows: np.ndarray) -> Any:
+    """The time reached; a failed solve has no t1 save, so the last output time it reached."""
+    reached = ~np.all(np.isnan(rows), axis=-1)  # (T,) or (B, T)
+    idx = np.where(reached.any(axis=-1), reached.shape[-1] - 1 - np.argmax(reached[..., ::-1], axis=-1), -1)
+    last = np.where(idx >= 0, ts[np.maximum(idx, 0)], np.nan)
+    out = np.where(np.isfinite(t_fin), t_fin, last)
+    return float(out) if out.ndim == 0 else out
+
+
+def _result_name(code: int) -> str:
+    import diffrax
+
+    for name in ("successful", "max_steps_reached", "dt_min_reached", "event_occurred", "max_steps_rejected",
+                 "internal_error"):
+        if int(getattr(diffrax.RESULTS, name)._value) == code:
+            return name
+    return f"result code {code}"
+
+
+# ---------------------------------------------------------------------------- checks
+def _positive(name: str, value: Any) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name}={value!r}, but it must be finite and > 0")
+    return v
+
+
+def _nonneg(name: str, value: Any) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name}={value!r}, but it must be finite and >= 0")
+    return v
+
+
+def _tol(name: str, value: Any, default: float, n: int) -> np.ndarray:
+    arr = np.asarray(default if value is None else value, dtype=np.float64)
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
+        raise ValueError(f"{name} has shape {arr.shape}, but it must be a scalar or have shape ({n},)")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"{name}={value!r}, but it must be finite and > 0 (every entry)")
+    return np.broadcast_to(arr, (n,))
+
+
+def _check_t_eval(ts: np.ndarray, t0: float, t1: float) -> None:
+    direction = 1.0 if t1 > t0 else -1.0
+    if ts.ndim != 1 or ts.size == 0 or not np.all(np.isfinite(ts)):
+        raise ValueError(f"t_eval={ts.tolist()}, but it must be a non-empty 1-d sequence of finite times")
+    if np.any(direction * np.diff(ts) <= 0):
+        raise ValueError(f"t_eval={ts.tolist()}, but it must be strictly monotone in the direction of t_span")
+    if ts.min() < min(t0, t1) or ts.max() > max(t0, t1):
+        raise ValueError(f"t_eval={ts.tolist()} has times outside t_span={(t0, t1)}")
+
+
+def _check_separable(problem: Problem, jdt: Any) -> None:
+    """SemiImplicitEuler needs q' = f(t, p), p' = g(t, q) on y = (q, p); refuse anything else."""
+    import jax
+    import jax.numpy as jnp
+
+    n = problem.n
+    if n % 2:
+        raise UnsupportedOption(f"diffrax method 'SemiImplicitEuler' needs a split state (q, p) of even"
+                                f" dimension; problem {problem.name!r} has n={n}")
+    m = n // 2
+    f = problem.vector_field(_xp.get_namespace("jax"), jnp.float64)
+    rng = np.random.default_rng(0)
+    y0 = np.asarray(problem.y0)
+    t0, t1 = problem.t_span
+    for y, t in [(y0, t0), (y0 + 0.1 * rng.standard_normal(n), 0.5 * (t0 + t1)),
+                 (y0 + 0.3 * rng.standard_normal(n), t1)]:
+        J = np.asarray(jax.jacfwd(lambda z: f(jnp.asarray(t, jnp.float64), z))(jnp.asarray(y, jnp.float64)))
+        if np.any(J[:m, :m] != 0) or np.any(J[m:, m:] != 0):
+            raise UnsupportedOption(
+                f"diffrax method 'SemiImplicitEuler' needs a separable field q' = f(t, p), p' = g(t, q) on"
+                f" y = (q, p); problem {problem.name!r} has dq'/dq or dp'/dp nonzero")

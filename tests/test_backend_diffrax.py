@@ -1,0 +1,197 @@
+"""The diffrax backend: registration, tableaus, accuracy, NFE closed form, compile cache, statuses, batches.
+
+Compilation (~1-2 s per new function) is the cost here: one backend instance is shared and
+problems/methods/options are reused so that most solves hit the cache.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffrax")
+
+import odeverify  # noqa: E402
+from odeverify.backends import UnsupportedOption, get  # noqa: E402
+from odeverify.problems import Problem  # noqa: E402
+from odeverify.solution import Status  # noqa: E402
+
+ADAPTIVE = ("Heun", "Midpoint", "Ralston", "Bosh3", "Tsit5", "Dopri5", "Dopri8", "ReversibleHeun")
+SHARED_TABLEAU = ("Euler", "Heun", "Midpoint", "Ralston", "Bosh3", "Tsit5", "Dopri5")
+EPS = np.finfo(np.float64).eps
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return get("diffrax")
+
+
+@pytest.fixture(scope="module")
+def harmonic():
+    return odeverify.PROBLEMS.get("harmonic")
+
+
+def _blowup_rhs(xp, t, y, p):
+    return y * y
+
+
+BLOWUP = Problem(name="test_blowup_y2", rhs=_blowup_rhs, y0=(1.0,), t_span=(0.0, 2.0))
+
+
+def test_registered_with_capabilities(backend):
+    from odeverify.backends.diffrax_backend import DiffraxBackend
+
+    assert isinstance(backend, DiffraxBackend) and backend.name == "diffrax"
+    caps = backend.capabilities()
+    assert set(caps.methods) == {"Euler", "Heun", "Midpoint", "Ralston", "Bosh3", "Tsit5", "Dopri5", "Dopri8",
+                                 "ReversibleHeun", "LeapfrogMidpoint", "SemiImplicitEuler"}
+    assert caps.per_sample and set(caps.dtypes) == {"float64", "float32"} and "cpu" in caps.devices
+    for name in ADAPTIVE:
+        m = caps.methods[name]
+        assert m.adaptive and m.embedded_order is not None and m.embedded_order < m.order
+    for name in ("Euler", "LeapfrogMidpoint", "SemiImplicitEuler"):
+        assert not caps.methods[name].adaptive and caps.methods[name].fixed
+    assert caps.methods["Dopri8"].tableau is None
+
+
+def test_unknown_method_lists_choices(backend, harmonic):
+    with pytest.raises(ValueError, match="Choices: .*Tsit5"):
+        backend.solve(harmonic, "Tsit6")
+
+
+def test_unsupported_options_raise(backend, harmonic):
+    with pytest.raises(ValueError, match="unknown solver option"):
+        backend.solve(harmonic, "Tsit5", norm="max")
+    with pytest.raises(ValueError, match="fixed-step only"):
+        backend.solve(harmonic, "Euler")
+    warped = odeverify.PROBLEMS.get("warped_oscillatory")  # n = 3: no (q, p) split
+    with pytest.raises(UnsupportedOption, match="SemiImplicitEuler"):
+        backend.solve(warped, "SemiImplicitEuler", n_steps=10)
+
+
+def test_tableau_matches():
+    """Declared reference tableaus have the same A, b, c (read from diffrax's ``tableau``)."""
+    import diffrax
+
+    caps = get("diffrax").capabilities()
+    for name, info in caps.methods.items():
+        tab = getattr(getattr(diffrax, name)(), "tableau", None)
+        if info.tableau is None or tab is None:
+            continue
+        ref = odeverify.TABLEAUS.get(info.tableau).float_view()
+        s = len(tab.b_sol)
+        A = np.zeros((s, s))
+        for i, row in enumerate(tab.a_lower):
+            A[i + 1, : len(row)] = row
+        np.testing.assert_allclose(A, np.asarray(ref.A), rtol=0, atol=1e-15, err_msg=name)
+        np.testing.assert_allclose(tab.b_sol, ref.b, rtol=0, atol=1e-15, err_msg=name)
+        np.testing.assert_allclose(np.r_[0.0, tab.c], ref.c, rtol=0, atol=1e-15, err_msg=name)
+    # the error weights: identical for Bosh3/Tsit5, negated for Heun, 2/3 of Hairer's for Dopri5
+    for name, factor in (("Bosh3", 1.0), ("Tsit5", 1.0), ("Heun", -1.0), ("Dopri5", 2.0 / 3.0)):
+        ref = odeverify.TABLEAUS.get(caps.methods[name].tableau).float_view()
+        np.testing.assert_allclose(getattr(diffrax, name)().tableau.b_error, factor * np.asarray(ref.b_err),
+                                   rtol=1e-13, atol=1e-16, err_msg=name)
+    # Dopri8 is the 14-stage 8(7) pair, not DOP853 (12 stages)
+    assert len(diffrax.Dopri8().tableau.b_sol) == 14 != odeverify.TABLEAUS.get("dop853").float_view().stages
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_adaptive_accuracy_and_nfev_closed_form(backend, harmonic, method):
+    # second-order methods at a looser tolerance (thousands of steps otherwise); first_step
+    # small enough to be accepted, so the NFE closed form is exact (see
+    # test_nfev_after_rejected_first_step for the exception)
+    rtol = 1e-4 if backend.capabilities().methods[method].order <= 2 else 1e-6
+    opts = dict(rtol=rtol, atol=rtol * 1e-3, first_step=1e-4)
+    sol = backend.solve(harmonic, method, **opts)
+    assert sol.status is Status.SUCCESS, sol.message
+    err = np.abs(np.asarray(sol.ys[-1]) - harmonic.final_reference()).max()
+    # global error over one period: within a small multiple of the tolerance
+    assert err < 100 * rtol, (method, err)
+    assert sol.stats.accepted > 0
+    counted = backend.count_nfev(harmonic, method, **opts)
+    assert counted == sol.stats.nfev, (method, counted, sol.stats.nfev)
+
+
+def test_nfev_after_rejected_first_step(backend, harmonic):
+    """diffrax's default first step (0.01) is rejected by Bosh3 at rtol 1e-6: f(t0, y0) again."""
+    sol = backend.solve(harmonic, "Bosh3", rtol=1e-6, atol=1e-9)
+    counted = backend.count_nfev(harmonic, "Bosh3", rtol=1e-6, atol=1e-9)
+    assert sol.stats.nfev <= counted <= sol.stats.nfev + sol.stats.rejected
+    assert counted - sol.stats.nfev == 1
+
+
+def test_tolerance_sweep_compiles_once(harmonic):
+    from odeverify.backends.diffrax_backend import DiffraxBackend
+
+    fresh = DiffraxBackend()
+    sols = [fresh.solve(harmonic, "Tsit5", rtol=tol, atol=tol * 1e-3) for tol in (1e-4, 1e-6, 1e-8)]
+    assert fresh.compiles == 1
+    assert sols[0].timing["compile_s"] > 0
+    assert [s.timing["compile_s"] for s in sols[1:]] == [0.0, 0.0]
+    assert all(s.timing["wall_s"] < sols[0].timing["compile_s"] for s in sols)
+    steps = [s.stats.accepted for s in sols]
+    assert steps[0] < steps[1] < steps[2]
+    errs = [np.abs(np.asarray(s.ys[-1]) - harmonic.final_reference()).max() for s in sols]
+    assert errs[0] > errs[1] > errs[2]
+
+
+@pytest.mark.parametrize("method", SHARED_TABLEAU)
+def test_fixed_step_agrees_with_reference(backend, method):
+    """Same tableau, same grid (drift <= 1 ulp in t): the same numbers up to round-off."""
+    problem = odeverify.PROBLEMS.get("warped_oscillatory")
+    n = 50
+    info = backend.capabilities().methods[method]
+    ours = backend.solve(problem, method, n_steps=n)
+    ref = get("reference").solve(problem, info.tableau, n_steps=n)
+    assert ours.status is Status.SUCCESS and ours.stats.accepted == n
+    y, yr = np.asarray(ours.ys[-1]), np.asarray(ref.ys[-1])
+    ulps_per_step = np.abs(y - yr).max() / (EPS * max(1.0, np.abs(yr).max())) / n
+    assert ulps_per_step < 1.0, (method, ulps_per_step)
+    assert ours.stats.nfev == ref.stats.nfev
+    t0, t1 = problem.t_span
+    k = np.arange(n + 1)
+    drift = np.abs((t0 + (t1 - t0) * (k / n)) - (t0 + (t1 - t0) * k / n)).max()
+    assert drift <= 2 * EPS * abs(t1)
+
+
+def test_dt_not_dividing_span_uses_reference_grid(backend, harmonic):
+    sol = backend.solve(harmonic, "Euler", dt=1.0)  # span 2 pi: 7 steps, the last shortened
+    ref = get("reference").solve(harmonic, "euler", dt=1.0)
+    assert sol.stats.accepted == ref.stats.accepted == 7
+    np.testing.assert_allclose(np.asarray(sol.ys[-1]), np.asarray(ref.ys[-1]), rtol=1e-14)
+
+
+def test_max_steps_is_a_status(backend, harmonic):
+    t_eval = np.linspace(*harmonic.t_span, 5)
+    sol = backend.solve(harmonic, "Tsit5", rtol=1e-8, atol=1e-10, max_steps=5, t_eval=t_eval)
+    assert sol.status is Status.MAX_STEPS
+    ys = np.asarray(sol.ys)
+    assert ys.shape == (5, 2) and np.all(np.isfinite(ys[0])) and np.all(np.isnan(ys[-1]))
+    assert sol.stats.accepted + sol.stats.rejected == 5
+
+
+def test_blowup_is_a_failure_status(backend):
+    adaptive = backend.solve(BLOWUP, "Tsit5", rtol=1e-6, atol=1e-9, dtmin=1e-8)
+    assert adaptive.status is Status.DT_UNDERFLOW, adaptive.message
+    fixed = backend.solve(BLOWUP, "Euler", n_steps=100)
+    assert fixed.status is Status.NONFINITE
+
+
+def test_batch_per_sample_steps(backend, harmonic):
+    Y = np.array([[1.0, 0.0], [0.5, 0.5], [2.0, -1.0]])
+    t_eval = np.linspace(*harmonic.t_span, 4)
+    sol = backend.solve(harmonic, "Dopri5", y0=Y, rtol=1e-7, atol=1e-9, t_eval=t_eval)
+    assert sol.status is Status.SUCCESS
+    assert tuple(sol.ys.shape) == (4, 3, 2)
+    assert sol.stats.sample_accepted.shape == (3,)
+    assert sol.stats.accepted == sol.stats.sample_accepted.sum()
+    for i in range(3):
+        solo = backend.solve(harmonic, "Dopri5", y0=Y[i], rtol=1e-7, atol=1e-9, t_eval=t_eval)
+        assert solo.stats.accepted == sol.stats.sample_accepted[i]
+        assert solo.stats.rejected == sol.stats.sample_rejected[i]
+        np.testing.assert_allclose(np.asarray(solo.ys), np.asarray(sol.ys)[:, i], rtol=0, atol=1e-13)
+
+
+def test_float32(backend, harmonic):
+    sol = backend.solve(harmonic, "Tsit5", rtol=1e-4, atol=1e-6, dtype="float32")
+    assert sol.status is Status.SUCCESS and str(sol.ys.dtype) == "float32"
+    assert np.abs(np.asarray(sol.ys[-1], dtype=np.float64) - harmonic.final_reference()).max() < 1e-2
