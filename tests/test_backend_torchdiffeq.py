@@ -215,3 +215,35 @@ def test_float32(backend):
     assert sol.status is Status.SUCCESS and sol.ys.dtype == torch.float32
     exact = HARMONIC.exact(np.asarray([HARMONIC.t_span[1]]))[0]
     assert np.abs(_np(sol.ys[-1]) - exact).max() < 1e-4
+
+
+@pytest.mark.parametrize("method, plain_max, forced_min", [("bosh3", 0.8, 0.85), ("dopri8", 0.85, 0.9)])
+def test_interpolated_end_point(method, plain_max, forced_min):
+    """Evidence for the expected deviations: torchdiffeq reads y(t1) off its interpolant after
+    stepping past t1; forcing a step end at t1 (step_t) restores tolerance proportionality."""
+    import numpy as np
+    import torch
+    import torchdiffeq
+
+    from odeverify import _xp
+    from odeverify.problems import PROBLEMS
+
+    p = PROBLEMS.get("warped_oscillatory")
+    f = p.vector_field(_xp.get_namespace("torch"), torch.float64)
+    y0 = torch.asarray(p.y0, dtype=torch.float64)
+    T = p.t_span[1]
+    exact = p.exact(np.asarray([T]))[0]
+    tols = [1e-4, 1e-5, 1e-6, 1e-7, 1e-8]
+
+    def exponent(options):
+        errs = []
+        for tol in tols:
+            ys = torchdiffeq.odeint(f, y0, torch.asarray([0.0, T], dtype=torch.float64), rtol=tol, atol=tol,
+                                    method=method, options=dict(options))
+            errs.append(np.max(np.abs(ys[-1].numpy() - exact)))
+        return np.polyfit(np.log(tols), np.log(errs), 1)[0]
+
+    plain = exponent({})
+    forced = exponent({"step_t": torch.asarray([T], dtype=torch.float64)})
+    assert plain < plain_max, f"plain exponent={plain:.3f}"
+    assert forced > forced_min, f"step_t exponent={forced:.3f}"

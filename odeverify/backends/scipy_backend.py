@@ -42,6 +42,7 @@ _METHODS = (
     MethodInfo(name="RK45", order=5, adaptive=True, fixed=False, dense=True, dense_order=4, embedded_order=4,
                tableau="dopri5", notes="Dormand-Prince 5(4), FSAL, quartic dense output"),
     MethodInfo(name="DOP853", order=8, adaptive=True, fixed=False, dense=True, dense_order=7, embedded_order=5,
+               error_order=8,
                tableau="dop853", notes="Hairer's DOP853, 8(5,3) error estimate; dense output costs 3 extra"
                " evaluations per step that contains an output time"),
     MethodInfo(name="Radau", order=5, adaptive=True, fixed=False, dense=True, dense_order=3, embedded_order=3,

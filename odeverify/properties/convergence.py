@@ -101,25 +101,33 @@ def fit_window(hs: np.ndarray, errs: np.ndarray, floor: float | np.ndarray, wind
     return max(start, stop - window), stop
 
 
-def growth_findings(ns: list[int], errs: list[float], floors: np.ndarray, factor: float = 1.0) -> list[str]:
-    """Places where the error grew while the step shrank, in the resolved range (errors below
-    :data:`RESOLVED`, above round-off): instability at moderate step sizes.
+#: an error this far above the solution's scale means the numerical solution blew up
+BLOWUP = 1e3
 
-    Above ``RESOLVED`` the solution is not resolved at all (orbit phases wrap around, for
-    example), so a non-monotone error there says nothing about the method.
+
+def growth_findings(ns: list[int], errs: list[float], floors: np.ndarray, factor: float = 1.0) -> list[str]:
+    """Places where the error grew while the step shrank: instability at moderate step sizes.
+
+    Growth counts in the resolved range (errors below :data:`RESOLVED`, above round-off),
+    and wherever the solution blows up (error above :data:`BLOWUP`, or non-finite after a
+    finite coarser error). Between the two, an unresolved solution (orbit phases wrapping
+    around, for example) may move either way without saying anything about the method.
     """
     out = []
     for i in range(len(errs) - 1):
         a, b = errs[i], errs[i + 1]
-        if math.isfinite(b) and floors[i + 1] < b < RESOLVED and b > factor * a:
+        resolved = math.isfinite(b) and floors[i + 1] < b < RESOLVED and b > factor * a
+        blowup = (b > BLOWUP and b > factor * a) if math.isfinite(a) else False
+        if resolved or blowup:
             out.append(f"error grew from {a:.3e} (n={ns[i]}) to {b:.3e} (n={ns[i + 1]}) as the step shrank")
     return out
 
 
-def approaching(slopes: list[float], target: float) -> bool:
-    """Local slopes that move monotonically towards ``target`` (a pre-asymptotic approach)."""
+def approaching(slopes: list[float], target: float, step: float = 0.02) -> bool:
+    """Local slopes that move monotonically towards ``target``, by at least ``step`` per
+    halving (a pre-asymptotic approach; a settled slope does not move)."""
     d = [abs(s - target) for s in slopes]
-    return len(d) >= 2 and all(b < a for a, b in zip(d, d[1:]))
+    return len(d) >= 2 and all(b < a - step for a, b in zip(d, d[1:]))
 
 
 def judge_slope(hs: np.ndarray, errs: np.ndarray, floors: np.ndarray, expected: float, *, band: float,
