@@ -200,6 +200,11 @@ def cmd_check(args: argparse.Namespace) -> int:
                           "summary": {v: sum(r.verdict == v for r in records)
                                       for v in ("pass", "fail", "deviation", "error", "skip")}},
                          indent=2, sort_keys=True))
+    elif args.matrix:
+        print(verdict_matrix(records))
+        print(f"\n{sum(r.verdict == 'pass' for r in records)} passed, {len(failures)} failed,"
+              f" {sum(r.verdict == 'skip' for r in records)} inconclusive,"
+              f" {sum(r.verdict == 'deviation' for r in records)} expected deviations")
     else:
         rows = []
         for r in records:
@@ -218,6 +223,33 @@ def cmd_check(args: argparse.Namespace) -> int:
             if r.verdict in ("deviation", "skip"):
                 print(f"  {'deviation' if r.verdict == 'deviation' else 'inconclusive'}: {r.describe()}")
     return 1 if failures else 0
+
+
+#: worst first: a cell shows the worst verdict over the problems of that property
+_RANK = {"fail": 0, "error": 0, "deviation": 1, "skip": 2, "pass": 3}
+_SYMBOL = {"fail": "FAIL", "error": "ERROR", "deviation": "dev", "skip": "~", "pass": "ok"}
+_SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_output_order": "dense",
+          "backend_agreement": "agreement", "embedded_estimate_bound": "estimate",
+          "tolerance_proportionality": "tolerance", "batch_behaviour": "batch",
+          "precision_agreement": "float32", "reference_accuracy": "published"}
+
+
+def verdict_matrix(records: list) -> str:
+    """Methods x properties, each cell the worst verdict over that property's problems:
+    ok = pass, ~ = inconclusive, dev = expected deviation, FAIL/ERROR."""
+    props = [p for p in _SHORT if any(r.property == p for r in records)]
+    methods: list[str] = []
+    for r in records:
+        if r.method not in methods:
+            methods.append(r.method)
+    rows = []
+    for m in methods:
+        row = [m]
+        for p in props:
+            vs = [r.verdict for r in records if r.method == m and r.property == p]
+            row.append(_SYMBOL[min(vs, key=_RANK.__getitem__)] if vs else "")
+        rows.append(row)
+    return _table(rows, ["method"] + [_SHORT[p] for p in props])
 
 
 # ----------------------------------------------------------------------------- main
@@ -254,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="array library of the reference backend")
     pc.add_argument("--methods", default=None, help="comma-separated solver names (default: all)")
     pc.add_argument("--quick", action="store_true", help="fewer problems per property")
+    pc.add_argument("--matrix", action="store_true",
+                    help="print a methods x properties verdict matrix instead of one row per record")
     pc.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.check/1)")
     pc.set_defaults(func=cmd_check)
     return p

@@ -11,6 +11,7 @@ from .properties import (
     backend_agreement,
     batch_behaviour,
     precision_agreement,
+    reference_accuracy,
     convergence_order,
     dense_output_order,
     embedded_estimate_bound,
@@ -28,6 +29,9 @@ FALLBACK_PROBLEMS = ("harmonic", "kepler")
 DENSE_PROBLEM = "warped_oscillatory"
 TOLERANCE_PROBLEM = "warped_oscillatory"
 AGREEMENT_PROBLEM = "warped_oscillatory"
+#: problems with published reference values (Bari test set, Hairer et al., DETEST)
+PUBLISHED_PROBLEMS = ("pleiades", "arenstorf", "detest_d3")
+QUICK_PUBLISHED_PROBLEMS = ("pleiades",)
 
 
 def algebraic_order(info: MethodInfo, backend: str = "reference") -> Record:
@@ -122,6 +126,9 @@ def run_conformance(*, backend: str = "reference", library: str = "numpy", quick
             records.append(_safe(tolerance_proportionality, PROBLEMS.get(TOLERANCE_PROBLEM), m, label=b.name,
                                  **kw))
             records.append(_safe(batch_behaviour, PROBLEMS.get(TOLERANCE_PROBLEM), m, label=b.name, **kw))
+            if not is_reference:
+                for pname in QUICK_PUBLISHED_PROBLEMS if quick else PUBLISHED_PROBLEMS:
+                    records.append(_safe(reference_accuracy, PROBLEMS.get(pname), m, label=b.name, **kw))
         if "float32" in caps.dtypes:
             fixed_kw = {} if info.adaptive else {"n_steps": 64}
             records.append(_safe(precision_agreement, PROBLEMS.get(TOLERANCE_PROBLEM), m, label=b.name, **kw,

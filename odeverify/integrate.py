@@ -3,8 +3,10 @@
 Written once against the Array API: ``y0`` may be a NumPy, PyTorch, JAX or
 array-api-strict array and every state operation stays in that library (so PyTorch and
 JAX can differentiate through it). Times, step sizes and control decisions are float64
-NumPy values on the host: every decision goes through :func:`odeverify._xp.to_numpy`, which
-drops gradients, before it becomes a float.
+values on the host: Python floats for a shared step, NumPy arrays per sample, both run by the
+same code through :data:`odeverify.control.SCALAR` / :data:`~odeverify.control.ARRAY`. Every
+decision goes through :func:`odeverify._xp.to_numpy`, which drops gradients, before it
+becomes a float.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import _xp
-from .control import PIController
+from .control import ARRAY, SCALAR, PIController
 from .solution import Solution, Stats, Status
 from .solvers import SOLVERS
 from .solvers.base import TimeContext
@@ -68,37 +70,43 @@ def resolve_solver(method: Any) -> ExplicitRK:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _rms(xp: Any, x: Any, per_sample: bool) -> np.ndarray:
-    """Root mean square over the state (per sample) or over everything (shared)."""
+def _rms(xp: Any, x: Any, per_sample: bool) -> Any:
+    """Root mean square over the state (per sample, a NumPy array) or over everything (shared,
+    a float)."""
     x = _xp.stop_gradient(x)
     if per_sample:
         axes = tuple(range(1, x.ndim))
         norm = xp.linalg.vector_norm(x, axis=axes) if axes else xp.abs(x)
-        count = math.prod(x.shape[1:])
-    else:
-        norm = xp.linalg.vector_norm(x)
-        count = math.prod(x.shape)
-    return np.asarray(_xp.to_numpy(norm), dtype=np.float64) / math.sqrt(count)
+        return np.asarray(_xp.to_numpy(norm), dtype=np.float64) / math.sqrt(math.prod(x.shape[1:]))
+    return float(_xp.to_numpy(xp.linalg.vector_norm(x))) / math.sqrt(math.prod(x.shape))
 
 
-def _scale(xp: Any, y: Any, y1: Any, rtol: Any, atol: Any) -> Any:
-    return atol + rtol * xp.maximum(xp.abs(y), xp.abs(y1))
+def error_scale(xp: Any, abs_y: Any, abs_y1: Any, rtol: Any, atol: Any) -> Any:
+    """atol + rtol * max(|y|, |y1|), from |y| and |y1| (the loop keeps |y1| for the next step)."""
+    return atol + rtol * xp.maximum(abs_y, abs_y1)
 
 
-def error_norm(xp: Any, err: Any, err_aux: Any, y: Any, y1: Any, rtol: Any, atol: Any, per_sample: bool) -> np.ndarray:
-    """RMS norm of the scaled error estimate (Hairer's; DOP853 combines its two estimates)."""
-    sc = _scale(xp, y, y1, rtol, atol)
-    e5 = _rms(xp, err / sc, per_sample)
+def scaled_error_norm(xp: Any, err: Any, err_aux: Any, scale: Any, per_sample: bool) -> Any:
+    """RMS norm of err / scale: a float (shared) or a NumPy array (per sample). DOP853 combines
+    its two estimates as e5^2 / sqrt(e5^2 + 0.01 e3^2)."""
+    e5 = _rms(xp, err / scale, per_sample)
     if err_aux is None:
         return e5
-    e3 = _rms(xp, err_aux / sc, per_sample)
-    denom = np.sqrt(e5**2 + 0.01 * e3**2)
+    e3 = _rms(xp, err_aux / scale, per_sample)
+    ops = ARRAY if per_sample else SCALAR
+    sq5 = e5 * e5
+    denom = ops.sqrt(sq5 + 0.01 * (e3 * e3))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, e5**2 / np.where(denom > 0, denom, 1.0), 0.0)
+        return ops.where(denom > 0, sq5 / ops.where(denom > 0, denom, 1.0), 0.0)
 
 
-def _min_step(t: np.ndarray, direction: float) -> np.ndarray:
-    return 10 * np.abs(np.nextafter(t, direction * np.inf) - t)
+def error_norm(xp: Any, err: Any, err_aux: Any, y: Any, y1: Any, rtol: Any, atol: Any, per_sample: bool) -> Any:
+    """RMS norm of the scaled error estimate (Hairer's; DOP853 combines its two estimates)."""
+    return scaled_error_norm(xp, err, err_aux, error_scale(xp, xp.abs(y), xp.abs(y1), rtol, atol), per_sample)
+
+
+def _min_step(ops: Any, t: Any, direction: float) -> Any:
+    return 10 * ops.abs(ops.nextafter(t, direction * math.inf) - t)
 
 
 def _all_finite(xp: Any, x: Any, per_sample: bool) -> np.ndarray:
@@ -290,33 +298,34 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
     options = {"rtol": rtol, "atol": atol, "dt": dt, "n_steps": n_steps, "batch": batch, "max_steps": max_steps}
 
     # --- the loop
+    # host values: Python floats and bools for a shared step, NumPy arrays of shape (B,) per
+    # sample; `ops` holds the few operations that differ between the two
+    ops = ARRAY if per_sample else SCALAR
     stats = Stats()
     if per_sample:
         stats.sample_accepted = np.zeros(bshape, dtype=np.int64)
         stats.sample_rejected = np.zeros(bshape, dtype=np.int64)
-    tc = TimeContext(xp=xp, dtype=dtype, device=device, per_sample=per_sample, t=np.full(bshape, t0))
+    t = ops.full(bshape, t0)
+    tc = TimeContext(xp=xp, dtype=dtype, device=device, per_sample=per_sample, t=t)
 
     nan_state = xp.full(y0.shape, math.nan, dtype=dtype, device=device)
     outs: list[Any] = [nan_state] * len(ts)
-    next_out = np.zeros(bshape, dtype=np.int64)
     at_start = ts == t0
     for j in np.flatnonzero(at_start):
         outs[j] = y0
-    next_out = next_out + int(np.sum(at_start))
+    next_out = ops.full(bshape, int(np.sum(at_start)))
 
     def fun(t_arr: Any, y: Any) -> Any:
         stats.nfev += 1
         return f(t_arr, y)
 
     y = y0
-    k1 = f(tc.time(tc.t), y)
+    k1 = f(tc.time(t), y)
     stats.nfev += 1
     _check_output("f", k1, y)
     status = Status.SUCCESS
-    t = tc.t
-    done = np.zeros(bshape, dtype=bool) if per_sample else np.asarray(False)
-    failed: dict[int, Status] = {}
-    fail_mask = np.zeros(bshape, dtype=bool)
+    done = ops.full(bshape, False)
+    fail_mask = ops.full(bshape, False)
 
     if fixed:
         if n_steps is not None:
@@ -326,22 +335,25 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
             grid = t0 + direction * dt_v * np.arange(count + 1, dtype=np.float64)
             grid[-1] = t1
         grid[-1] = t1
+        grid = grid.tolist()
         h = None
         cstate = None
+        abs_y = None
     else:
         if first_step is not None:
-            h = np.full(bshape, direction * min(fs, abs(t1 - t0), dtmax_v))
+            h = ops.full(bshape, direction * min(fs, abs(t1 - t0), dtmax_v))
         else:
             h, nf = initial_step(fun, tc, y, k1, t0, t1, solver.error_order if hasattr(solver, "error_order") else solver.order,
                                  rtol_x, atol_x, per_sample, dtmax_v)
-            h = np.broadcast_to(h, bshape).copy() if per_sample else np.asarray(h)
+            h = np.broadcast_to(h, bshape).copy() if per_sample else float(h)
         cstate = ctrl.init(bshape)
-    last_nonfinite = np.zeros(bshape, dtype=bool)
+        abs_y = xp.abs(y)  # |y| of the error scale; each accepted step hands on its |y1|
+    last_nonfinite = ops.full(bshape, False)
     step_index = 0
 
     while True:
-        active = ~(done | fail_mask)
-        if not np.any(active):
+        active = ops.logical_not(done | fail_mask)
+        if not ops.any(active):
             break
         if step_index >= max_steps:
             status = Status.MAX_STEPS
@@ -349,14 +361,14 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         if fixed:
             if step_index >= len(grid) - 1:
                 break
-            t_new = np.full(bshape, grid[step_index + 1])
-            h = np.asarray(t_new - t)
+            t_new = ops.full(bshape, grid[step_index + 1])
+            h = t_new - t
         else:
             # never step past t1; land on it exactly
             overshoot = direction * (t + h - t1) >= 0
-            h = np.where(overshoot, t1 - t, h)
-            h = np.where(active, h, 0.0)
-            t_new = np.where(overshoot, t1, t + h)
+            h = ops.where(overshoot, t1 - t, h)
+            h = ops.where(active, h, 0.0)
+            t_new = ops.where(overshoot, t1, t + h)
         tc.t = t
         if k1 is None:
             k1 = fun(tc.time(t), y)
@@ -365,40 +377,42 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         y1 = res.y1
 
         if fixed:
-            ok = _all_finite(xp, y1, False)
-            if not bool(ok):
+            if not bool(_all_finite(xp, y1, False)):
                 status = Status.NONFINITE
                 break
-            accept = np.ones(bshape, dtype=bool) if per_sample else np.asarray(True)
+            accept = ops.full(bshape, True)
         else:
-            err = error_norm(xp, res.err, res.err_aux, y, y1, rtol_x, atol_x, per_sample)
+            abs_y1 = xp.abs(y1)
+            err = scaled_error_norm(xp, res.err, res.err_aux, error_scale(xp, abs_y, abs_y1, rtol_x, atol_x), per_sample)
             accept, factor, cstate = ctrl(err, solver.error_order, cstate)
             accept = accept & active
-            last_nonfinite = np.where(active, ~np.isfinite(err), last_nonfinite)
+            last_nonfinite = ops.where(active, ops.logical_not(ops.isfinite(err)), last_nonfinite)
 
-        n_acc = int(np.sum(accept))
-        n_rej = int(np.sum(active & ~accept))
-        stats.accepted += n_acc if per_sample else int(bool(accept))
-        stats.rejected += n_rej if per_sample else int(not bool(accept))
+        rejected = active & ops.logical_not(accept)
+        stats.accepted += ops.count(accept)
+        stats.rejected += ops.count(rejected)
         if per_sample:
             stats.sample_accepted += accept
-            stats.sample_rejected += active & ~accept
+            stats.sample_rejected += rejected
 
-        if np.any(accept):
-            # dense output for every output time inside an accepted step
-            interp = StepInterpolant(solver, fun, tc, y, y1, h, res, k1)
+        if ops.any(accept):
+            # dense output for every output time inside an accepted step (the interpolant is
+            # made for the steps that contain one)
+            interp = None
             while True:
-                idx = np.minimum(next_out, len(ts) - 1)
-                t_out = ts[idx]
+                idx = ops.minimum(next_out, len(ts) - 1)
+                t_out = ops.take(ts, idx)
                 crosses = accept & (next_out < len(ts)) & (direction * (t_out - t_new) <= 0)
-                if not np.any(crosses):
+                if not ops.any(crosses):
                     break
+                if interp is None:
+                    interp = StepInterpolant(solver, fun, tc, y, y1, h, res, k1)
                 at_end = t_out == t_new
-                if np.all(at_end[crosses]) if per_sample else bool(at_end):
+                if np.all(at_end[crosses]) if per_sample else at_end:
                     val = y1
                 else:
                     with np.errstate(divide="ignore", invalid="ignore"):
-                        theta = np.where(h != 0, (t_out - t) / np.where(h != 0, h, 1.0), 0.0)
+                        theta = ops.where(h != 0, (t_out - t) / ops.where(h != 0, h, 1.0), 0.0)
                     val = interp(theta)
                     if per_sample:
                         val = xp.where(xp.asarray(at_end[:, None], device=device), y1, val)
@@ -407,14 +421,16 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
                         m = crosses & (idx == j)
                         outs[j] = xp.where(xp.asarray(m[:, None], device=device), val, outs[j])
                 else:
-                    outs[int(idx)] = val
-                next_out = np.where(crosses, next_out + 1, next_out)
-            k_end = interp.k_end
+                    outs[idx] = val
+                next_out = ops.where(crosses, next_out + 1, next_out)
+            k_end = res.fsal if interp is None else interp.k_end
 
             # advance
             if per_sample:
                 mask = xp.asarray(accept[:, None], device=device)
                 y = xp.where(mask, y1, y)
+                if not fixed:
+                    abs_y = xp.where(mask, abs_y1, abs_y)
                 if res.fsal is not None:
                     k1 = xp.where(mask, res.fsal, k1)
                 elif k_end is not None and np.all(accept | ~active):
@@ -423,25 +439,26 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
                     k1 = None  # recomputed for the whole batch at the next step
             else:
                 y = y1
+                if not fixed:
+                    abs_y = abs_y1
                 k1 = k_end if k_end is not None else res.fsal
-            t = np.where(accept, t_new, t)
+            t = ops.where(accept, t_new, t)
             done = done | (accept & (t == t1))
 
         if fixed:
             continue
         # next step size
         h_new = h * factor
-        h_new = direction * np.minimum(np.abs(h_new), dtmax_v)
-        too_small = active & ~done & (np.abs(h_new) < np.maximum(dtmin_v, _min_step(t, direction)))
-        if np.any(too_small):
-            st = np.where(last_nonfinite, 1, 0)
+        h_new = direction * ops.minimum(ops.abs(h_new), dtmax_v)
+        too_small = (active & ops.logical_not(done)
+                     & (ops.abs(h_new) < ops.maximum(dtmin_v, _min_step(ops, t, direction))))
+        if ops.any(too_small):
             fail_mask = fail_mask | too_small
-            for_status = Status.NONFINITE if np.any(st[too_small]) else Status.DT_UNDERFLOW
-            status = for_status
+            status = Status.NONFINITE if ops.any(last_nonfinite & too_small) else Status.DT_UNDERFLOW
             if not per_sample:
                 break
         # keep h for samples that are done (unused)
-        h = np.where(active, h_new, h)
+        h = ops.where(active, h_new, h)
 
     t_final = t.copy() if per_sample else float(t)
     if status is Status.SUCCESS and np.any(fail_mask):

@@ -5,6 +5,7 @@ pytest/hypothesis tests, asv ``track_*`` benchmarks and the report all call thes
 from __future__ import annotations
 
 from .._registry import Registry
+from .accuracy import reference_accuracy
 from .agreement import backend_agreement, library_agreement
 from .batch import batch_behaviour, batch_y0
 from .precision import precision_agreement
@@ -15,7 +16,7 @@ from .tolerance import expected_exponent, tolerance_proportionality
 PROPERTIES: Registry = Registry("property")
 for _f in (convergence_order, local_error_order, dense_output_order, embedded_estimate_bound,
            tolerance_proportionality, library_agreement, backend_agreement, batch_behaviour,
-           precision_agreement):
+           precision_agreement, reference_accuracy):
     PROPERTIES.register(_f.__name__, _f)
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "batch_behaviour",
     "batch_y0",
     "precision_agreement",
+    "reference_accuracy",
 ]

@@ -143,14 +143,17 @@ def judge_slope(hs: np.ndarray, errs: np.ndarray, floors: np.ndarray, expected: 
     details["local_slopes"] = local
     details["findings"] = list(findings)
     win = fit_window(hs, e, floors, window)
+    if win is None and findings:
+        return None, "fail", "; ".join(findings)
     if win is None:
         return None, "skip", (f"inconclusive: fewer than 3 errors between the round-off floor and {RESOLVED}:"
                               " no asymptotic window")
     a, b = win
     slope = loglog_slope(hs[a:b], e[a:b])
     lead = [v for v in local[max(0, a - 2):b - 1] if v is not None]
-    win_local = [v for v in local[a:b - 1] if v is not None]
-    spread = max(win_local) - min(win_local) if win_local else math.inf
+    # a deficit is only "stable" when the slopes leading into the window agree too
+    settled = [v for v in local[max(0, a - 2):b - 1] if v is not None]
+    spread = max(settled) - min(settled) if len(settled) >= 3 else math.inf
     details["window"] = {"h_max": float(hs[a]), "h_min": float(hs[b - 1]), "leading_slopes": lead,
                          "local_slope_spread": spread}
     if findings:
@@ -177,8 +180,9 @@ def convergence_order(problem: Problem, method: str, *, backend: str = "referenc
     - ``pass``: the fitted slope is within ``band`` of the method's order and the error never
       grew as the step shrank in the resolved range;
     - ``fail``: the error grew as the step shrank (instability), or a stable order deficit:
-      the slope is below ``order - band`` while the window's local slopes agree within
-      ``2 * band`` (what a wrong coefficient produces);
+      the slope is below ``order - band`` while the window's local slopes and the two
+      leading into it (three or more) agree within ``2 * band`` (what a wrong coefficient
+      produces);
     - ``skip`` (inconclusive): no window between round-off and :data:`RESOLVED`; or a slope
       above ``order + band`` (higher-order terms still dominate where round-off begins: the
       order conditions prove the order is not higher than claimed, PITFALLS: Tsit5

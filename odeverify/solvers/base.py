@@ -8,7 +8,8 @@ calls ``solver.step`` once per attempted step; the solver never decides acceptan
 - ``f``: the vector field ``f(t, y)`` (``t`` an array broadcasting like one component of ``y``);
 - ``tc``: a :class:`TimeContext` that turns float64 NumPy times into arrays for ``f``;
 - ``y``: the state, shape ``(..., n)``;
-- ``h``: the signed step, a NumPy float64 array (shape ``()`` or the batch shape);
+- ``h``: the signed step: a float for a shared step, a NumPy float64 array of the batch
+  shape per sample (a 0-d array works too);
 - ``k1``: ``f(t, y)`` at the start of the step (the integrator caches it: FSAL methods get
   it for free, the others pay it once per accepted step);
 
@@ -33,11 +34,15 @@ class TimeContext:
     dtype: Any
     device: Any
     per_sample: bool
-    t: np.ndarray  #: current time(s), float64, shape () or (B,)
+    t: Any  #: current time(s), float64: a float (or 0-d array) shared, shape (B,) per sample
 
-    def time(self, t: np.ndarray) -> Any:
+    def time(self, t: Any) -> Any:
         """A time as passed to ``f``: 0-d (shared) or shape (B,) (per sample)."""
-        return self.xp.asarray(t if self.per_sample else float(t), dtype=self.dtype, device=self.device)
+        if self.per_sample:
+            return self.xp.asarray(t, dtype=self.dtype, device=self.device)
+        # full() is the cheapest standard way from a float to a 0-d array (asarray goes
+        # through array-api-compat's general conversion: ~2x the cost, 6-7 times a step)
+        return self.xp.full((), float(t), dtype=self.dtype, device=self.device)
 
     def scale(self, h: np.ndarray) -> Any:
         """A step size to multiply a state with: a Python float, or a (B, 1) array."""

@@ -122,7 +122,8 @@ class StepInterpolant:
     def __init__(self, solver: "ExplicitRK", f: Any, tc: TimeContext, y0: Any, y1: Any, h: np.ndarray,
                  res: StepResult, k1: Any) -> None:
         self.solver, self.f, self.y0, self.y1, self.h, self.res, self.k1 = solver, f, y0, y1, h, res, k1
-        self.tc = TimeContext(tc.xp, tc.dtype, tc.device, tc.per_sample, np.array(tc.t, copy=True))
+        t = tc.t.copy() if isinstance(tc.t, np.ndarray) else tc.t
+        self.tc = TimeContext(tc.xp, tc.dtype, tc.device, tc.per_sample, t)
         self.k_end = res.fsal
         self._extra: list[Any] | None = None
         self.nfev = 0
