@@ -225,8 +225,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-#: worst first: a cell shows the worst verdict over the problems of that property
-_RANK = {"fail": 0, "error": 0, "deviation": 1, "skip": 2, "pass": 3}
+#: a cell: FAIL/ERROR if any problem failed, else dev if any deviation, else ok if any
+#: problem confirmed the property, else ~ (inconclusive everywhere)
+_RANK = {"fail": 0, "error": 0, "deviation": 1, "pass": 2, "skip": 3}
 _SYMBOL = {"fail": "FAIL", "error": "ERROR", "deviation": "dev", "skip": "~", "pass": "ok"}
 _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_output_order": "dense",
           "backend_agreement": "agreement", "embedded_estimate_bound": "estimate",
@@ -235,8 +236,9 @@ _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_o
 
 
 def verdict_matrix(records: list) -> str:
-    """Methods x properties, each cell the worst verdict over that property's problems:
-    ok = pass, ~ = inconclusive, dev = expected deviation, FAIL/ERROR."""
+    """Methods x properties. A cell is FAIL/ERROR if any of the property's problems failed,
+    else dev (a documented deviation), else ok (confirmed on at least one problem, refuted on
+    none), else ~ (inconclusive on every problem)."""
     props = [p for p in _SHORT if any(r.property == p for r in records)]
     methods: list[str] = []
     for r in records:

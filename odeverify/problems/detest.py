@@ -51,6 +51,7 @@ import numpy as np
 
 from . import PROBLEMS, register  # noqa: F401  (PROBLEMS is defined before this import)
 from ._spec import Problem, Reference
+from .classic import eccentric_anomaly
 
 T_END = 20.0
 T_SPAN = (0.0, T_END)
@@ -438,29 +439,13 @@ def _rhs_d(xp, t, y, p):
     return _out(xp, y3, y4, -y1 / d3, -y2 / d3)
 
 
-def _kepler_eccentric_anomaly(mean: np.ndarray, e: float) -> np.ndarray:
-    """Solve E - e sin E = M by Newton's method to round-off (M reduced to [-pi, pi])."""
-    two_pi = 2.0 * math.pi
-    k = np.round(mean / two_pi)
-    m = mean - k * two_pi
-    ecc = m + 0.85 * e * np.sign(m)  # Danby's starting value: Newton converges for all M, e < 1
-    for _ in range(60):
-        step = (ecc - e * np.sin(ecc) - m) / (1.0 - e * np.cos(ecc))
-        ecc = ecc - step
-        if np.all(np.abs(step) <= 4.0 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(ecc))):
-            break
-    # one more step, then Kepler's residual is at round-off
-    ecc = ecc - (ecc - e * np.sin(ecc) - m) / (1.0 - e * np.cos(ecc))
-    return ecc + k * two_pi
-
-
 def _make_exact_d(e: float):
     b = math.sqrt(1.0 - e * e)
 
     def exact(t):
         # a = 1, mu = 1, period 2 pi, pericentre at t = 0: mean anomaly M = t
         t = _ivp_time(t)
-        ecc = _kepler_eccentric_anomaly(t, e)
+        ecc = eccentric_anomaly(t, e)
         c, s = np.cos(ecc), np.sin(ecc)
         den = 1.0 - e * c
         return np.stack([c - e, b * s, -s / den, b * c / den], axis=-1)
