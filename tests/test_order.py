@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, note
 from hypothesis import strategies as st
 
 from odeverify import SOLVERS, expectations
@@ -52,7 +52,9 @@ def test_order_on_generated_problems(method, data):
     error may never grow as the step shrinks in the resolved range.
     """
     problem, _ = data.draw(warped_problems(order=SOLVERS.get(method).order), label="problem")
+    note(f"method={method}; {problem.description}")  # a failing case reads as its spectrum
     rec = convergence_order(problem, method)
+    note(f"sweep n={rec.details['n']}, errors={[f'{e:.2e}' for e in rec.details['error']]}")
     check(rec, allowed=("pass", "skip"))
     if SOLVERS.get(method).order <= 4 and rec.verdict == "skip":
         # low orders have a wide asymptotic range: only an unresolved sweep is inconclusive
