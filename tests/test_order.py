@@ -27,14 +27,18 @@ def check(rec: Record, allowed=("pass",)) -> None:
     assert rec.verdict in allowed + ("deviation",), rec.describe()
 
 
+def confirmed_somewhere(records: list[Record]) -> None:
+    """No record refutes the property, and at least one confirms it conclusively."""
+    for r in records:
+        check(r, allowed=("pass", "skip"))
+    assert any(r.verdict == "pass" for r in records), "\n".join(r.describe() for r in records)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_order_is_confirmed_on_a_nonlinear_time_dependent_problem(method):
     """Each method's order is confirmed conclusively on at least one curated problem, and
     no curated problem refutes it."""
-    records = [convergence_order(PROBLEMS.get(p), method) for p in CURATED]
-    for r in records:
-        check(r, allowed=("pass", "skip"))
-    assert any(r.verdict == "pass" for r in records), "\n".join(r.describe() for r in records)
+    confirmed_somewhere([convergence_order(PROBLEMS.get(p), method) for p in CURATED])
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -64,8 +68,7 @@ def test_order_on_generated_problems(method, data):
 @pytest.mark.parametrize("method", METHODS)
 def test_order_on_torch(method):
     namespace_or_skip("torch")
-    records = [convergence_order(PROBLEMS.get(p), method, library="torch") for p in CURATED]
-    assert any(r.verdict == "pass" for r in records), "\n".join(r.describe() for r in records)
+    confirmed_somewhere([convergence_order(PROBLEMS.get(p), method, library="torch") for p in CURATED])
 
 
 JAX_FAST = ("dopri5", "dop853")
@@ -77,24 +80,14 @@ def test_order_on_jax(method):
     behind the ``slow`` marker; library agreement to round-off covers the rest by default."""
     namespace_or_skip("jax")
     problems = CURATED if method == "euler" else ("warped_fast",)
-    records = [convergence_order(PROBLEMS.get(p), method, library="jax") for p in problems]
-    assert any(r.verdict == "pass" for r in records), "\n".join(r.describe() for r in records)
+    confirmed_somewhere([convergence_order(PROBLEMS.get(p), method, library="jax") for p in problems])
 
 
+@pytest.mark.parametrize("prop", [local_error_order, dense_output_order], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("method", METHODS)
-def test_local_error_order(method):
-    records = [local_error_order(PROBLEMS.get(p), method) for p in LOCAL_SET]
-    for r in records:
-        check(r, allowed=("pass", "skip"))
-    assert any(r.verdict == "pass" for r in records), "\n".join(r.describe() for r in records)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_dense_output_order(method):
-    records = [dense_output_order(PROBLEMS.get(p), method) for p in LOCAL_SET]
-    for r in records:
-        check(r, allowed=("pass", "skip"))
-    assert any(r.verdict == "pass" for r in records), "\n".join(r.describe() for r in records)
+def test_one_step_orders(method, prop):
+    """Local-error order (p + 1) and dense-output order from one-step public solves."""
+    confirmed_somewhere([prop(PROBLEMS.get(p), method) for p in LOCAL_SET])
 
 
 def test_a_wrong_coefficient_is_caught_by_the_order_measurement():
