@@ -195,3 +195,16 @@ def test_float32(backend, harmonic):
     sol = backend.solve(harmonic, "Tsit5", rtol=1e-4, atol=1e-6, dtype="float32")
     assert sol.status is Status.SUCCESS and str(sol.ys.dtype) == "float32"
     assert np.abs(np.asarray(sol.ys[-1], dtype=np.float64) - harmonic.final_reference()).max() < 1e-2
+
+
+def test_a_failed_solve_keeps_no_unreached_rows(backend):
+    """diffrax may fill unreached output times of a solve stopped by max_steps with finite
+    values; the adapter must not pass them off as a partial solution."""
+    from odeverify.problems import PROBLEMS
+
+    p = PROBLEMS.get("arenstorf")
+    sol = backend.solve(p, "Tsit5", rtol=1e-4, atol=1e-4, t_eval=[0.0, 5.0, 10.0, p.t_span[1]], max_steps=50)
+    assert sol.status is Status.MAX_STEPS
+    ys = np.asarray(sol.ys)
+    assert np.all(np.isfinite(ys[0])) and np.all(np.isnan(ys[1:]))
+    assert np.isnan(sol.t_final) and "rows after t0 are NaN" in sol.message

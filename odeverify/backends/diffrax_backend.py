@@ -406,13 +406,26 @@ def _to_solution(out: dict[str, Any], ts: np.ndarray, method: str, spec: _Spec, 
         stats.sample_rejected = rej.reshape(-1)
     sol_options = {k: v for k, v in options.items() if v is not None}
     sol_options["mode"] = mode
-    return Solution(ts=ts, ys=out["ys"], status=status, stats=stats, method=method,
-                    t_final=_t_final(t_fin, ts, rows), message=message, options=sol_options,
+    ys_out = out["ys"]
+    t_final: Any = _t_final(t_fin, ts, rows)
+    if not status.ok:
+        # diffrax (throw=False) does not say where a failed solve stopped, and may return
+        # finite but meaningless values at unreached output times (Tsit5 stopped by
+        # max_steps on arenstorf fills t = 5, 10, T): keep only the initial row
+        import jax.numpy as jnp
+
+        keep = jnp.asarray(ts == ts[0])
+        shape = (len(ts),) + (1,) * (ys_out.ndim - 1)
+        ys_out = jnp.where(jnp.reshape(keep, shape), ys_out, jnp.nan)
+        t_final = float("nan")
+        message += "; diffrax does not report where a failed solve stopped: rows after t0 are NaN"
+    return Solution(ts=ts, ys=ys_out, status=status, stats=stats, method=method,
+                    t_final=t_final, message=message, options=sol_options,
                     timing={"wall_s": wall, "compile_s": compile_s})
 
 
 def _t_final(t_fin: np.ndarray, ts: np.ndarray, rows: np.ndarray) -> Any:
-    """The time reached; a failed solve has no t1 save, so the last output time it reached."""
+    """The time reached (successful solves; a failed one reports NaN, see _to_solution)."""
     reached = ~np.all(np.isnan(rows), axis=-1)  # (T,) or (B, T)
     idx = np.where(reached.any(axis=-1), reached.shape[-1] - 1 - np.argmax(reached[..., ::-1], axis=-1), -1)
     last = np.where(idx >= 0, ts[np.maximum(idx, 0)], np.nan)
