@@ -113,3 +113,12 @@ def test_reference_backend_honours_controller_options():
     c = b.solve(p, "dopri5", rtol=1e-8, atol=1e-10, safety=0.5, factor_max=2.0)
     assert c.stats.accepted > a.stats.accepted  # a timid controller takes more steps
     assert a.timing["wall_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["reference", "scipy"])
+def test_bad_y0_is_refused_once_for_every_backend(name):
+    b = backends.get(name)
+    with pytest.raises(ValueError, match=r"y0 has shape \(3,\), but it must be \(2,\) or \(B, 2\)"):
+        b.solve(PROBLEMS.get("harmonic"), "RK45" if name == "scipy" else "dopri5", y0=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="y0 contains non-finite"):
+        b.solve(PROBLEMS.get("harmonic"), "RK45" if name == "scipy" else "dopri5", y0=[np.nan, 0.0])

@@ -80,6 +80,16 @@ def validate_options(problem: Problem, options: Mapping[str, Any]) -> None:
             raise ValueError(f"t_eval={ts.tolist()} has times outside t_span={problem.t_span}")
 
 
+def validate_y0(problem: Problem, y0: Any) -> np.ndarray:
+    """A batch (or single) initial state for ``problem``: shape (n,) or (B, n), finite."""
+    arr = np.asarray(y0, dtype=np.float64)
+    if arr.ndim not in (1, 2) or arr.shape[-1] != problem.n:
+        raise ValueError(f"y0 has shape {arr.shape}, but it must be ({problem.n},) or (B, {problem.n})")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("y0 contains non-finite values (NaN or inf); it must be finite")
+    return arr
+
+
 class UnsupportedOption(ValueError):
     """A solver option that the backend's library cannot honour."""
 
@@ -205,7 +215,7 @@ class Backend(ABC):
             raise ValueError(f"{self.name} supports devices {caps.devices}, not device={device!r}")
         self.check_options(info, options)
         validate_options(problem, options)
-        y0a = None if y0 is None else np.asarray(y0, dtype=np.float64)
+        y0a = None if y0 is None else validate_y0(problem, y0)
         start = time.perf_counter()
         try:
             sol = self._solve(problem, info, y0a, dict(options), dtype, device)
