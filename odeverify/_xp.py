@@ -141,3 +141,76 @@ def lincomb(coeffs: list[float], arrays: list[Any], base: Any = None) -> Any:
         term = x * c
         acc = term if acc is None else acc + term
     return acc
+
+
+# ----------------------------------------------------------------------------- autodiff
+# Functional derivatives of a function of arrays, for the gradient modes (VJPs, JVPs) and the
+# implicit solvers (Jacobians). NumPy and array-api-strict have no autodiff: asking raises
+# NotImplementedError, and callers fall back (finite differences) or refuse by name.
+def _autodiff_library(x: Any) -> str:
+    if array_api_compat.is_torch_array(x):
+        return "torch"
+    if array_api_compat.is_jax_array(x):
+        return "jax"
+    raise NotImplementedError(
+        f"automatic differentiation needs PyTorch or JAX arrays, got {type(x).__module__}.{type(x).__name__}"
+    )
+
+
+def vjp(fun: Any, primals: tuple[Any, ...], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``(fun(*primals), cotangent^T d fun / d primals)``: one reverse-mode product.
+
+    ``primals`` is a tuple of arrays (or pytrees of arrays on JAX: a dict of parameters is
+    fine on both); the result's second item has one entry per primal, of its structure.
+    The products are detached from any outer graph (no higher-order derivatives).
+    """
+    lib = _autodiff_library(cotangent)
+    if lib == "torch":
+        torch = require("torch")
+        out, pullback = torch.func.vjp(fun, *primals)
+        grads = pullback(cotangent)
+        return out, tuple(grads)
+    jax = require("jax")
+    out, pullback = jax.vjp(fun, *primals)
+    return out, tuple(pullback(cotangent))
+
+
+def jvp(fun: Any, primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+    """``(fun(*primals), d fun / d primals . tangents)``: one forward-mode product."""
+    first = primals[0]
+    while isinstance(first, (dict, tuple, list)):
+        first = next(iter(first.values())) if isinstance(first, dict) else first[0]
+    lib = _autodiff_library(first)
+    if lib == "torch":
+        torch = require("torch")
+        return torch.func.jvp(fun, tuple(primals), tuple(tangents))
+    jax = require("jax")
+    return jax.jvp(fun, tuple(primals), tuple(tangents))
+
+
+def jacobian(fun: Any, y: Any) -> Any:
+    """The Jacobian ``d fun(y) / d y`` of a map from shape ``(n,)`` to ``(n,)``: shape ``(n, n)``
+    (forward mode; a batch ``(B, n)`` gives ``(B, n, n)``, one block per sample, assuming the
+    samples are independent, as they are for a batched vector field)."""
+    lib = _autodiff_library(y)
+    if lib == "torch":
+        torch = require("torch")
+        jac = torch.func.jacfwd(fun)
+        if y.ndim == 2:
+            return _block_diag_jacobian(torch, fun, y)
+        return jac(y)
+    jax = require("jax")
+    if y.ndim == 2:
+        return jax.vmap(jax.jacfwd(lambda row: fun(row[None, :])[0]))(y)
+    return jax.jacfwd(fun)(y)
+
+
+def _block_diag_jacobian(torch: Any, fun: Any, y: Any) -> Any:
+    """(B, n, n) per-sample Jacobians of a batched field, from n JVPs with one-hot tangents
+    (each tangent perturbs component i of every sample at once)."""
+    n = y.shape[-1]
+    cols = []
+    for i in range(n):
+        e = torch.nn.functional.one_hot(torch.full(y.shape[:1], i), n).to(dtype=y.dtype, device=y.device)
+        cols.append(torch.func.jvp(fun, (y,), (e,))[1])
+    return torch.stack(cols, dim=-1)
