@@ -350,6 +350,7 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         abs_y = xp.abs(y)  # |y| of the error scale; each accepted step hands on its |y1|
     last_nonfinite = ops.full(bshape, False)
     step_index = 0
+    t_steps: list[float] = [t0]  #: accepted step boundaries (shared mode), for gradient modes
 
     while True:
         active = ops.logical_not(done | fail_mask)
@@ -443,6 +444,8 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
                     abs_y = abs_y1
                 k1 = k_end if k_end is not None else res.fsal
             t = ops.where(accept, t_new, t)
+            if not per_sample:
+                t_steps.append(float(t))
             done = done | (accept & (t == t1))
 
         if fixed:
@@ -471,6 +474,7 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         stats=stats,
         method=solver.name,
         t_final=t_final,
+        t_steps=None if per_sample else np.asarray(t_steps, dtype=np.float64),
         message=status.value,
         options=options,
     )

@@ -84,6 +84,9 @@ class Solution:
     options: dict[str, Any] = field(default_factory=dict)
     #: wall time of the solve and, separately, compilation time (jitted backends), seconds
     timing: dict[str, float] = field(default_factory=dict)
+    #: the accepted step boundaries t0, t1, ..., t_final (float64) of a shared-step reference
+    #: solve; None where unknown (per-sample mode, other backends). Gradient modes replay them.
+    t_steps: np.ndarray | None = None
 
     @property
     def success(self) -> bool:

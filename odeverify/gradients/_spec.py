@@ -1,0 +1,148 @@
+"""The contract every gradient computation meets: a loss given as data, and one result type.
+
+A loss is data, not a callable, so that every library (the reference on PyTorch and JAX,
+torchdiffeq, diffrax, a finite-difference or closed-form oracle) computes *the same* scalar
+from the solution at the output times, and adjoint modes get its cotangent in closed form:
+
+    L = sum_i [ w_i . y(t_i) + (q / 2) |y(t_i)|^2 ]      (summed over a batch too)
+
+with output times ``t_i`` (``t_eval``), weights ``w_i`` (shape ``(T, n)``) and ``q >= 0``.
+dL/dy(t_i) = w_i + q y(t_i).
+
+Every gradient — any mode, any backend, any oracle — comes back as a :class:`GradientResult`
+with dL/dy0, dL/dθ (one array per problem parameter), the loss value, the work done forward
+and backward, wall times, peak memory and, for modes that reconstruct the state backward,
+the adjoint mismatch |z_rec(t0) - z0|.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import _xp
+from ..solution import Status
+
+
+@dataclass(frozen=True)
+class Loss:
+    """``L = sum_i [w_i . y(t_i) + q/2 |y(t_i)|^2]`` over output times ``t_eval``.
+
+    ``weights`` has shape ``(T, n)`` (row ``i`` belongs to ``t_eval[i]``); a batch solution
+    of shape ``(T, B, n)`` uses the same row for every sample and sums over the batch.
+    """
+
+    t_eval: tuple[float, ...]
+    weights: np.ndarray
+    quadratic: float = 0.0
+
+    def __post_init__(self) -> None:
+        ts = np.asarray(self.t_eval, dtype=np.float64)
+        if ts.ndim != 1 or ts.size == 0 or not np.all(np.isfinite(ts)):
+            raise ValueError(f"t_eval={self.t_eval!r}, but it must be a non-empty 1-d sequence of finite times")
+        w = np.asarray(self.weights, dtype=np.float64)
+        if w.ndim != 2 or w.shape[0] != ts.size:
+            raise ValueError(f"weights has shape {w.shape}, but it must be (len(t_eval), n) = ({ts.size}, n)")
+        if not np.all(np.isfinite(w)):
+            raise ValueError("weights contains non-finite values; every weight must be finite")
+        q = float(self.quadratic)
+        if not np.isfinite(q) or q < 0:
+            raise ValueError(f"quadratic={self.quadratic!r}, but it must be finite and >= 0")
+        if q == 0.0 and not np.any(w):
+            raise ValueError("the loss does not depend on the solution (all weights are 0 and quadratic=0);"
+                             " a gradient of it would be silently zero")
+        w.setflags(write=False)
+        object.__setattr__(self, "t_eval", tuple(float(t) for t in ts))
+        object.__setattr__(self, "weights", w)
+        object.__setattr__(self, "quadratic", q)
+
+    @classmethod
+    def seeded(cls, t_eval: Any, n: int, *, seed: int = 0, quadratic: float = 0.5) -> Loss:
+        """Weights drawn from N(0, 1) with ``numpy.random.default_rng(seed)``: reproducible."""
+        ts = np.atleast_1d(np.asarray(t_eval, dtype=np.float64))
+        w = np.random.default_rng(seed).standard_normal((ts.size, int(n)))
+        return cls(t_eval=tuple(ts.tolist()), weights=w, quadratic=quadratic)
+
+    @property
+    def n(self) -> int:
+        return int(self.weights.shape[1])
+
+    def value(self, xp: Any, ys: Any) -> Any:
+        """The loss (0-d array of ``xp``) of a solution ``ys`` of shape ``(T, n)`` or ``(T, B, n)``."""
+        w = xp.asarray(np.array(self.weights), dtype=ys.dtype, device=_xp.device(ys))
+        if ys.ndim == 3:
+            w = xp.expand_dims(w, axis=1)
+        out = xp.sum(w * ys)
+        if self.quadratic:
+            out = out + (self.quadratic / 2) * xp.sum(ys * ys)
+        return out
+
+    def cotangent(self, xp: Any, ys: Any) -> Any:
+        """dL/dys, of the shape of ``ys``."""
+        w = xp.asarray(np.array(self.weights), dtype=ys.dtype, device=_xp.device(ys))
+        if ys.ndim == 3:
+            w = xp.expand_dims(w, axis=1) + xp.zeros_like(ys)
+        return w + self.quadratic * ys if self.quadratic else w + xp.zeros_like(ys)
+
+    def value_numpy(self, ys: np.ndarray) -> float:
+        """The loss of a NumPy solution, float64 (for oracles)."""
+        ys = np.asarray(ys, dtype=np.float64)
+        w = self.weights[:, None, :] if ys.ndim == 3 else self.weights
+        return float(np.sum(w * ys) + (self.quadratic / 2) * np.sum(ys * ys))
+
+
+@dataclass
+class GradientResult:
+    """dL/dy0 and dL/dθ from one gradient computation, with the work it took.
+
+    ``grad_y0`` has y0's shape; ``grad_params`` maps each problem parameter name to an
+    array of its shape (all NumPy float64 copies). ``nfev_forward``/``nfev_backward``
+    count vector-field evaluations (a VJP or JVP of the field counts as one backward
+    evaluation). ``timing``: ``forward_s``, ``backward_s`` (and ``compile_s`` for jitted
+    backends). ``memory``: ``peak_rss_bytes`` (and ``cuda_peak_bytes`` on a GPU), where
+    measured. ``adjoint_mismatch``: for modes that reconstruct the forward state backward
+    (backsolve), ``max |z_rec(t0) - z0|`` relative to ``max(1, |z0|)``; None otherwise.
+    ``status`` is the forward solve's (a failure keeps NaN gradients, never zeros).
+    """
+
+    mode: str
+    method: str
+    backend: str
+    library: str
+    status: Status
+    loss: float
+    grad_y0: np.ndarray | None
+    grad_params: dict[str, np.ndarray] = field(default_factory=dict)
+    nfev_forward: int = 0
+    nfev_backward: int = 0
+    steps_forward: int = 0
+    steps_backward: int = 0
+    timing: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, float] = field(default_factory=dict)
+    adjoint_mismatch: float | None = None
+    message: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.status.ok
+
+    def flat(self) -> np.ndarray:
+        """dL/dy0 and every dL/dθ (sorted by name) as one float64 vector, for comparisons."""
+        parts = [] if self.grad_y0 is None else [np.ravel(self.grad_y0)]
+        parts += [np.ravel(self.grad_params[k]) for k in sorted(self.grad_params)]
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode, "method": self.method, "backend": self.backend, "library": self.library,
+            "status": self.status.code, "loss": float(self.loss),
+            "grad_y0": None if self.grad_y0 is None else np.asarray(self.grad_y0).tolist(),
+            "grad_params": {k: np.asarray(v).tolist() for k, v in self.grad_params.items()},
+            "nfev_forward": int(self.nfev_forward), "nfev_backward": int(self.nfev_backward),
+            "steps_forward": int(self.steps_forward), "steps_backward": int(self.steps_backward),
+            "timing": dict(self.timing), "memory": dict(self.memory),
+            "adjoint_mismatch": self.adjoint_mismatch, "message": self.message,
+        }
