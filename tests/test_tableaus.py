@@ -69,7 +69,8 @@ def test_metadata(name):
     assert "order" in t.description, f"description={t.description!r} should state the order"
     fsal_word = "not FSAL" if not t.fsal else "FSAL"
     assert fsal_word in t.description, f"description={t.description!r}, but fsal={t.fsal}"
-    assert t.explicit
+    assert t.explicit or any(w in t.description for w in ("DIRK", "implicit")), (
+        f"description={t.description!r} should say how an implicit method is implicit [{name}]")
     assert t.adaptive == (t.b_hat is not None)
     assert t.exact == (t.digits is None)
     assert len(t.A) == t.stages and all(len(r) == t.stages for r in t.A)
@@ -279,13 +280,16 @@ def test_stability_value_matches_linear_algebra(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_stability_polynomial_starts_with_exponential_series(name):
-    """R(z) - e^z = O(z^{p+1}): the first p+1 coefficients are 1/k! (for explicit methods)."""
+    """R(z) - e^z = O(z^{p+1}): P(z) - Q(z) e^z has no terms below z^{p+1} (for explicit
+    methods Q = 1, so the first p+1 coefficients of P are 1/k!)."""
     t = get(name)
     num, den = theory.stability_function(t)
-    assert den == (1,)
+    assert (den == (1,)) == t.explicit, f"denominator={den}, but explicit={t.explicit} [{name}]"
     tol = 0 if t.exact else 1e-20
     for k in range(t.order + 1):
-        assert abs(num[k] - Fraction(1, math.factorial(k))) <= tol, f"z^{k} coefficient={num[k]} [{name}]"
+        q_exp = sum((den[j] * Fraction(1, math.factorial(k - j)) for j in range(min(k, len(den) - 1) + 1)), Fraction(0))
+        p_k = num[k] if k < len(num) else Fraction(0)
+        assert abs(p_k - q_exp) <= tol, f"z^{k}: P coefficient={p_k}, but (Q e^z) coefficient={q_exp} [{name}]"
 
 
 # ------------------------------------------------------------------------------- views, dense

@@ -1,7 +1,8 @@
 """Runge--Kutta tableaus as exact data, and the theory that proves their orders.
 
 ``TABLEAUS`` is the registry (lower-case names) that tests, solvers, suites and the report
-parametrize over; importing this package fills it with the shipped explicit methods.
+parametrize over; importing this package fills it with the shipped explicit methods
+(:mod:`.explicit`) and then the implicit ones (:mod:`.implicit`: DIRK/SDIRK/ESDIRK, Radau IIA).
 
 >>> from odeverify.tableaus import get, theory
 >>> theory.verify_tableau(get("rk4")).main.proven
@@ -24,6 +25,7 @@ TABLEAUS: Registry[ButcherTableau] = Registry("tableau")
 
 from . import theory  # noqa: E402
 from . import explicit  # noqa: E402,F401  (fills TABLEAUS)
+from . import implicit  # noqa: E402,F401  (fills TABLEAUS, after the explicit methods)
 from .theory import OrderConditionError, verify_tableau  # noqa: E402
 
 

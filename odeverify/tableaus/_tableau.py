@@ -373,7 +373,12 @@ class ButcherTableau:
 
     Coefficients are ``int``, ``Fraction``, ``"p/q"`` or decimal strings, normalised to
     ``Fraction``. Derived attributes: ``stages``, ``explicit``, ``fsal``,
-    ``stiffly_accurate``, ``adaptive``, ``exact``, ``digits``.
+    ``stiffly_accurate``, ``adaptive``, ``exact``, ``digits`` and, for implicit methods,
+    ``explicit_first_stage`` (row 0 of A is zero), ``dirk`` (A lower triangular, not
+    explicit), ``sdirk`` (DIRK with every a_ii = γ != 0), ``esdirk`` (DIRK with a_11 = 0 and
+    every other a_ii = γ != 0) and ``sdirk_gamma`` (that γ, else None).
+    ``fsal`` holds for explicit and implicit methods alike: explicit first stage, c_s = 1
+    and b = the last row of A (then k_s = f(t0 + h, y1) is the next step's k_1).
     """
 
     name: str
@@ -398,6 +403,11 @@ class ButcherTableau:
     explicit: bool = field(init=False, compare=False)
     fsal: bool = field(init=False, compare=False)
     stiffly_accurate: bool = field(init=False, compare=False)
+    explicit_first_stage: bool = field(init=False, compare=False)
+    dirk: bool = field(init=False, compare=False)
+    sdirk: bool = field(init=False, compare=False)
+    esdirk: bool = field(init=False, compare=False)
+    sdirk_gamma: Fraction | None = field(init=False, compare=False)
     adaptive: bool = field(init=False, compare=False)
     digits: int | None = field(init=False, compare=False)
     exact: bool = field(init=False, compare=False)
@@ -498,8 +508,23 @@ class ButcherTableau:
         put("exact", digits is None)
         put("stages", s)
         explicit = all(A_t[i][j] == 0 for i in range(s) for j in range(i, s))
+        lower = all(A_t[i][j] == 0 for i in range(s) for j in range(i + 1, s))
+        first_explicit = all(x == 0 for x in A_t[0])
+        diag = [A_t[i][i] for i in range(s)]
+        dirk = lower and not explicit
+        # the common diagonal entry of an SDIRK (all a_ii = γ) or ESDIRK (a_11 = 0, the
+        # others = γ); None for other methods
+        implicit_diag = diag[1:] if first_explicit else diag
+        gamma = implicit_diag[0] if dirk and implicit_diag and len(set(implicit_diag)) == 1 else None
         put("explicit", explicit)
-        put("fsal", explicit and s > 1 and c[-1] == 1 and A_t[-1] == b)
+        put("explicit_first_stage", first_explicit)
+        put("dirk", dirk)
+        put("sdirk", gamma is not None and not first_explicit)
+        put("esdirk", gamma is not None and first_explicit)
+        put("sdirk_gamma", gamma)
+        # the last stage is f(t0 + h, y1), the next step's first stage: explicit first stage
+        # (k_1 = f(t0, y0)), c_s = 1 and b equal to the last row of A
+        put("fsal", first_explicit and s > 1 and c[-1] == 1 and A_t[-1] == b)
         put("stiffly_accurate", A_t[-1] == b)
         put("adaptive", b_hat is not None)
 
