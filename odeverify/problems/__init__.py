@@ -33,5 +33,6 @@ from . import classic as _classic  # noqa: E402,F401
 from . import detest as _detest  # noqa: E402,F401
 from . import neural as _neural  # noqa: E402,F401
 from . import generated as _generated  # noqa: E402,F401
+from . import stiff as _stiff  # noqa: E402,F401
 
 __all__ = ["PROBLEMS", "Problem", "Reference", "register", "get", "select", "KNOWN_TAGS"]

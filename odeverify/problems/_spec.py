@@ -69,6 +69,12 @@ class Problem:
 
     ``exact(t)`` (NumPy, float64) maps a 1-d array of times to an array of shape
     ``(len(t), n)``, or is None. ``references`` are values at given times.
+
+    ``jac(xp, t, y, p)`` is the analytic Jacobian df/dy, or None: written against the Array
+    API like ``rhs`` (same arguments and broadcasting), it returns an array of shape
+    ``(..., n, n)`` with ``J[..., i, j] = d f_i / d y_j`` and ``y``'s dtype. Implicit
+    solvers use it instead of a finite-difference or autodiff Jacobian;
+    :meth:`jacobian_field` binds the parameters the way :meth:`vector_field` does.
     """
 
     name: str
@@ -82,6 +88,7 @@ class Problem:
     citation: str = ""
     description: str = ""
     invariants: Mapping[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    jac: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "y0", tuple(float(v) for v in self.y0))
@@ -96,6 +103,8 @@ class Problem:
             )
         if not np.all(np.isfinite(self.y0)):
             raise ValueError(f"problem {self.name!r}: y0={self.y0} must be finite")
+        if self.jac is not None and not callable(self.jac):
+            raise ValueError(f"problem {self.name!r}: jac={self.jac!r} must be callable or None")
         if self.t_span[0] == self.t_span[1]:
             raise ValueError(f"problem {self.name!r}: t_span={self.t_span} has zero length")
         for ref in self.references:
@@ -140,16 +149,23 @@ class Problem:
                 out[key] = value
         return out
 
+    def _bind(self, fun: Callable[..., Any], suffix: str, xp: Any, dtype: Any, device: Any) -> Callable[[Any, Any], Any]:
+        p = self.converted_params(xp, dtype, device)
+
+        def bound(t: Any, y: Any) -> Any:
+            return fun(xp, t, y, p)
+
+        bound.__name__ = f"{self.name}_{suffix}"
+        return bound
+
     def vector_field(self, xp: Any, dtype: Any = None, device: Any = None) -> Callable[[Any, Any], Any]:
         """``f(t, y)`` for the integrator, with parameters converted once for ``xp``."""
-        p = self.converted_params(xp, dtype, device)
-        rhs = self.rhs
+        return self._bind(self.rhs, "rhs", xp, dtype, device)
 
-        def f(t: Any, y: Any) -> Any:
-            return rhs(xp, t, y, p)
-
-        f.__name__ = f"{self.name}_rhs"
-        return f
+    def jacobian_field(self, xp: Any, dtype: Any = None, device: Any = None) -> Callable[[Any, Any], Any] | None:
+        """``J(t, y)`` (shape ``(..., n, n)``) from the analytic ``jac``, parameters converted
+        once for ``xp``; None when the problem has no analytic Jacobian."""
+        return None if self.jac is None else self._bind(self.jac, "jac", xp, dtype, device)
 
     def y0_array(self, xp: Any, dtype: Any = None, device: Any = None) -> Any:
         kwargs: dict[str, Any] = {"dtype": dtype if dtype is not None else xp.float64}
