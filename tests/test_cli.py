@@ -30,6 +30,10 @@ def test_list_json_schema(capsys):
     dop = next(t for t in data["tableaus"] if t["name"] == "dop853")
     assert (dop["order"], dop["embedded_order"], dop["dense_order"]) == (8, 5, 7)
     assert {"name", "n", "t_span", "tags", "solution", "citation"} <= set(data["problems"][0])
+    # stability comes from the proofs in tableaus.theory, never declared
+    stab = {t["name"]: t["stability"] for t in data["tableaus"]}
+    assert stab["radau_iia5"]["l_stable"] and stab["trapezoid"]["a_stable"] and not stab["trapezoid"]["l_stable"]
+    assert not stab["rk4"]["a_stable"] and stab["rk4"]["real_interval"][0] == pytest.approx(-2.785293563, abs=1e-8)
 
 
 def test_solve_json_is_stable(capsys):
