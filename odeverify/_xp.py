@@ -214,3 +214,224 @@ def _block_diag_jacobian(torch: Any, fun: Any, y: Any) -> Any:
         e = torch.nn.functional.one_hot(torch.full(y.shape[:1], i), n).to(dtype=y.dtype, device=y.device)
         cols.append(torch.func.jvp(fun, (y,), (e,))[1])
     return torch.stack(cols, dim=-1)
+
+
+# ----------------------------------------------------------------------------- linear algebra
+# The Array API's linalg extension has solve and inv but no LU factorisation, which the
+# implicit solvers reuse across Newton iterations and steps (Hairer & Wanner II, §IV.8).
+# ``lu_factor`` / ``lu_solve`` give it per library: scipy.linalg for NumPy, torch.linalg for
+# PyTorch, jax.lax.linalg / jax.scipy.linalg for JAX; array-api-strict (and any other
+# standard namespace) falls back to ``xp.linalg.inv`` (one inverse per factorisation, applied
+# by matmul), which is as good for the small, well-scaled systems of the test problems.
+class LUFactors:
+    """An LU factorisation of a square matrix ``(m, m)`` or a stack ``(B, m, m)``.
+
+    ``singular`` is True when a pivot is exactly zero or not finite (the solve would give
+    inf/NaN); callers turn that into a clear status instead of solving.
+    """
+
+    def __init__(self, library: str, data: Any, singular: bool, batched: bool) -> None:
+        self.library, self.data, self.singular, self.batched = library, data, singular, batched
+
+
+def _pivots_singular(diag: np.ndarray) -> bool:
+    return bool(np.any(diag == 0) or not np.all(np.isfinite(diag)))
+
+
+def lu_factor(a: Any) -> LUFactors:
+    """LU factorisation (with partial pivoting) of ``a``, shape ``(m, m)`` or ``(B, m, m)``."""
+    batched = a.ndim == 3
+    if isinstance(a, np.ndarray):
+        import scipy.linalg
+
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # reported as `singular`
+            lu, piv = scipy.linalg.lu_factor(a, check_finite=False)
+        diag = np.diagonal(lu, axis1=-2, axis2=-1)
+        return LUFactors("numpy", (lu, piv), _pivots_singular(diag), batched)
+    if array_api_compat.is_torch_array(a):
+        torch = require("torch")
+        lu, piv, _ = torch.linalg.lu_factor_ex(a)  # no exception on a zero pivot: `singular`
+        diag = to_numpy(torch.diagonal(stop_gradient(lu), dim1=-2, dim2=-1))
+        return LUFactors("torch", (lu, piv), _pivots_singular(diag), batched)
+    if array_api_compat.is_jax_array(a):
+        jax = require("jax")
+        lu, piv, _ = jax.lax.linalg.lu(a)
+        diag = np.diagonal(np.asarray(lu), axis1=-2, axis2=-1)
+        return LUFactors("jax", (lu, piv), _pivots_singular(diag), batched)
+    xp = namespace(a)
+    try:
+        inv = xp.linalg.inv(a)
+    except Exception:  # noqa: BLE001 - libraries raise their own LinAlgError for a singular matrix
+        return LUFactors("inverse", None, True, batched)
+    return LUFactors("inverse", inv, not bool(np.all(np.isfinite(to_numpy(inv)))), batched)
+
+
+def lu_solve(factors: LUFactors, b: Any) -> Any:
+    """Solve ``a x = b`` from :func:`lu_factor`'s factors; ``b`` has shape ``(m,)`` for one
+    matrix, ``(B, m)`` for a stack (one right-hand side per matrix)."""
+    lib, data = factors.library, factors.data
+    if lib == "numpy":
+        import scipy.linalg
+
+        if factors.batched:
+            return scipy.linalg.lu_solve(data, b[..., None], check_finite=False)[..., 0]
+        # LAPACK getrs directly: scipy.linalg.lu_solve's argument handling costs ~30 us a call,
+        # several times the solve itself at the sizes here (n <= 60)
+        getrs = scipy.linalg.get_lapack_funcs("getrs", (data[0], b))
+        x, info = getrs(data[0], data[1], b)
+        return x
+    if lib == "torch":
+        torch = require("torch")
+        return torch.linalg.lu_solve(data[0], data[1], b[..., None])[..., 0]
+    if lib == "jax":
+        jax = require("jax")
+        solve = jax.scipy.linalg.lu_solve
+        if factors.batched:
+            return jax.vmap(lambda lu, piv, rhs: solve((lu, piv), rhs))(data[0], data[1], b)
+        return solve(data, b)
+    xp = namespace(data)
+    return xp.matmul(data, b[..., None])[..., 0]
+
+
+# ----------------------------------------------------------------------------- saved-tensor accounting
+# (helper H9) Bytes that reverse-mode autodiff keeps for its backward pass. PyTorch reports
+# every tensor an operation saves through ``torch.autograd.graph.saved_tensors_hooks``; its
+# functional transforms (``torch.func.vjp``) refuse those hooks, so while a meter is active
+# :func:`metered_vjp` computes the same product with ``torch.autograd.grad``. JAX (traced,
+# residuals inside XLA) and NumPy (no autodiff) expose nothing comparable: the meter says why.
+class SavedTensorMeter:
+    """What autograd saved for backward while the meter was active.
+
+    ``total_bytes``: bytes of every distinct tensor saved (a tensor saved by two operations
+    counts once while both saves are alive); ``peak_bytes``: the most bytes held by saves
+    alive at one time (a save dies when its graph is freed after ``backward``); ``saves``:
+    the number of save events. All None, with ``reason`` set, where the library cannot tell.
+    """
+
+    def __init__(self, library: str) -> None:
+        self.library = library
+        self.reason: str | None = None
+        self.total_bytes: int | None = 0
+        self.peak_bytes: int | None = 0
+        self.saves: int | None = 0
+        self._live: dict[tuple, list[int]] = {}  # tensor key -> [alive saves, bytes]
+        self._live_bytes = 0
+        self._hooks: Any = None  # the active saved_tensors_hooks context (PyTorch)
+
+    def _pack(self, t: Any) -> Any:
+        try:
+            where: Any = t.data_ptr()
+        except RuntimeError:  # a tensor of a torch.func transform (no storage of its own)
+            where = ("wrapped", id(t))
+        key = (where, tuple(t.shape), str(t.dtype), str(t.device))
+        self.saves += 1
+        entry = self._live.get(key)
+        if entry is None:
+            nbytes = t.numel() * t.element_size()
+            self._live[key] = entry = [0, nbytes]
+            self.total_bytes += nbytes
+            self._live_bytes += nbytes
+            self.peak_bytes = max(self.peak_bytes, self._live_bytes)
+        entry[0] += 1
+        return _SavedHandle(self, key, t)
+
+    def _release(self, key: tuple) -> None:
+        entry = self._live.get(key)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] == 0:
+            self._live_bytes -= entry[1]
+            del self._live[key]
+
+
+class _SavedHandle:
+    """What the graph holds instead of a saved tensor; tells the meter when the graph drops it."""
+
+    __slots__ = ("meter", "key", "tensor")
+
+    def __init__(self, meter: SavedTensorMeter, key: tuple, tensor: Any) -> None:
+        self.meter, self.key, self.tensor = meter, key, tensor
+
+    def __del__(self) -> None:
+        self.meter._release(self.key)
+
+
+_ACTIVE_METERS: list[SavedTensorMeter] = []
+
+
+def saved_tensor_bytes(library: str) -> Any:
+    """Context manager yielding a :class:`SavedTensorMeter` of the autograd work inside it
+    (PyTorch); for other libraries the meter's counts are None and ``reason`` says why."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def _meter() -> Any:
+        meter = SavedTensorMeter(library)
+        if library != "torch":
+            meter.total_bytes = meter.peak_bytes = meter.saves = None
+            meter.reason = ("JAX keeps its VJP residuals inside traced computations and NumPy has no autodiff:"
+                            " neither exposes the tensors saved for backward")
+            yield meter
+            return
+        torch = require("torch")
+        _ACTIVE_METERS.append(meter)
+        meter._hooks = torch.autograd.graph.saved_tensors_hooks(meter._pack, lambda handle: handle.tensor)
+        meter._hooks.__enter__()
+        try:
+            yield meter
+        finally:
+            meter._hooks.__exit__(None, None, None)
+            _ACTIVE_METERS.remove(meter)
+
+    return _meter()
+
+
+def _unmetered_vjp(fun: Any, primals: tuple[Any, ...], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
+    """:func:`vjp` with the active meters' hooks lifted for its duration: a VJP inside a
+    torch.func transform (the implicit solvers' autodiff Jacobian of an adjoint field) cannot
+    run under saved-tensor hooks; its residuals live only inside that Jacobian evaluation and
+    are not metered."""
+    torch = require("torch")
+    for meter in reversed(_ACTIVE_METERS):
+        meter._hooks.__exit__(None, None, None)
+    try:
+        return vjp(fun, primals, cotangent)
+    finally:
+        for meter in _ACTIVE_METERS:
+            meter._hooks = torch.autograd.graph.saved_tensors_hooks(meter._pack, lambda handle: handle.tensor)
+            meter._hooks.__enter__()
+
+
+def metered_vjp(fun: Any, primals: tuple[Any, ...], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
+    """:func:`vjp`, but visible to an active PyTorch :func:`saved_tensor_bytes` meter: the
+    product is taken with ``torch.autograd.grad`` (same operations, same result) instead of
+    ``torch.func.vjp``, which refuses saved-tensor hooks. Primals: arrays or dicts of arrays."""
+    if not (_ACTIVE_METERS and array_api_compat.is_torch_array(cotangent)):
+        return vjp(fun, primals, cotangent)
+    torch = require("torch")
+    leaves: list[Any] = []
+
+    def lift(p: Any) -> Any:
+        if isinstance(p, dict):
+            return {k: lift(v) for k, v in p.items()}
+        leaf = p.detach().requires_grad_(True)
+        leaves.append(leaf)
+        return leaf
+
+    try:
+        lifted = tuple(lift(p) for p in primals)
+    except RuntimeError:  # inside a torch.func transform, which forbids requires_grad_
+        return _unmetered_vjp(fun, primals, cotangent)
+    with torch.enable_grad():
+        out = fun(*lifted)
+        grads = torch.autograd.grad(out, leaves, cotangent, allow_unused=True) if out.requires_grad else [None] * len(leaves)
+    it = iter(g if g is not None else torch.zeros_like(leaf) for g, leaf in zip(grads, leaves))
+
+    def rebuild(p: Any) -> Any:
+        return {k: rebuild(v) for k, v in p.items()} if isinstance(p, dict) else next(it)
+
+    return out.detach(), tuple(rebuild(p) for p in primals)

@@ -10,6 +10,7 @@ becomes a float.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -105,6 +106,12 @@ def error_norm(xp: Any, err: Any, err_aux: Any, y: Any, y1: Any, rtol: Any, atol
     return scaled_error_norm(xp, err, err_aux, error_scale(xp, xp.abs(y), xp.abs(y1), rtol, atol), per_sample)
 
 
+def _merge_state(mask: np.ndarray, old: Any, new: Any) -> Any:
+    """A controller state (a dataclass of per-sample arrays) with ``old`` where ``mask`` holds."""
+    fields = {f.name: np.where(mask, getattr(old, f.name), getattr(new, f.name)) for f in dataclasses.fields(new)}
+    return dataclasses.replace(new, **fields)
+
+
 def _min_step(ops: Any, t: Any, direction: float) -> Any:
     return 10 * ops.abs(ops.nextafter(t, direction * math.inf) - t)
 
@@ -160,6 +167,7 @@ def solve(
     dtmin: float | None = None,
     dtmax: float | None = None,
     batch: str = "shared",
+    jac: Callable[[Any, Any], Any] | None = None,
 ) -> Solution:
     """Solve ``y' = f(t, y)``, ``y(t0) = y0`` from ``t_span[0]`` to ``t_span[1]``.
 
@@ -203,22 +211,29 @@ def solve(
         for the whole batch (error norm over all samples, as torchdiffeq does);
         ``"per-sample"`` gives each sample its own step size and accept/reject decision
         (as torchode does), so a sample's steps do not depend on the rest of the batch.
+    jac : callable ``jac(t, y) -> array``, optional
+        The Jacobian ``df/dy`` for the implicit methods: shape ``(n, n)`` for ``y`` of shape
+        ``(n,)``, ``(B, n, n)`` (or one ``(n, n)`` for every sample) for a batch. Without it
+        they differentiate ``f`` automatically (PyTorch, JAX) or by forward differences
+        (NumPy, array-api-strict; counted in ``nfev`` and ``njev``). Explicit methods ignore it.
 
     Returns
     -------
     Solution
         ``ts`` (float64 NumPy, shape ``(T,)``), ``ys`` (``(T,) + y0.shape``, ``y0``'s
-        library), ``status``, ``stats`` (nfev, accepted, rejected, njev, nlu).
+        library), ``status``, ``stats`` (nfev, accepted, rejected, njev, nlu, newton_iters).
+        An implicit method whose Newton iteration keeps failing ends with
+        ``Status.NEWTON_FAILED`` and a ``message`` saying where and why.
     """
     # a blow-up is detected and reported as a status: NumPy's overflow warnings inside the
     # user's vector field would only repeat it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps,
-                      dtmin, dtmax, batch)
+                      dtmin, dtmax, batch, jac)
 
 
 def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps, dtmin,
-           dtmax, batch) -> Solution:
+           dtmax, batch, jac=None) -> Solution:
     solver = resolve_solver(method)
 
     # --- state
@@ -294,7 +309,18 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         fs = _finite_float("first_step", first_step)
         if fs <= 0:
             raise ValueError(f"first_step={first_step!r}, but it must be > 0")
-    ctrl = controller if controller is not None else PIController()
+    if jac is not None and not callable(jac):
+        raise TypeError(f"jac={jac!r}, but it must be a callable jac(t, y) -> array (the Jacobian df/dy) or None")
+    # solvers that carry work across steps (implicit: Jacobian, LU factors, Newton rate) say so
+    # by defining init_state; the explicit fast path below never touches any of this
+    stateful = hasattr(solver, "init_state")
+    if controller is not None:
+        ctrl = controller
+    elif hasattr(solver, "default_controller"):
+        ctrl = solver.default_controller()
+    else:
+        ctrl = PIController()
+    step_info = stateful and getattr(ctrl, "uses_step_info", False)
     options = {"rtol": rtol, "atol": atol, "dt": dt, "n_steps": n_steps, "batch": batch, "max_steps": max_steps}
 
     # --- the loop
@@ -324,6 +350,10 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
     stats.nfev += 1
     _check_output("f", k1, y)
     status = Status.SUCCESS
+    message = ""
+    sstate = solver.init_state(f, tc, y0, jac=jac, rtol=rtol_x, atol=atol_x, fixed=fixed) if stateful else None
+    newton_failure: str | None = None  #: why the last rejected step's Newton iteration failed
+    failed_samples = None  #: per sample: which samples' Newton iteration failed in the last step
     done = ops.full(bshape, False)
     fail_mask = ops.full(bshape, False)
 
@@ -373,21 +403,53 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         tc.t = t
         if k1 is None:
             k1 = fun(tc.time(t), y)
-        res = solver.step(fun, tc, y, h, k1, estimate=not fixed)
+        if stateful:
+            res = solver.step(fun, tc, y, h, k1, estimate=not fixed, state=sstate)
+            sstate = res.state
+            stats.njev += res.njev
+            stats.nlu += res.nlu
+            stats.newton_iters += res.newton_iters
+            newton_failure = res.failure
+            failed_samples = res.failed  # per sample: only these failed (None: every sample)
+        else:
+            res = solver.step(fun, tc, y, h, k1, estimate=not fixed)
         step_index += 1
         y1 = res.y1
 
         if fixed:
+            if newton_failure is not None:
+                status = Status.NEWTON_FAILED
+                message = f"{status.value}: {newton_failure}"
+                break
             if not bool(_all_finite(xp, y1, False)):
                 status = Status.NONFINITE
                 break
             accept = ops.full(bshape, True)
+        elif newton_failure is not None and failed_samples is None:
+            # reject every active sample and shrink (H&W II §IV.8); the controller is not told
+            accept = ops.full(bshape, False)
+            factor = ops.full(bshape, solver.failure_shrink)
+            last_nonfinite = ops.where(active, False, last_nonfinite)
         else:
             abs_y1 = xp.abs(y1)
             err = scaled_error_norm(xp, res.err, res.err_aux, error_scale(xp, abs_y, abs_y1, rtol_x, atol_x), per_sample)
-            accept, factor, cstate = ctrl(err, solver.error_order, cstate)
+            if step_info:
+                iters = res.newton_iters if res.sample_newton_iters is None else res.sample_newton_iters
+                accept, factor, new_cstate = ctrl(err, solver.error_order, cstate, h=h, newton_iters=iters)
+            else:
+                accept, factor, new_cstate = ctrl(err, solver.error_order, cstate)
+            if stateful and failed_samples is not None:
+                # per sample: the samples whose Newton iteration failed are rejected and shrunk,
+                # and their controller state is left as it was (as in a solo solve)
+                accept = accept & ~failed_samples
+                factor = np.where(failed_samples, solver.failure_shrink, factor)
+                new_cstate = _merge_state(failed_samples, cstate, new_cstate)
+                err = np.where(failed_samples, 0.0, err)
+            cstate = new_cstate
             accept = accept & active
             last_nonfinite = ops.where(active, ops.logical_not(ops.isfinite(err)), last_nonfinite)
+        if stateful:
+            sstate = solver.after_step(sstate, accept)
 
         rejected = active & ops.logical_not(accept)
         stats.accepted += ops.count(accept)
@@ -458,6 +520,10 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         if ops.any(too_small):
             fail_mask = fail_mask | too_small
             status = Status.NONFINITE if ops.any(last_nonfinite & too_small) else Status.DT_UNDERFLOW
+            if newton_failure is not None and (failed_samples is None or np.any(failed_samples & too_small)):
+                status = Status.NEWTON_FAILED
+                message = f"{status.value}: {newton_failure}"
+
             if not per_sample:
                 break
         # keep h for samples that are done (unused)
@@ -475,6 +541,6 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         method=solver.name,
         t_final=t_final,
         t_steps=None if per_sample else np.asarray(t_steps, dtype=np.float64),
-        message=status.value,
+        message=message or status.value,
         options=options,
     )

@@ -15,6 +15,8 @@ class Status(enum.Enum):
     MAX_STEPS = "the maximum number of steps (max_steps) was reached before the end of the interval"
     DT_UNDERFLOW = "the step size fell below dtmin (or below round-off relative to t): step-size underflow"
     NONFINITE = "the state became non-finite (NaN or inf): the solution blew up"
+    NEWTON_FAILED = ("the Newton iteration of an implicit method did not converge (divergence or a singular"
+                     " iteration matrix) and the step could not be reduced further")
     FAILED = "the backend raised an error"
     UNAVAILABLE = "the backend is not installed"
 
@@ -34,12 +36,15 @@ class Stats:
     ``nfev`` counts calls of the vector field (each call evaluates the whole batch),
     ``accepted``/``rejected`` count steps. In per-sample mode they are totals over the batch
     and ``sample_accepted``/``sample_rejected`` hold each sample's own counts.
-    ``njev``/``nlu`` (Jacobian evaluations, LU factorisations) stay 0 for explicit methods.
+    ``njev``/``nlu`` (Jacobian evaluations, LU factorisations) and ``newton_iters`` (Newton
+    iterations of the stage equations, summed over steps) stay 0 for explicit methods. A
+    finite-difference Jacobian's evaluations of f count in ``nfev`` too (scipy leaves them out).
     """
 
     nfev: int = 0
     njev: int = 0
     nlu: int = 0
+    newton_iters: int = 0
     accepted: int = 0
     rejected: int = 0
     sample_accepted: np.ndarray | None = None
@@ -54,6 +59,7 @@ class Stats:
             "nfev": int(self.nfev),
             "njev": int(self.njev),
             "nlu": int(self.nlu),
+            "newton_iters": int(self.newton_iters),
             "accepted": int(self.accepted),
             "rejected": int(self.rejected),
         }

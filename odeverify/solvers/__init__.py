@@ -1,15 +1,18 @@
-"""Step functions (L2), one registry ``SOLVERS``: every explicit tableau becomes an ``ExplicitRK``."""
+"""Step functions (L2), one registry ``SOLVERS``: every explicit tableau becomes an ``ExplicitRK``,
+every implicit one a ``DIRK`` (lower-triangular A) or a ``RadauIIA`` (fully implicit collocation)."""
 from __future__ import annotations
+
+from typing import Union
 
 from .._registry import Registry
 from ..tableaus import TABLEAUS
 from .base import StepResult, TimeContext
+from .implicit import DIRK, PredictiveController, RadauIIA, implicit_solver
 from .rk import ExplicitRK
 
-SOLVERS: Registry[ExplicitRK] = Registry("solver")
+SOLVERS: Registry[Union[ExplicitRK, DIRK, RadauIIA]] = Registry("solver")
 
 for _name, _tab in TABLEAUS.items():
-    if _tab.explicit:
-        SOLVERS.register(_name, ExplicitRK(_tab))
+    SOLVERS.register(_name, ExplicitRK(_tab) if _tab.explicit else implicit_solver(_tab))
 
-__all__ = ["SOLVERS", "ExplicitRK", "StepResult", "TimeContext"]
+__all__ = ["SOLVERS", "DIRK", "ExplicitRK", "PredictiveController", "RadauIIA", "StepResult", "TimeContext"]

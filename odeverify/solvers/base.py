@@ -15,6 +15,23 @@ calls ``solver.step`` once per attempted step; the solver never decides acceptan
 
 and returns a :class:`StepResult` (new state, error estimate or None, the stages the dense
 output needs, and the number of evaluations of ``f`` it made).
+
+Solvers that carry work across steps (the implicit ones: Jacobian, LU factors, the last
+Newton rate) add three methods, which the integrator calls only for solvers that define
+``init_state`` (explicit solvers pay nothing):
+
+- ``init_state(f, tc, y0, *, jac, rtol, atol, fixed) -> state``: once per solve (``f`` is
+  the user's field, uncounted, for automatic differentiation; ``jac`` a user Jacobian or None);
+- ``step(..., state=state)`` returns the updated state in ``StepResult.state`` with the work
+  it did in ``njev``, ``nlu`` and ``newton_iters``; a Newton iteration that failed sets
+  ``failure`` (a message saying why) and the step is rejected and shrunk by
+  ``solver.failure_shrink``;
+- ``after_step(state, accepted) -> state``: told whether the step was accepted (a bool, or a
+  per-sample bool array).
+
+Such a solver may also offer ``default_controller()`` (used when ``solve`` gets no
+controller); a controller with ``uses_step_info = True`` is called as
+``ctrl(err, k, state, h=h, newton_iters=n)``.
 """
 from __future__ import annotations
 
@@ -59,6 +76,15 @@ class StepResult:
     ks: list[Any]  #: stage derivatives, for the dense output
     nfev: int
     fsal: Any | None = None  #: f(t + h, y1) when the method computed it (FSAL)
+    # stateful (implicit) solvers only; see the module docstring
+    state: Any = None  #: the solver's per-solve state after this step
+    njev: int = 0  #: Jacobian evaluations made in this step
+    nlu: int = 0  #: LU factorisations made in this step
+    newton_iters: int = 0  #: Newton iterations made in this step
+    failure: str | None = None  #: why the Newton iteration failed (the step is then rejected)
+    #: per-sample mode: the samples whose Newton iteration failed (None: all, when failure is set)
+    failed: Any = None
+    sample_newton_iters: Any = None  #: per-sample mode: each sample's own Newton iteration count
 
 
 class Solver(Protocol):
