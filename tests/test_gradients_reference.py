@@ -22,6 +22,7 @@ from odeverify.integrate import solve
 from odeverify.problems import Problem, get
 from odeverify.problems.neural import mlp_field
 from odeverify.solvers import SOLVERS
+from odeverify.solvers.reversible import ReversibleHeun
 
 from .conftest import namespace_or_skip
 
@@ -209,21 +210,107 @@ def test_discrete_differs_from_continuous_at_loose_tolerance(discrete_torch, fd_
     assert 1e-12 < err < 1e-4
 
 
-@pytest.mark.parametrize("mode", ["reversible_heun", "mali"])
-def test_reversible_is_ad_through_the_same_steps(mode):
-    res = value_and_grad(TANH, LOSS, mode=mode, n_steps=50)
+def test_mali_is_ad_through_the_same_steps():
+    res = value_and_grad(TANH, LOSS, mode="mali", n_steps=50)
     s = prepare(TANH, LOSS, method="dopri5", library="torch", dtype="float64", y0=None, params=None, rtol=1e-6,
                 atol=1e-9, dt=None, n_steps=50, max_steps=1000)
     grid, index = step_grid(s)
-    scheme = make_scheme(mode, 1.0)
+    scheme = make_scheme("mali", 1.0)
     ys, _ = forward_outputs(s, scheme, grid, index, s.y0, s.params)
     cot = s.cotangents(ys)
     _, (gy0, gp) = _xp.vjp(lambda y0, p: forward_outputs(s, scheme, grid, index, y0, p)[0], (s.y0, s.params), cot)
     ad = np.concatenate([_xp.to_numpy(gy0).ravel()] + [_xp.to_numpy(gp[k]).ravel() for k in sorted(gp)])
     err = rel_err(res.flat(), ad)
-    assert err < 1e-12, f"{mode}: reversible backward vs AD through the same steps: {err:.2e}"
-    assert res.adjoint_mismatch < 100 * EPS, f"{mode}: reconstruction error {res.adjoint_mismatch:.2e}"
+    assert err < 1e-12, f"mali: reversible backward vs AD through the same steps: {err:.2e}"
+    assert res.adjoint_mismatch < 100 * EPS, f"mali: reconstruction error {res.adjoint_mismatch:.2e}"
     assert res.details["stored_arrays"] == scheme.state_size + len(LOSS.t_eval)
+
+
+# ----------------------------------------------------------------------------- adaptive reversible Heun
+@pytest.mark.parametrize("kw", [{"n_steps": 50}, {"rtol": 1e-3, "atol": 1e-6}, {"rtol": 1e-6, "atol": 1e-9}],
+                         ids=["fixed", "adaptive-1e-3", "adaptive-1e-6"])
+def test_reversible_heun_is_ad_through_the_same_steps(kw):
+    # the reference: autograd through odeverify.solve with the same stateful solver (the
+    # discrete mode), i.e. the same accepted steps, rejected tries included in the solve
+    res = value_and_grad(TANH, LOSS, mode="reversible_heun", **kw)
+    ad = value_and_grad(TANH, LOSS, mode="discrete", method=ReversibleHeun(), **kw)
+    assert res.success and ad.success
+    assert np.array_equal(res.details["t_steps"], ad.details["t_steps"])
+    err = rel_err(res.flat(), ad.flat())
+    assert err < 1e-12, f"reversible_heun {kw}: algebraic backward vs AD through the same steps: {err:.2e}"
+    assert res.adjoint_mismatch < 100 * EPS, f"reconstruction error {res.adjoint_mismatch:.2e}, not round-off"
+    assert res.details["stored_arrays"] == 3 + len(LOSS.t_eval)
+    assert res.memory["step_record_bytes"] == 16 * res.details["grid_steps"]
+
+
+def test_adaptive_reversible_heun_rejects_replays_and_converges():
+    # a loose tolerance on a fast problem forces rejected steps; the backward pass replays
+    # only the accepted ones (the rejected tries leave y_hat unchanged)
+    prob = dataclasses.replace(TANH, params={**TANH.params, "W": 6.0 * TANH.params["W"]})
+    res = value_and_grad(prob, LOSS, mode="reversible_heun", rtol=1e-2, atol=1e-4)
+    assert res.details["rejected_steps"] > 0, "the case should exercise rejected steps"
+    assert res.steps_forward == res.details["grid_steps"] + res.details["rejected_steps"]
+    ad = value_and_grad(prob, LOSS, mode="discrete", method=ReversibleHeun(), rtol=1e-2, atol=1e-4)
+    assert rel_err(res.flat(), ad.flat()) < 1e-12
+    assert res.adjoint_mismatch < 100 * EPS
+
+
+def test_adaptive_reversible_heun_converges_to_the_exact_gradient(fd_tanh):
+    errs = [rel_err(value_and_grad(TANH, LOSS, mode="reversible_heun", rtol=r, atol=r * 1e-3).flat(), fd_tanh)
+            for r in (1e-3, 1e-5, 1e-7)]
+    # order 2 with a first-order error estimate: the global error ~ rtol^(1/2)... rtol^1
+    assert errs[2] < errs[1] < errs[0] and errs[2] < 1e-5, errs
+
+
+# ----------------------------------------------------------------------------- memory accounting
+def _memory(mode: str, n: int, **kw) -> dict:
+    return value_and_grad(TANH, LOSS, mode=mode, method="rk4", n_steps=n, **kw).memory
+
+
+def test_memory_accounting_scales_as_each_mode_promises():
+    state = 2 * 8  # TANH: n = 2, float64
+    T = len(LOSS.t_eval)
+    d = {n: _memory("discrete", n) for n in (10, 55, 100)}
+    saved = {n: d[n]["saved_for_backward_bytes"] for n in d}
+    # the autograd graph holds every step: affine in the steps (exactly), ~10x for 10x steps
+    assert saved[100] - saved[55] == saved[55] - saved[10] > 0
+    assert 9.0 < saved[100] / saved[10] <= 10.0, saved
+    assert d[100]["saved_for_backward_peak_bytes"] > 9 * d[10]["saved_for_backward_peak_bytes"]
+    for mode, kw in [("backsolve", {}), ("reversible_heun", {}), ("checkpoint", {"checkpoints": 3})]:
+        lo, hi = _memory(mode, 10, **kw), _memory(mode, 100, **kw)
+        # one VJP at a time: the peak of what autograd holds does not grow with the steps
+        assert lo["saved_for_backward_peak_bytes"] == hi["saved_for_backward_peak_bytes"] > 0, (mode, lo, hi)
+        if mode == "checkpoint":
+            assert lo["stored_bytes"] <= hi["stored_bytes"] <= (3 + T) * state, (lo, hi)
+        else:
+            assert lo["stored_bytes"] == hi["stored_bytes"] == ((3 if mode == "reversible_heun" else 0) + T) * state
+    # reversible_heun and checkpoint keep (t_k, h_k) per step: O(steps) floats, reported apart
+    assert _memory("reversible_heun", 100)["step_record_bytes"] == 16 * 100
+    # interpolated stores the dense forward solution: start state + 4 stages per rk4 step, + y(t1)
+    assert _memory("interpolated", 100)["stored_bytes"] == (T + 100 * 5 + 1) * state
+
+
+def test_saved_tensor_meter_says_why_without_hooks():
+    for lib in ("numpy", "jax"):
+        with _xp.saved_tensor_bytes(lib) as meter:
+            pass
+        assert meter.total_bytes is None and meter.peak_bytes is None and "JAX" in meter.reason
+
+
+def test_memory_accounting_can_be_switched_off_for_timing_runs():
+    on = value_and_grad(TANH, LOSS, mode="discrete", method="rk4", n_steps=5)
+    off = value_and_grad(TANH, LOSS, mode="discrete", method="rk4", n_steps=5, memory_accounting=False)
+    assert on.memory["saved_for_backward_bytes"] > 0 and off.memory["saved_for_backward_bytes"] is None
+    assert "memory_accounting=False" in off.details["saved_for_backward_reason"]
+    assert np.array_equal(on.flat(), off.flat())  # the same operations either way
+
+
+@pytest.mark.slow
+def test_memory_accounting_without_saved_tensor_hooks_says_why():
+    namespace_or_skip("jax")
+    res = value_and_grad(TANH, LOSS, mode="backsolve", library="jax", method="rk4", n_steps=4)
+    assert res.memory["saved_for_backward_bytes"] is None and res.memory["stored_bytes"] == 3 * 16
+    assert "JAX" in res.details["saved_for_backward_reason"]
 
 
 @pytest.mark.slow
@@ -360,7 +447,7 @@ def test_failed_forward_solve_keeps_nan_gradients():
     (dict(mode="nope"), "Choices"),
     (dict(mode="discrete", library="numpy"), "library='numpy' has no automatic differentiation"),
     (dict(mode="discrete", dtype="float16"), "dtype="),
-    (dict(mode="reversible_heun"), "fixed-step"),
+    (dict(mode="mali"), "fixed-step"),
     (dict(mode="checkpoint", checkpoints=0), "checkpoints=0"),
     (dict(mode="mali", n_steps=4, eta=0.5), "eta=0.5"),
     (dict(mode="discrete", y0=np.zeros(3)), "y0 has shape"),

@@ -137,9 +137,9 @@ class Setup:
         """(f(t, z), a^T df/dz, a^T df/dtheta (flat, or None)): one VJP, counted once."""
         self.counter.add()
         if with_params and self.names:
-            fz, (gz, gp) = _xp.vjp(lambda zz, pp: self.flat_field(t, zz, pp), (z, self.params), a)
+            fz, (gz, gp) = _xp.metered_vjp(lambda zz, pp: self.flat_field(t, zz, pp), (z, self.params), a)
             return fz, gz, self.flat_params(gp)
-        fz, (gz,) = _xp.vjp(lambda zz: self.flat_field(t, zz, self.params), (z,), a)
+        fz, (gz,) = _xp.metered_vjp(lambda zz: self.flat_field(t, zz, self.params), (z,), a)
         return fz, gz, None
 
     def solve(self, f: Callable, y0: Any, t_span: tuple[float, float], *, t_eval: Any = None, solver: Any = None,
@@ -243,6 +243,7 @@ class Step:
     y: Any = None
     res: Any = None
     nfev: int = 0  #: evaluations of f inside the step
+    k1: Any = None  #: the first-stage slot the integrator handed the step (when kept)
 
 
 class RecordingSolver:
@@ -267,7 +268,7 @@ class RecordingSolver:
             self.rejected_nfev += self.attempts[-1].nfev  # the previous try was rejected
             self.attempts.pop()
         self.attempts.append(Step(t=t, h=float(h), y=y if self._keep else None, res=res if self._keep else None,
-                                  nfev=res.nfev))
+                                  nfev=res.nfev, k1=k1 if self._keep else None))
         return res
 
     def accepted(self, t_steps: np.ndarray) -> list[Step]:
@@ -280,10 +281,22 @@ class RecordingSolver:
 
 
 def require_explicit(s: Setup, mode: str) -> None:
-    """Modes that replay or interpolate single steps need a stateless explicit RK method."""
+    """Modes that replay single steps need a stateless explicit RK method. An implicit step is
+    not a function of (t_k, y_k, h_k) alone: it depends on solver state carried across steps
+    (the Jacobian and LU factors reused from an earlier step, Radau's starting values from the
+    previous collocation polynomial, the Newton rate), and its Newton iteration stops at a
+    tolerance, so a replay from y_k would not reproduce the forward step to round-off."""
     if hasattr(s.solver, "init_state") or not hasattr(s.solver, "dense_weights"):
         raise ValueError(f"method={s.method!r}, but mode {mode!r} replays the steps of an explicit Runge-Kutta"
                          " method (one of odeverify.SOLVERS' explicit tableaus)")
+
+
+def require_dense(method: Any, name: str, mode: str) -> None:
+    """Modes that interpolate the stored steps need a Runge-Kutta method of the registry
+    (explicit or implicit: the stored stages feed its continuous extension, or cubic Hermite)."""
+    if not hasattr(method, "dense_weights"):
+        raise ValueError(f"{name}={method.name!r}, but mode {mode!r} interpolates the stored steps of a Runge-Kutta"
+                         " method of odeverify.SOLVERS (explicit or implicit)")
 
 
 def replay_step(setup: Setup, f: Callable, y: Any, t: float, h: float, t_out: list[float], t_next: float
@@ -339,7 +352,8 @@ class DenseSolution:
         if k not in self._interps:
             tc = TimeContext(xp=self.setup.xp, dtype=self.setup.dtype, device=self.setup.device, per_sample=False,
                              t=s.t)
-            self._interps[k] = StepInterpolant(self.solver, self.f, tc, s.y, s.res.y1, s.h, s.res, s.res.ks[0])
+            k1 = s.res.ks[0] if s.k1 is None else s.k1
+            self._interps[k] = StepInterpolant(self.solver, self.f, tc, s.y, s.res.y1, s.h, s.res, k1)
         theta = (t - s.t) / s.h
         if theta == 0.0:
             return s.y
@@ -368,7 +382,8 @@ def nan_result(setup: Setup, mode: str, status: Status, message: str, **kw: Any)
 def finish(setup: Setup, mode: str, *, loss: Any, grad_y0: Any, grad_params: Mapping[str, Any],
            status: Status = Status.SUCCESS, message: str = "", timing: dict[str, float] | None = None,
            steps_forward: int = 0, steps_backward: int = 0, adjoint_mismatch: float | None = None,
-           options: dict[str, Any] | None = None, details: dict[str, Any] | None = None) -> GradientResult:
+           options: dict[str, Any] | None = None, details: dict[str, Any] | None = None,
+           memory: dict[str, Any] | None = None) -> GradientResult:
     """Assemble the result (NumPy float64 copies); a non-finite gradient of a successful solve
     becomes status NONFINITE with a message naming the parts (e.g. a non-differentiable field)."""
     gy0 = to_float64(grad_y0)
@@ -386,7 +401,7 @@ def finish(setup: Setup, mode: str, *, loss: Any, grad_y0: Any, grad_params: Map
         grad_y0=gy0, grad_params=gp, nfev_forward=setup.counter.forward, nfev_backward=setup.counter.backward,
         steps_forward=steps_forward, steps_backward=steps_backward, timing=dict(timing or {}),
         adjoint_mismatch=adjoint_mismatch, message=message or status.value, options=dict(options or {}),
-        details=dict(details or {}))
+        details=dict(details or {}), memory=dict(memory or {}))
 
 
 class Clock:
@@ -404,3 +419,16 @@ class Clock:
 
 def array_bytes(x: Any) -> int:
     return int(math.prod(tuple(x.shape))) * (8 if "64" in str(x.dtype) else 4)
+
+
+#: bytes of one float64 step record (a time or a step size kept on the host)
+STEP_FLOAT_BYTES = 8
+
+
+def stored_memory(s: Setup, n_states: int, step_floats: int = 0, extra_bytes: int = 0) -> dict[str, int]:
+    """``GradientResult.memory`` entries for what a mode stores itself: ``stored_bytes`` =
+    ``n_states`` state-sized arrays (``y0``'s shape and dtype) + ``extra_bytes`` (arrays of other
+    sizes) at the mode's peak, and ``step_record_bytes`` = the float64 host scalars it keeps per
+    step (times, step sizes): O(steps), reported apart from the state-sized storage."""
+    return {"stored_bytes": int(n_states) * array_bytes(s.y0) + int(extra_bytes),
+            "step_record_bytes": STEP_FLOAT_BYTES * int(step_floats)}

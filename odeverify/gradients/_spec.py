@@ -100,8 +100,22 @@ class GradientResult:
     array of its shape (all NumPy float64 copies). ``nfev_forward``/``nfev_backward``
     count vector-field evaluations (a VJP or JVP of the field counts as one backward
     evaluation). ``timing``: ``forward_s``, ``backward_s`` (and ``compile_s`` for jitted
-    backends). ``memory``: ``peak_rss_bytes`` (and ``cuda_peak_bytes`` on a GPU), where
-    measured. ``adjoint_mismatch``: for modes that reconstruct the forward state backward
+    backends). ``memory`` (bytes; the reference modes record the first four):
+
+    - ``saved_for_backward_bytes``: every distinct tensor PyTorch autograd saved for a
+      backward pass during the computation (``torch.autograd.graph.saved_tensors_hooks``,
+      :func:`odeverify._xp.saved_tensor_bytes`); ``saved_for_backward_peak_bytes``: the most
+      held at one time. ``discrete`` holds its whole graph (both grow with the steps); the
+      VJP-per-step modes hold one step's residuals at a time (the peak is constant). None on
+      JAX/NumPy, with ``details["saved_for_backward_reason"]``. VJPs inside a torch.func
+      transform (the implicit solvers' autodiff Jacobian of an adjoint field) are not seen.
+    - ``stored_bytes``: state-sized arrays the mode itself keeps, at its peak (outputs at
+      the loss times, checkpoints, the dense forward/adjoint solution, the reversible
+      augmented state); ``details["stored_arrays"]`` is their exact count.
+    - ``step_record_bytes``: float64 host scalars kept per step (t_k, h_k: checkpoint,
+      reversible_heun, the interpolating modes): O(steps) floats, not states.
+    - ``peak_rss_bytes`` (and ``cuda_peak_bytes`` on a GPU): process-level, where measured.
+ ``adjoint_mismatch``: for modes that reconstruct the forward state backward
     (backsolve), ``max |z_rec(t0) - z0|`` relative to ``max(1, |z0|)``; None otherwise.
     ``status`` is the forward solve's (a failure keeps NaN gradients, never zeros).
     """
@@ -119,7 +133,7 @@ class GradientResult:
     steps_forward: int = 0
     steps_backward: int = 0
     timing: dict[str, float] = field(default_factory=dict)
-    memory: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, float | None] = field(default_factory=dict)
     adjoint_mismatch: float | None = None
     message: str = ""
     options: dict[str, Any] = field(default_factory=dict)

@@ -34,11 +34,15 @@ import numpy as np
 
 from .. import _xp
 from ..integrate import resolve_solver
-from ._common import Clock, DenseSolution, RecordingSolver, Setup, finish, nan_result, require_explicit
+from ._common import (Clock, DenseSolution, RecordingSolver, Setup, finish, nan_result, require_dense,
+                      stored_memory)
 from ._modes import GradientMode, register
 
 #: atol of the components a seminorm leaves out of the error norm (see the module docstring)
 SEMINORM_ATOL = 1e30
+#: backsolve: a reconstruction of z0 off by more than this (relative to max(1, |z0|)) has lost
+#: the state altogether, so the result's message says the gradient is not reliable
+UNSTABLE_MISMATCH = 1.0
 
 
 def _scalar_tol(name: str, value: Any) -> float:
@@ -66,11 +70,13 @@ def adjoint_tolerances(s: Setup, adjoint_rtol: Any, adjoint_atol: Any, n_main: i
 
 
 def _t_float(t: Any) -> float:
-    return float(_xp.to_numpy(_xp.stop_gradient(t)))
+    # float() of the 0-d array (item()), not to_numpy: inside a torch.func transform (the
+    # implicit solvers' autodiff Jacobian of the adjoint field) tensors have no storage to view
+    return float(_xp.stop_gradient(t))
 
 
 def _forward(s: Setup, keep: bool) -> tuple[Any, Any, Any]:
-    rec = RecordingSolver(s.solver, keep=keep)
+    rec = RecordingSolver(s.solver, keep=keep) if keep else None  # backsolve keeps no step record
     sol = s.solve(s.field(), s.y0, s.t_span, t_eval=s.ts, solver=rec)
     dense = DenseSolution(s, rec.accepted(sol.t_steps), sol.t_steps, s.field()) if keep and sol.success else None
     return sol, rec, dense
@@ -92,11 +98,10 @@ def run_adjoint(s: Setup, mode: str, *, adjoint_rtol: Any = None, adjoint_atol: 
         raise ValueError(f"seminorm={seminorm!r}, but it must be a bool")
     backsolve, quadrature = mode == "backsolve", mode == "quadrature"
     if not backsolve:
-        require_explicit(s, mode)
+        require_dense(s.solver, "method", mode)
     method = s.solver if adjoint_method is None else resolve_solver(adjoint_method)
-    if quadrature and (hasattr(method, "init_state") or not hasattr(method, "dense_weights")):
-        raise ValueError(f"adjoint_method={method.name!r}, but quadrature interpolates the adjoint with the dense"
-                         " output of an explicit Runge-Kutta method")
+    if quadrature:
+        require_dense(method, "adjoint_method", mode)
     clock = Clock()
     xp, N, P = s.xp, s.N, s.P
     with_theta = P > 0 and not quadrature
@@ -130,7 +135,7 @@ def run_adjoint(s: Setup, mode: str, *, adjoint_rtol: Any = None, adjoint_atol: 
     n_nodes = math.ceil((method.order + 1) / 2)
     xg, wg = np.polynomial.legendre.leggauss(n_nodes)
     xg, wg = (xg + 1) / 2, wg / 2
-    stored_adjoint = 0
+    stored_adjoint = stored_adjoint_steps = 0
     for i, t_from, t_to in _segments(s):
         a = a + cot[i]
         if t_from == t_to:
@@ -153,7 +158,9 @@ def run_adjoint(s: Setup, mode: str, *, adjoint_rtol: Any = None, adjoint_atol: 
         if quadrature and P > 0:
             # dL/dtheta += int_{t_to}^{t_from} a^T df/dtheta dt, Gauss–Legendre on each adjoint step
             adj_steps = arec.accepted(bsol.t_steps)
-            stored_adjoint = max(stored_adjoint, sum(1 + len(st.res.ks) for st in adj_steps) + 1)
+            if sum(1 + len(st.res.ks) for st in adj_steps) + 1 > stored_adjoint:
+                stored_adjoint = sum(1 + len(st.res.ks) for st in adj_steps) + 1
+                stored_adjoint_steps = len(adj_steps)
             adense = DenseSolution(s, adj_steps, bsol.t_steps, aug, solver=method)
             for st in adj_steps:
                 for x, w in zip(xg, wg):
@@ -172,14 +179,24 @@ def run_adjoint(s: Setup, mode: str, *, adjoint_rtol: Any = None, adjoint_atol: 
         z0n = np.asarray(_xp.to_numpy(z0))
         mismatch = 0.0 if z_rec is None else float(
             np.max(np.abs(np.asarray(_xp.to_numpy(z_rec)) - z0n)) / max(1.0, float(np.max(np.abs(z0n)))))
+    message = ""
+    if mismatch is not None and not mismatch <= UNSTABLE_MISMATCH:
+        message = (f"the backward reconstruction of z is off by {mismatch:.3g} (relative to max(1, |z0|)) at t0:"
+                   " the backward solve of z is unstable (a stiff or dissipative problem?); the gradient is not"
+                   " reliable: use interpolated, quadrature or discrete")
     # state-sized arrays held at the peak: the forward outputs (one per loss time) and, but for
     # backsolve, the dense forward solution (start state and stages of every step), and
     # quadrature also the dense adjoint of one segment at a time (the largest segment)
-    stored = len(s.ts) + (0 if dense is None else dense.stored_arrays() + stored_adjoint)
+    stored = len(s.ts) + (0 if dense is None else dense.stored_arrays())
+    # the dense adjoint of quadrature holds stages of the adjoint [a] (N entries, the state's size)
+    memory = stored_memory(s, stored + stored_adjoint,
+                           step_floats=0 if dense is None else 2 * len(dense.steps) + 2 * stored_adjoint_steps)
+    stored += stored_adjoint
     return finish(s, mode, loss=L, grad_y0=gy0, grad_params=gp, timing=clock.marks, steps_forward=sol.stats.steps,
-                  steps_backward=steps_b, adjoint_mismatch=mismatch,
+                  steps_backward=steps_b, adjoint_mismatch=mismatch, message=message,
                   options={"seminorm": seminorm, "adjoint_rtol": adjoint_rtol, "adjoint_atol": adjoint_atol,
                            "adjoint_method": method.name},
+                  memory=memory,
                   details={"stored_arrays": stored, "quadrature_nodes": quad_nodes, "t_steps": sol.t_steps,
                            "adjoint_tolerance": "seminorm" if (seminorm and with_theta) else "norm"})
 

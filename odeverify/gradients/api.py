@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _xp
 from ..problems import Problem
 from ..solution import Status
 from ._common import nan_result, prepare
@@ -17,7 +18,8 @@ def value_and_grad(problem: Problem, loss: Loss, *, mode: str, method: Any = "do
                    dtype: str = "float64", y0: Any = None, params: Any = None, rtol: Any = 1e-6, atol: Any = 1e-9,
                    dt: Any = None, n_steps: Any = None, max_steps: int = 100_000, adjoint_rtol: Any = None,
                    adjoint_atol: Any = None, seminorm: bool = False, checkpoints: Any = None,
-                   adjoint_method: Any = None, eta: float = 1.0, device: Any = None) -> GradientResult:
+                   adjoint_method: Any = None, eta: float = 1.0, device: Any = None,
+                   memory_accounting: bool = True) -> GradientResult:
     """The loss and its gradient with respect to ``y0`` and every array parameter of ``problem``.
 
     Parameters
@@ -43,6 +45,11 @@ def value_and_grad(problem: Problem, loss: Loss, *, mode: str, method: Any = "do
         ``mali`` mode: the damping of the asynchronous leapfrog (1 = none).
     device : optional
         The library's device for every array (e.g. ``"cuda"`` on PyTorch); default its default.
+    memory_accounting : bool
+        Meter the tensors PyTorch autograd saves for backward (``memory["saved_for_backward_*"]``,
+        see :class:`GradientResult`). The saved-tensor hooks cost time (measured: +28% wall
+        time of ``discrete`` on a 4-32-32-4 MLP field, dopri5, rtol 1e-8): pass False for
+        timing runs (the saved bytes are then None, with the reason in ``details``).
 
     Returns
     -------
@@ -67,9 +74,17 @@ def value_and_grad(problem: Problem, loss: Loss, *, mode: str, method: Any = "do
     options = {k: v for k, v in {"adjoint_rtol": adjoint_rtol, "adjoint_atol": adjoint_atol, "seminorm": seminorm,
                                  "checkpoints": checkpoints, "adjoint_method": adjoint_method, "eta": eta}.items()
                if k in gm.options}
-    try:
-        return gm.run(s, **options)
-    except (ValueError, TypeError):
-        raise  # bad input: the error names the parameter
-    except (ArithmeticError, RuntimeError, np.linalg.LinAlgError) as exc:
-        return nan_result(s, mode, Status.FAILED, f"{type(exc).__name__}: {exc}")
+    if not isinstance(memory_accounting, bool):
+        raise ValueError(f"memory_accounting={memory_accounting!r}, but it must be a bool")
+    with _xp.saved_tensor_bytes(library if memory_accounting else "off") as meter:
+        try:
+            res = gm.run(s, **options)
+        except (ValueError, TypeError):
+            raise  # bad input: the error names the parameter
+        except (ArithmeticError, RuntimeError, np.linalg.LinAlgError) as exc:
+            res = nan_result(s, mode, Status.FAILED, f"{type(exc).__name__}: {exc}")
+    res.memory.update(saved_for_backward_bytes=meter.total_bytes, saved_for_backward_peak_bytes=meter.peak_bytes)
+    if meter.reason:
+        res.details["saved_for_backward_reason"] = ("not measured (memory_accounting=False)" if not memory_accounting
+                                                    else meter.reason)
+    return res

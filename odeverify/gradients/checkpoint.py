@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import _xp
 from ._common import (Clock, RecordingSolver, Setup, finish, nan_result, outputs_by_step, replay_step,
-                      require_explicit)
+                      require_explicit, stored_memory)
 from ._modes import GradientMode, register
 
 
@@ -70,7 +70,7 @@ def run(s: Setup, *, checkpoints: Any = None, **_: Any) -> Any:
             return xp.stack([y1] + outs, axis=0)
 
         ct = xp.stack([g] + [cot[i] for i in idx], axis=0)
-        _, (gy, gp) = _xp.vjp(fn, (y, s.params), ct)
+        _, (gy, gp) = _xp.metered_vjp(fn, (y, s.params), ct)
         for key in grads:
             grads[key] = grads[key] + gp[key]
         return gy
@@ -99,6 +99,7 @@ def run(s: Setup, *, checkpoints: Any = None, **_: Any) -> Any:
     return finish(s, "checkpoint", loss=L, grad_y0=g0, grad_params=grads, timing=clock.marks,
                   steps_forward=sol.stats.steps, steps_backward=n + held["recomputed_steps"],
                   options={"checkpoints": budget},
+                  memory=stored_memory(s, held["peak"] + len(s.ts), step_floats=2 * n),
                   details={"checkpoints": budget, "peak_stored_states": held["peak"],
                            "recomputed_steps": held["recomputed_steps"], "stored_arrays": held["peak"] + len(s.ts),
                            "schedule": "recursive bisection"})

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _xp
-from ._common import Clock, Setup, finish, nan_result
+from ._common import Clock, Setup, array_bytes, finish, nan_result, stored_memory
 from ._modes import GradientMode, register
 
 
@@ -58,6 +58,7 @@ def run(s: Setup, **_: Any) -> Any:
     clock.mark("backward_s")
     return finish(s, "forward", loss=L, grad_y0=xp.reshape(g[:N], s.shape), grad_params=s.unflat_params(g[N:]),
                   timing=clock.marks, steps_forward=sol.stats.steps,
+                  memory=stored_memory(s, 0, extra_bytes=array_bytes(sol.ys)),  # [z, S] at the loss times
                   details={"stored_arrays": T, "augmented_size": N + N * M})
 
 

@@ -1,5 +1,5 @@
 """``reversible_heun`` and ``mali``: gradients of algebraically reversible schemes with O(1)
-memory in the number of steps.
+memory in the state.
 
 The forward pass keeps only the final augmented state (and the outputs at the loss times).
 The backward pass walks the steps in reverse: it reconstructs the state at t_k from the
@@ -9,11 +9,22 @@ reconstructed state (one VJP). The result is the discrete gradient of the forwar
 derivative of the computed solution), up to the round-off of the reconstruction, which is
 reported as ``adjoint_mismatch`` = max|y0_rec - y0| / max(1, max|y0|).
 
-Fixed steps only: the grid is the integrator's (``n_steps`` equal steps or ``dt``) with the
-loss times inserted as grid points (a grid point closer than 1e-9 of the span to a loss time
-is replaced by it), so every loss time is a step boundary. The steps are a plain loop over
-this grid: :func:`odeverify.solve` cannot carry the schemes' augmented state (a deviation
-from "one time loop", recorded in docs).
+``reversible_heun`` runs on the one time loop, :func:`odeverify.solve`, with the stateful
+solver :class:`~odeverify.solvers.reversible.ReversibleHeun` (its ``y_hat`` is the solver
+state, ``f(t, y_hat)`` the first-stage slot), so it takes fixed steps (``dt``/``n_steps``)
+or adaptive ones (``rtol``/``atol``, error estimate ``h/2 (f1 - f0)`` as diffrax's). The
+forward pass records each accepted step's start time and signed step ``(t_k, h_k)`` as
+float64 host scalars: the reverse pass replays exactly those floats, so the algebraic
+inverse undoes exactly the forward arithmetic. That record is O(steps) floats (16 bytes a
+step, ``memory["step_record_bytes"]``), not O(steps) states. Loss times inside a step are
+the integrator's dense output (cubic Hermite, differentiable in the states at both ends of
+the step), pulled back inside that step's VJP.
+
+``mali`` is fixed-step on a plain loop over a grid with the loss times inserted as grid
+points (a grid point closer than 1e-9 of the span to a loss time is replaced by it): its
+state ``(z, v)`` has no first-stage slot in the integrator's step contract (``v`` is not
+``f(t, z)``, and the loop would recompute ``f(t, z)`` every step), so this loop is the
+documented exception to "integrate.py is the only time loop".
 """
 from __future__ import annotations
 
@@ -25,8 +36,9 @@ import numpy as np
 from .. import _xp
 from ..solvers.base import TimeContext
 from ..solvers.reversible import MALI, ReversibleHeun
-from ._common import Clock, Setup, finish, nan_result
+from ..solvers.rk import hermite
 from ..solution import Status
+from ._common import (Clock, RecordingSolver, Setup, finish, nan_result, outputs_by_step, stored_memory)
 from ._modes import GradientMode, register
 
 
@@ -48,7 +60,10 @@ def step_grid(s: Setup) -> tuple[np.ndarray, list[int]]:
 
 
 def make_scheme(mode: str, eta: Any) -> Any:
-    return ReversibleHeun() if mode == "reversible_heun" else MALI(eta)
+    """The fixed-grid scheme of the hand loop (MALI)."""
+    if mode != "mali":
+        raise ValueError(f"mode={mode!r}: only mali runs on the fixed-grid loop (reversible_heun uses odeverify.solve)")
+    return MALI(eta)
 
 
 def forward_outputs(s: Setup, scheme: Any, grid: np.ndarray, index: list[int], y0: Any, p: Any
@@ -104,7 +119,7 @@ def _run(s: Setup, mode: str, eta: float = 1.0, **_: Any) -> Any:
             parts = tuple(st[j] for j in range(scheme.state_size))
             return xp.stack(scheme.step(s.field(pp), tc, t, t_next, parts), axis=0)
 
-        _, (gs, gp) = _xp.vjp(step_map, (xp.stack(prev, axis=0), s.params), xp.stack(g, axis=0))
+        _, (gs, gp) = _xp.metered_vjp(step_map, (xp.stack(prev, axis=0), s.params), xp.stack(g, axis=0))
         g = [gs[j] for j in range(scheme.state_size)]
         add_params(gp)
         state = prev
@@ -115,15 +130,113 @@ def _run(s: Setup, mode: str, eta: float = 1.0, **_: Any) -> Any:
     def init_map(yy: Any, pp: Any) -> Any:
         return xp.stack(scheme.init(s.field(pp), tc, float(grid[0]), yy), axis=0)
 
-    _, (gy0, gp) = _xp.vjp(init_map, (y0_rec, s.params), xp.stack(g, axis=0))
+    _, (gy0, gp) = _xp.metered_vjp(init_map, (y0_rec, s.params), xp.stack(g, axis=0))
     add_params(gp)
     clock.mark("backward_s")
     y0n = np.asarray(_xp.to_numpy(s.y0))
     mismatch = float(np.max(np.abs(np.asarray(_xp.to_numpy(y0_rec)) - y0n)) / max(1.0, float(np.max(np.abs(y0n)))))
     return finish(s, mode, loss=L, grad_y0=gy0, grad_params=grads, timing=clock.marks, steps_forward=n,
                   steps_backward=n, adjoint_mismatch=mismatch, options={"eta": eta} if mode == "mali" else {},
+                  memory=stored_memory(s, scheme.state_size + len(s.ts)),
                   details={"stored_arrays": scheme.state_size + len(s.ts), "reconstruction_error": mismatch,
                            "grid_steps": n})
+
+
+class _LastStep(RecordingSolver):
+    """A :class:`RecordingSolver` that also keeps the last attempt's result (its state and
+    ``fsal``): after a successful solve, the final augmented state, and nothing older."""
+
+    last: Any = None
+
+    def step(self, f: Any, tc: TimeContext, y: Any, h: Any, k1: Any, *, estimate: bool, **kw: Any) -> Any:
+        self.last = super().step(f, tc, y, h, k1, estimate=estimate, **kw)
+        return self.last
+
+
+def step_outputs(s: Setup, scheme: ReversibleHeun, f: Any, t: float, h: float, state: tuple[Any, ...],
+                 t_out: list[float], t_next: float) -> tuple[tuple[Any, ...], list[Any]]:
+    """One accepted step of the solve as the integrator took it, and its outputs at ``t_out``
+    (in (t, t_next]): the end state when a time is the step's end, else the integrator's cubic
+    Hermite dense output with slopes ``k1 = f(t, y_hat)`` and ``fsal = f(t + h, y_hat1)``."""
+    tc = TimeContext(xp=s.xp, dtype=s.dtype, device=s.device, per_sample=False, t=t)
+    new = scheme.advance(f, tc, t, h, state)
+    outs = []
+    for to in t_out:
+        if to == t_next:
+            outs.append(new[0])
+        else:
+            outs.append(hermite(tc, state[0], new[0], state[2], new[2], h, np.asarray((to - t) / h)))
+    return new, outs
+
+
+def run_reversible_heun(s: Setup, **_: Any) -> Any:
+    xp = s.xp
+    scheme = ReversibleHeun()
+    clock = Clock()
+    rec = _LastStep(scheme)
+    sol = s.solve(s.field(), s.y0, s.t_span, t_eval=s.ts, solver=rec)
+    clock.mark("forward_s")
+    if not sol.success:
+        return nan_result(s, "reversible_heun", sol.status, f"forward solve failed: {sol.message}",
+                          nfev_forward=sol.stats.nfev, timing=clock.marks)
+    t_steps = sol.t_steps
+    steps = [(st.t, st.h) for st in rec.accepted(t_steps)]  # the O(steps) float record
+    n = len(steps)
+    last = rec.last
+    state = (last.y1, last.state["pending"], last.fsal)  # the final augmented state
+    rec.attempts, rec.last = [], None  # nothing else of the forward pass is kept
+    L = s.loss.value(xp, sol.ys)
+    cot = s.cotangents(sol.ys)
+    at_start, per_step = outputs_by_step(s.ts, t_steps)
+    s.counter.phase = "backward"
+    f = s.field()
+    zero = xp.zeros_like(s.y0)
+    g = [zero] * scheme.state_size
+    grads = {k: xp.zeros_like(v) for k, v in s.params.items()}
+    for k in range(n - 1, -1, -1):
+        t, h = steps[k]
+        tc = TimeContext(xp=xp, dtype=s.dtype, device=s.device, per_sample=False, t=t)
+        prev = scheme.inverse(f, tc, t, h, state)  # reconstruct the augmented state at t_k
+        idx = per_step[k]
+        t_out = [float(s.ts[i]) for i in idx]
+
+        def step_map(st: Any, pp: Any, t: float = t, h: float = h, k: int = k, t_out: list = t_out) -> Any:
+            new, outs = step_outputs(s, scheme, s.field(pp), t, h, tuple(st[j] for j in range(3)), t_out,
+                                     float(t_steps[k + 1]))
+            return xp.stack(list(new) + outs, axis=0)
+
+        ct = xp.stack(g + [cot[i] for i in idx], axis=0)
+        _, (gs, gp) = _xp.metered_vjp(step_map, (xp.stack(prev, axis=0), s.params), ct)
+        g = [gs[j] for j in range(3)]
+        for key in grads:
+            grads[key] = grads[key] + gp[key]
+        state = prev
+    for i in at_start:
+        g[0] = g[0] + cot[i]
+    y0_rec = state[0]
+    tc = TimeContext(xp=xp, dtype=s.dtype, device=s.device, per_sample=False, t=float(t_steps[0]))
+
+    def init_map(yy: Any, pp: Any) -> Any:
+        return xp.stack(scheme.init(s.field(pp), tc, float(t_steps[0]), yy), axis=0)
+
+    _, (gy0, gp) = _xp.metered_vjp(init_map, (y0_rec, s.params), xp.stack(g, axis=0))
+    for key in grads:
+        grads[key] = grads[key] + gp[key]
+    clock.mark("backward_s")
+    y0n = np.asarray(_xp.to_numpy(s.y0))
+    mismatch = float(np.max(np.abs(np.asarray(_xp.to_numpy(y0_rec)) - y0n)) / max(1.0, float(np.max(np.abs(y0n)))))
+    return finish(s, "reversible_heun", loss=L, grad_y0=gy0, grad_params=grads, timing=clock.marks,
+                  steps_forward=sol.stats.steps, steps_backward=n, adjoint_mismatch=mismatch,
+                  memory=stored_memory(s, scheme.state_size + len(s.ts), step_floats=2 * n),
+                  details={"stored_arrays": scheme.state_size + len(s.ts), "reconstruction_error": mismatch,
+                           "grid_steps": n, "t_steps": t_steps, "rejected_steps": sol.stats.rejected})
+
+
+register(GradientMode(
+    name="reversible_heun", run=run_reversible_heun, libraries=("torch", "jax"), exact_discrete=True,
+    description="reversible Heun (fixed or adaptive steps): exact algebraic inverse, discrete gradient in O(1)"
+                " memory in the state",
+    citation="P. Kidger, J. Foster, X. Li, T. Lyons, Efficient and Accurate Gradients for Neural SDEs, NeurIPS 2021"))
 
 
 def _register(name: str, description: str, citation: str, options: tuple[str, ...] = ()) -> None:
@@ -134,8 +247,6 @@ def _register(name: str, description: str, citation: str, options: tuple[str, ..
                           description=description, citation=citation, fixed_step=True, options=options))
 
 
-_register("reversible_heun", "reversible Heun: exact algebraic inverse, discrete gradient in O(1) memory",
-          "P. Kidger, J. Foster, X. Li, T. Lyons, Efficient and Accurate Gradients for Neural SDEs, NeurIPS 2021")
 _register("mali", "MALI: asynchronous leapfrog (damping eta), exact inverse, discrete gradient in O(1) memory",
           "J. Zhuang, N. C. Dvornek, S. Tatikonda, J. S. Duncan, MALI: A memory efficient and reverse accurate"
           " integrator for Neural ODEs, ICLR 2021", options=("eta",))
