@@ -105,9 +105,10 @@ def test_discrete_dl_dy0_of_an_implicit_solve_is_the_derivative_of_that_solve(pr
     assert err < tol_y0, f"{problem.name} {method}: dL/dy0 vs central differences of the same solve {err:.2e}"
 
 
-# the discrete mode makes every Newton solve take >= 2 iterations (gradients.discrete.
-# NewtonSettledSolver): accepted after one iteration, the value depends on the detached
-# Jacobian and dL/dA was off by up to 1.5e-3 (kvaerno3)
+# the discrete mode makes every Newton solve take >= 2 iterations (ImplicitBase.for_gradients):
+# accepted after one iteration, the value depends on the detached Jacobian and dL/dA was off
+# by up to 1.5e-3 (kvaerno3); test_a_single_newton_iteration_breaks_the_discrete_gradient
+# below shows that this guard is what makes the difference
 @pytest.mark.parametrize("method", ["backward_euler", "trapezoid", "sdirk2", "kvaerno3", "radau_iia5"])
 def test_discrete_dl_dtheta_of_an_implicit_solve_is_the_derivative_of_that_solve(method):
     res = value_and_grad(LIN, LIN_LOSS, mode="discrete", method=method, n_steps=10)
@@ -192,3 +193,14 @@ def test_adaptive_robertson_discrete_and_forward_gradients_agree():
     f = value_and_grad(ROBER, loss, mode="forward", method="radau_iia5", rtol=1e-8, atol=1e-12)
     assert d.success and f.success
     assert rel_err(d.flat(), f.flat()) < 1e-5
+
+
+def test_a_single_newton_iteration_breaks_the_discrete_gradient(monkeypatch):
+    """The reason for ImplicitBase.for_gradients, measured: without it dL/dA is wrong."""
+    from odeverify.gradients import discrete
+
+    monkeypatch.setattr(discrete, "settled", lambda solver: solver)
+    res = value_and_grad(LIN, LIN_LOSS, mode="discrete", method="kvaerno3", n_steps=10)
+    _, g_dir, V = fd_directional(LIN, LIN_LOSS, "kvaerno3", 10, eps_y0=1e-2, eps_p=1e-4, y0=False)
+    err = abs(directional(res, V) - g_dir) / abs(g_dir)
+    assert err > 1e-5, f"kvaerno3 without the two-iteration rule agreed to {err:.1e}: the guard is unnecessary"

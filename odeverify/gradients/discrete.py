@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _xp
-from ..solvers.implicit import NewtonState
 from ._common import Clock, RecordingSolver, Setup, finish, nan_result, stored_memory
 from ._modes import GradientMode, register
 
@@ -41,41 +40,16 @@ def _count_hook(box: list[int]) -> Any:
     return hook
 
 
-class _RateAlwaysUnknown(NewtonState):
-    """A NewtonState whose ``rate_known`` reads False whatever the solver writes: the
-    simplified Newton iteration then never accepts a stage on its first iteration."""
-
-    rate_known = property(lambda self: False, lambda self, value: None)  # type: ignore[assignment]
-
-
-class NewtonSettledSolver(RecordingSolver):
-    """A :class:`RecordingSolver` that makes an implicit solver's simplified Newton iteration
-    take at least two iterations per stage: the solver's :class:`NewtonState` becomes a
-    :class:`_RateAlwaysUnknown` (``rate_known`` lets the solver accept a stage after one
-    iteration on the strength of an earlier rate, stage after stage within a step).
-    The solver module offers no option for this; one there would replace this wrapper.
-
-    Why: the iteration matrix uses a Jacobian J that the solver detaches from the autodiff
-    graph. After one iteration x1 = x0 - M^-1 G(x0; theta), the value depends on J through
-    M^-1 G(x0), and G(x0) is not small, so the dropped dM/dtheta term matters: measured on
-    stiff_linear_1e4 (n_steps=10), dL/dA along a unit direction was off by 1.5e-3 (kvaerno3),
-    1.1e-4 (radau_iia5), 5.7e-6 (sdirk2) relative to central differences of the same solve,
-    and agrees to <= 1e-8 with this wrapper (tests/test_gradients_stiff.py). After a second
-    iteration G(x1) is at the Newton tolerance and the detached J costs only that much. (The
-    derivative of a fixed-point iteration lags the value by one iteration; Griewank & Walther,
-    Evaluating Derivatives, 2nd ed. 2008, ch. 15.) Explicit solvers have no such state: a no-op.
-    """
-
-    def step(self, f: Any, tc: Any, y: Any, h: Any, k1: Any, *, estimate: bool, **kw: Any) -> Any:
-        state = kw.get("state")
-        if type(state) is NewtonState:
-            state.__class__ = _RateAlwaysUnknown
-        return super().step(f, tc, y, h, k1, estimate=estimate, **kw)
+def settled(solver: Any) -> Any:
+    """``solver`` as a discrete gradient needs it: implicit solvers never accept a Newton stage
+    after one iteration (:meth:`odeverify.solvers.implicit.ImplicitBase.for_gradients` says
+    why); explicit solvers as they are."""
+    return solver.for_gradients() if hasattr(solver, "for_gradients") else solver
 
 
 def run(s: Setup, **_: Any) -> Any:
     clock = Clock()
-    rec = NewtonSettledSolver(s.solver)
+    rec = RecordingSolver(settled(s.solver))
     box: dict[str, Any] = {}
 
     traversed = [0]
