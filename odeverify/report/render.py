@@ -1,0 +1,603 @@
+"""Records (the JSON document of :func:`odeverify.report.collect.collect`) to one
+self-contained HTML page: inline CSS, inline SVG figures, no script, no network.
+
+Rendering reads only the document, in its JSON form, so a report rebuilt from the saved
+``records.json`` is byte-identical to the one written with it. Every section is always
+present: one without records says so in one line, with the reason when it is known.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from . import plots
+from .plots import Colours, backend_style, floats
+
+#: the checks of the summary matrix, in column order, with their short names
+CHECK_COLUMNS = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_output_order": "dense",
+                 "embedded_estimate_bound": "estimate", "tolerance_proportionality": "tolerance",
+                 "backend_agreement": "agreement", "batch_behaviour": "batch", "precision_agreement": "float32",
+                 "reference_accuracy": "published"}
+VERDICT_ORDER = ("pass", "deviation", "fail", "error", "skip")
+VERDICT_LABEL = {"pass": "pass", "deviation": "deviation", "fail": "FAIL", "error": "ERROR", "skip": "inconclusive"}
+#: a matrix cell shows the worst verdict of its records
+_RANK = {"fail": 0, "error": 0, "deviation": 1, "pass": 2, "skip": 3}
+_SYMBOL = {"fail": "FAIL", "error": "ERROR", "deviation": "dev", "skip": "~", "pass": "ok"}
+#: measurements for figures rather than pass/fail checks: left out of the verdict counts
+MEASUREMENTS = ("work_precision", "stability_region", "reversibility_drift")
+
+
+@dataclass
+class Table:
+    caption: str
+    header: list[str]
+    rows: list[list[Any]]  #: cells: text, or (text, css class)
+    collapsed: bool = False
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    intro: str = ""
+    figures: list[dict[str, str]] = field(default_factory=list)  #: {"svg", "caption"}
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    empty: str | None = None  #: the one line shown when there are no records
+
+
+# ----------------------------------------------------------------------------- helpers
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number for a table cell: ``-`` for missing, ``inf``/``nan`` spelled out."""
+    if x is None:
+        return "-"
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.{digits}g}"
+
+
+def verdict_cell(v: str) -> tuple[str, str]:
+    return VERDICT_LABEL.get(v, v), f"v-{v}"
+
+
+class Style:
+    """Colour per method (its shared tableau when the backend names one), marker and line
+    style per backend, fixed for the whole document."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.backends = [row["name"] for row in doc.get("backends", [])]
+        self.info = {row["name"]: row.get("method_info", {}) for row in doc.get("backends", [])}
+        self.colours = Colours()
+
+    def key(self, backend: str, method: str) -> str:
+        info = self.info.get(backend, {}).get(method) or {}
+        return str(info.get("tableau") or method).lower()
+
+    def colour(self, backend: str, method: str) -> str:
+        return self.colours(self.key(backend, method))
+
+    def line(self, backend: str, method: str) -> dict[str, str]:
+        idx = self.backends.index(backend) if backend in self.backends else 0
+        marker, ls = backend_style(backend, idx)
+        return {"colour": self.colour(backend, method), "marker": marker, "linestyle": ls}
+
+
+def by(records: Sequence[dict], *keys: str) -> dict[tuple, list[dict]]:
+    """Group records by ``keys``, groups in order of first appearance."""
+    out: dict[tuple, list[dict]] = {}
+    for r in records:
+        out.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    return out
+
+
+def fit_line(h: np.ndarray, e: np.ndarray, window: dict | None, slope: float | None) -> tuple | None:
+    """(slope, intercept) of log10 e = slope log10 h + intercept through the window's points."""
+    if not window or slope is None:
+        return None
+    lo, hi = float(window["h_min"]), float(window["h_max"])
+    inside = (h >= lo * (1 - 1e-9)) & (h <= hi * (1 + 1e-9)) & (e > 0) & np.isfinite(e)
+    if inside.sum() < 2:
+        return None
+    intercept = float(np.mean(np.log10(e[inside]) - float(slope) * np.log10(h[inside])))
+    return float(slope), intercept
+
+
+def empty_line(doc: dict, what: str, key: str, default: str) -> str:
+    reason = doc.get("unavailable", {}).get(key)
+    return reason if reason else f"no {what} records: {default}"
+
+
+def _figure_id(counter: list[int]) -> str:
+    counter[0] += 1
+    return f"fig{counter[0]}"
+
+
+def message_rows(records: Sequence[dict], *, with_status: bool = False) -> list[list[Any]]:
+    rows = []
+    for r in records:
+        row = [r["backend"], r["property"], r["method"], r["problem"]]
+        if with_status:
+            row += [verdict_cell(r["verdict"]), r.get("status", "")]
+        rows.append(row + [r.get("message") or "-"])
+    return rows
+
+
+# ----------------------------------------------------------------------------- sections
+def summary_section(doc: dict, records: list[dict]) -> Section:
+    sec = Section("summary", "Summary verdicts",
+                  "Each check compares a measurement with what theory says. <b>pass</b>: confirmed;"
+                  " <b>deviation</b>: a known, documented departure (reason below, from"
+                  " odeverify/data/expected_failures.toml); <b>FAIL</b>/<b>ERROR</b>: a finding or a crash;"
+                  " <b>inconclusive</b>: the data could not decide (e.g. no asymptotic window above round-off).")
+    if not records:
+        sec.empty = "no records: no backend, method or check ran"
+    checks = [r for r in records if r["property"] not in MEASUREMENTS]
+    rows = []
+    declared = {b["name"]: b for b in doc.get("backends", [])}
+    # records may name a backend the run did not list (gradients of "reference" run on reference-torch)
+    names = list(dict.fromkeys([*declared, *(r["backend"] for r in checks)]))
+    for name in names:
+        b = declared.get(name, {"available": True, "methods": sorted({r["method"] for r in checks
+                                                                      if r["backend"] == name})})
+        mine = [r for r in checks if r["backend"] == name]
+        counts = [str(sum(r["verdict"] == v for r in mine)) for v in VERDICT_ORDER]
+        avail = "yes" if b["available"] else f"no ({b.get('install_hint', '')})"
+        worst = min((r["verdict"] for r in mine), key=_RANK.__getitem__, default="skip")
+        rows.append([name, avail, str(len(b.get("methods", []))), *counts, verdict_cell(worst)])
+    sec.tables.append(Table("Verdicts per backend (checks; measurements such as work-precision excluded)",
+                            ["backend", "available", "methods", *[VERDICT_LABEL[v] for v in VERDICT_ORDER],
+                             "worst"], rows))
+    for (backend,), recs in by(checks, "backend").items():
+        props = [p for p in CHECK_COLUMNS if any(r["property"] == p for r in recs)]
+        extra = sorted({r["property"] for r in recs} - set(CHECK_COLUMNS))
+        props += extra
+        methods = list(dict.fromkeys(r["method"] for r in recs))
+        mrows = []
+        for m in methods:
+            row: list[Any] = [m]
+            for p in props:
+                vs = [r["verdict"] for r in recs if r["method"] == m and r["property"] == p]
+                if vs:
+                    worst = min(vs, key=_RANK.__getitem__)
+                    row.append((_SYMBOL.get(worst, worst), f"v-{worst}"))
+                else:
+                    row.append("")
+            mrows.append(row)
+        sec.tables.append(Table(f"{backend}: methods x checks (worst verdict over the check's problems)",
+                                ["method", *[CHECK_COLUMNS.get(p, p) for p in props]], mrows))
+    devs = [r for r in records if r["verdict"] == "deviation"]
+    sec.tables.append(Table(f"Expected deviations ({len(devs)}), with their reasons",
+                            ["backend", "property", "method", "problem", "reason"], message_rows(devs)))
+    bad = [r for r in checks if r["verdict"] in ("fail", "error")]
+    sec.tables.append(Table(f"Failures and errors of checks ({len(bad)}; failed solves of the measurements"
+                            " are listed in their sections)",
+                            ["backend", "property", "method", "problem", "verdict", "status", "message"],
+                            message_rows(bad, with_status=True)))
+    if not bad:
+        sec.notes.append("No failures and no errors.")
+    return sec
+
+
+def wp_points(record: dict) -> dict[str, list]:
+    """The points of a work-precision record as columns: rtol, nfev, time, abs_error, scd,
+    status, message (``details["points"]``, odeverify.properties.work_precision)."""
+    pts = (record.get("details") or {}).get("points") or []
+    col = {"rtol": "rtol", "nfev": "nfev", "time": "wall_s", "abs_error": "abs_error", "scd": "scd",
+           "status": "status", "message": "message"}
+    return {k: [p.get(v) for p in pts] for k, v in col.items()}
+
+
+def _wp_figures(sec: Section, recs: list[dict], style: Style, ids: list[int], *, what: str, scd: bool) -> None:
+    for (problem,), group in by(recs, "problem").items():
+        series = []
+        for r in group:
+            pts = wp_points(r)
+            series.append(dict(style.line(r["backend"], r["method"]), nfev=pts["nfev"], time=pts["time"],
+                               y=pts["scd"] if scd else pts["abs_error"], label=f"{r['method']} ({r['backend']})"))
+        sec.figures.append({"svg": plots.work_precision_figure(
+            series, title=f"{problem}: {what}", figure_id=_figure_id(ids),
+            ylabel="significant correct digits (scd)" if scd else "max abs error at t1",
+            ylog=not scd), "caption": f"{what} on {problem}"})
+
+
+def _failed_points(recs: list[dict]) -> list[list[Any]]:
+    """Failed solves, one row per (backend, method, problem, status) with the tolerances."""
+    rows: dict[tuple, list] = {}
+    for r in recs:
+        pts = wp_points(r)
+        for tol, st, msg in zip(pts["rtol"], pts["status"], pts["message"]):
+            if st != "success":
+                key = (r["backend"], r["method"], r["problem"], st)
+                rows.setdefault(key, [[], msg or r.get("message") or ""])[0].append(fmt(tol, 2))
+    return [[*key[:3], ", ".join(tols), key[3], msg] for key, (tols, msg) in rows.items()]
+
+
+def work_precision_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    sec = Section("work-precision", "Work-precision diagrams",
+                  "Error at the final time against the work spent, over a tolerance sweep (rtol; atol ="
+                  " rtol scaled to the smallest reference component). Lower and further left is better."
+                  " Colour: method (one tableau has one colour in every library); marker and line style:"
+                  " backend. The left panel counts function evaluations (hardware-independent); the right"
+                  " panel is wall time on this machine (median of repeats, JIT compilation excluded).")
+    stiff = set(doc.get("stiff_problems", []))
+    wp = [r for r in records if r["property"] == "work_precision" and r["problem"] not in stiff]
+    if not wp:
+        sec.empty = empty_line(doc, "work-precision", "work_precision", "no explicit adaptive method was selected")
+        return sec
+    _wp_figures(sec, wp, style, ids, what="error vs work", scd=False)
+    failed = _failed_points(wp)
+    if failed:
+        sec.tables.append(Table("Failed solves of the sweeps", ["backend", "method", "problem", "rtols", "status",
+                                                                 "message"], failed))
+    return sec
+
+
+def _slope_rows(recs: list[dict], window_key: str = "window") -> list[list[Any]]:
+    rows = []
+    for r in recs:
+        d = r.get("details") or {}
+        w = d.get(window_key) or {}
+        win = f"{fmt(w.get('h_max'))} .. {fmt(w.get('h_min'))}" if w else "-"
+        lead = w.get("leading_slopes") if w else None
+        rows.append([r["backend"], r["method"], r["problem"], fmt(r.get("measured"), 4), fmt(r.get("expected")), win,
+                     ", ".join(fmt(v) for v in lead) if lead else "-", verdict_cell(r["verdict"]),
+                     r.get("message") or ""])
+    return rows
+
+
+def _order_figures(sec: Section, recs: list[dict], style: Style, ids: list[int], *, ylabel: str, what: str) -> None:
+    for (backend, problem), group in by(recs, "backend", "problem").items():
+        series = []
+        for r in group:
+            d = r.get("details") or {}
+            h, e = floats(d.get("h", [])), floats(d.get("error", []))
+            if h.size == 0:
+                continue
+            win = d.get("window")
+            fit = fit_line(h, e, win, _local_slope(r) if what == "dense" else r.get("measured"))
+            label = (f"{r['method']}: dense order {fmt(r.get('measured'), 3)} (q={fmt(r.get('expected'))})"
+                     if what == "dense" else
+                     f"{r['method']}: slope {fmt(r.get('measured'), 3)} (expected {fmt(r.get('expected'))})")
+            series.append(dict(style.line(backend, r["method"]), x=h, y=e, label=label,
+                               window=(float(win["h_min"]), float(win["h_max"])) if win else None, fit=fit))
+        if series:
+            sec.figures.append({"svg": plots.series_figure(
+                series, xlabel="step size h", ylabel=ylabel, title=f"{backend} on {problem}",
+                figure_id=_figure_id(ids)), "caption": f"{what}: {backend} on {problem}"})
+
+
+def _local_slope(r: dict) -> float | None:
+    """Dense output records measure (one-step slope - 1); the plotted error follows the slope."""
+    m = r.get("measured")
+    return None if m is None else float(m) + 1.0
+
+
+_SLOPE_HEADER = ["backend", "method", "problem", "fitted order", "expected", "window h (max .. min)",
+                 "local slopes into the window", "verdict", "message"]
+
+
+def _order_section(doc: dict, records: list[dict], style: Style, ids: list[int], *, sid: str, title: str,
+                   intro: str, prop: str, key: str, empty: str, ylabel: str, what: str, caption: str) -> Section:
+    """A section of slope measurements (``prop`` records with h, error and the window)."""
+    sec = Section(sid, title, intro)
+    recs = [r for r in records if r["property"] == prop]
+    if not recs:
+        sec.empty = empty_line(doc, title.lower(), key, empty)
+        return sec
+    _order_figures(sec, recs, style, ids, ylabel=ylabel, what=what)
+    sec.tables.append(Table(caption, _SLOPE_HEADER, _slope_rows(recs)))
+    return sec
+
+
+def convergence_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    return _order_section(
+        doc, records, style, ids, sid="convergence", title="Convergence order",
+        intro="Global error of fixed-step solves against the step size h, log-log. The slope is the order. The"
+              " thick segment marks the fitting window (finest resolved points above the round-off floor); the"
+              " dotted line is the least-squares fit through it.",
+        prop="convergence_order", key="convergence",
+        empty="no fixed-step method was selected (--quick checks adaptive methods only)",
+        ylabel="max scaled error over the check times", what="order", caption="Fitted orders and the window used")
+
+
+def dense_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    return _order_section(
+        doc, records, style, ids, sid="dense-output", title="Dense-output order",
+        intro="Worst interpolation error inside one step against the step size h. The one-step error of an"
+              " interpolant of order q is O(h^(q+1)); the fitted order reported is the slope minus 1.",
+        prop="dense_output_order", key="dense", empty="no fixed-step method with dense output was selected",
+        ylabel="max interpolation error in one step", what="dense",
+        caption="Dense-output orders (slope - 1) and the window used")
+
+
+def tolerance_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    sec = Section("tolerance", "Tolerance proportionality",
+                  "Error at t1 against the tolerance (rtol = atol), log-log. A well-behaved controller gives a"
+                  " straight line of slope p/k (p: order, k: the error estimate's order); the grey dashed"
+                  " line is error = tol.")
+    recs = [r for r in records if r["property"] == "tolerance_proportionality"]
+    if not recs:
+        sec.empty = empty_line(doc, "tolerance-proportionality", "tolerance", "no adaptive method was selected")
+        return sec
+    for (backend, problem), group in by(recs, "backend", "problem").items():
+        series = [dict(style.line(backend, r["method"]), x=(r.get("details") or {}).get("tol", []),
+                       y=(r.get("details") or {}).get("error", []),
+                       label=f"{r['method']}: exponent {fmt(r.get('measured'))} (expected {fmt(r.get('expected'))})")
+                  for r in group]
+        tols = sorted({float(t) for r in group for t in (r.get("details") or {}).get("tol", [])})
+        if tols:
+            series.append({"x": tols, "y": tols, "label": "error = tol", "colour": "#999999", "marker": "",
+                           "linestyle": "--"})
+        sec.figures.append({"svg": plots.series_figure(
+            series, xlabel="tolerance (rtol = atol)", ylabel="max scaled error at t1",
+            title=f"{backend} on {problem}", figure_id=_figure_id(ids), invert_x=True),
+            "caption": f"tolerance: {backend} on {problem}"})
+    rows = [[r["backend"], r["method"], r["problem"], fmt(r.get("measured"), 4), fmt(r.get("expected"), 4),
+             ", ".join(fmt(t, 1) for t in (r.get("details") or {}).get("fitted_tols", [])) or "-",
+             verdict_cell(r["verdict"]), r.get("message") or ""] for r in recs]
+    sec.tables.append(Table("Fitted exponents", ["backend", "method", "problem", "exponent", "expected",
+                                                 "tolerances fitted", "verdict", "message"], rows))
+    return sec
+
+
+def _records_table(title: str, recs: list[dict]) -> Table:
+    rows = [[r["backend"], r["property"], r["method"], r["problem"], fmt(r.get("measured"), 4),
+             fmt(r.get("expected"), 4), verdict_cell(r["verdict"]), r.get("message") or ""] for r in recs]
+    return Table(title, ["backend", "property", "method", "problem", "measured", "expected", "verdict", "message"],
+                 rows)
+
+
+def _sweep_figures(sec: Section, recs: list[dict], style: Style, ids: list[int], *, x: str, y: str, xlabel: str,
+                   ylabel: str, what: str, invert_x: bool = False) -> None:
+    """One figure per (backend, problem): ``details[y]`` against ``details[x]``, a line per record."""
+    for (backend, problem), group in by(recs, "backend", "problem").items():
+        series = []
+        for r in group:
+            d = r.get("details") or {}
+            xs, ys = d.get(x) or [], d.get(y) or []
+            if xs and len(xs) == len(ys):
+                base = r["method"].split("/")[0]
+                series.append(dict(style.line(backend, base), x=xs, y=ys, label=r["method"]))
+        if series:
+            # several modes share a method's colour: tell them apart by line style
+            for i, srs in enumerate(series):
+                srs["linestyle"] = ("-", "--", "-.", ":")[i % 4]
+            sec.figures.append({"svg": plots.series_figure(series, xlabel=xlabel, ylabel=ylabel,
+                                                           title=f"{what}: {backend} on {problem}",
+                                                           figure_id=_figure_id(ids), invert_x=invert_x),
+                                "caption": f"{what}: {backend} on {problem}"})
+
+
+def gradient_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    sec = Section("gradients", "Gradient agreement",
+                  "Relative error of each gradient mode (method/mode) against an independent oracle, versus"
+                  " the tolerance (rtol = adjoint rtol), log-log; and the adjoint mismatch: the relative"
+                  " gap between a continuous adjoint and differentiating the discrete solve.")
+    recs = [r for r in records if _is_gradient(r)]
+    if not recs:
+        sec.empty = empty_line(doc, "gradient", "gradients", "no gradient source ran")
+        return sec
+    conv = [r for r in recs if r["property"] == "adjoint_convergence"]
+    _sweep_figures(sec, conv, style, ids, x="tols", y="errors", xlabel="tolerance (rtol)",
+                   ylabel="relative gradient error", what="gradient error vs tolerance", invert_x=True)
+    _sweep_figures(sec, conv, style, ids, x="tols", y="gap_to_discrete", xlabel="tolerance (rtol)",
+                   ylabel="|g_adjoint - g_discrete| / |g_discrete|", what="adjoint mismatch", invert_x=True)
+    gap = [r for r in recs if r["property"] == "fixed_step_adjoint_gap"]
+    _sweep_figures(sec, gap, style, ids, x="n_steps", y="gap", xlabel="fixed steps n",
+                   ylabel="|g_adjoint - g_discrete| / |g_discrete|", what="adjoint mismatch, fixed steps")
+    sec.tables.append(_records_table("Gradient records", recs))
+    return sec
+
+
+def drift_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    sec = Section("reversibility", "Reversibility drift",
+                  "Solve forward to t0 + T, then backward to t0: the reconstruction error"
+                  " max|y_rec - y0| / max(1, max|y0|) versus the horizon T (in multiples of the problem's"
+                  " span), one line per method and tolerance. A backsolve adjoint relies on this"
+                  " reconstruction; on dissipative problems it grows like exp(|λ| T).")
+    recs = [r for r in records if _is_drift(r)]
+    if not recs:
+        sec.empty = empty_line(doc, "reversibility", "drift", "no reversibility source ran")
+        return sec
+    for (backend, problem), group in by(recs, "backend", "problem").items():
+        series = []
+        for r in group:
+            rows = (r.get("details") or {}).get("rows") or []
+            settings = list(dict.fromkeys(
+                tuple((k, row[k]) for k in ("rtol", "n_steps") if k in row) for row in rows))
+            for i, key in enumerate(settings):
+                pts = [row for row in rows if tuple((k, row[k]) for k in ("rtol", "n_steps") if k in row) == key]
+                label = f"{r['method']} " + ", ".join(f"{k}={fmt(v, 2)}" for k, v in key)
+                series.append(dict(style.line(backend, r["method"]), x=[p.get("T") for p in pts],
+                                   y=[p.get("drift") for p in pts], label=label,
+                                   linestyle=("-", "--", "-.", ":")[i % 4]))
+        if series:
+            sec.figures.append({"svg": plots.series_figure(series, xlabel="horizon T (multiples of the span)",
+                                                           ylabel="reconstruction error", xlog=False,
+                                                           title=f"drift: {backend} on {problem}",
+                                                           figure_id=_figure_id(ids)),
+                                "caption": f"reversibility drift: {backend} on {problem}"})
+    sec.tables.append(_records_table("Reversibility records (measured: the worst drift)", recs))
+    return sec
+
+
+def _is_gradient(r: dict) -> bool:
+    p = r["property"]
+    return ("gradient" in p or "adjoint" in p) and not _is_drift(r)
+
+
+def _is_drift(r: dict) -> bool:
+    p = r["property"]
+    return "revers" in p or "drift" in p
+
+
+def stiffness_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    sec = Section("stiffness", "Stiffness",
+                  "Significant correct digits (scd = -log10 of the max relative error at t1) against the"
+                  " work on stiff problems: higher and further left is better. An explicit method is"
+                  " run with a small step limit to show that it fails; every failure is listed with why."
+                  " Then the work (NFE) against the stiffness ratio of a linear problem, and the order of"
+                  " implicit methods on Prothero-Robinson (order reduction to the stage order).")
+    stiff = set(doc.get("stiff_problems", []))
+    wp = [r for r in records if r["property"] == "work_precision" and r["problem"] in stiff]
+    handling = [r for r in records if r["property"] == "stiffness_handling"]
+    order = [r for r in records if r["property"] == "stiff_order"]
+    if not (wp or handling or order):
+        sec.empty = empty_line(doc, "stiffness", "stiffness", "no stiffness records in this run")
+        return sec
+    if wp:
+        _wp_figures(sec, wp, style, ids, what="scd vs work", scd=True)
+    else:
+        sec.notes.append(empty_line(doc, "stiff work-precision", "stiffness", "none in this run"))
+    failed = _failed_points(wp)
+    if failed:
+        sec.tables.append(Table("Failed solves on stiff problems, and why", ["backend", "method", "problem", "rtols",
+                                                                             "status", "message"], failed))
+    for (backend,), group in by(handling, "backend").items():
+        series = []
+        for r in group:
+            pts = (r.get("details") or {}).get("points") or []
+            if pts:
+                series.append(dict(style.line(backend, r["method"]), x=[p.get("ratio") for p in pts],
+                                   y=[p.get("nfev") for p in pts], label=r["method"]))
+        if series:
+            sec.figures.append({"svg": plots.series_figure(
+                series, xlabel="stiffness ratio max|Re λ| / min|Re λ|", ylabel="function evaluations (NFE)",
+                title=f"work vs stiffness: {backend}", figure_id=_figure_id(ids)),
+                "caption": f"stiffness handling: {backend}"})
+    if not handling:
+        sec.notes.append("no stiffness-handling records (the conformance run skips them with --quick)")
+    if handling:
+        sec.tables.append(_records_table("Stiffness handling (measured: the ratio where the work exploded)",
+                                         handling))
+    if order:
+        _order_figures(sec, order, style, ids, ylabel="max error over the check times", what="stiff order")
+        sec.tables.append(Table("Order on Prothero-Robinson (lambda = -1e6) and the window used", _SLOPE_HEADER,
+                                _slope_rows(order)))
+    return sec
+
+
+def stability_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    sec = Section("stability", "Stability regions",
+                  "Boundaries |R(hλ)| = 1 of the exact stability functions R(z) = P(z)/Q(z): a step is"
+                  " stable for the test equation y' = λy where |R(hλ)| <= 1, the side containing small"
+                  " negative real hλ. Explicit methods have bounded regions; A-stable implicit methods"
+                  " contain the whole left half-plane.")
+    recs = [r for r in records if r["property"] == "stability_region" and r["verdict"] == "pass"]
+    if not recs:
+        sec.empty = empty_line(doc, "stability-region", "stability", "no tableau records")
+        return sec
+    groups = [("explicit, order <= 3", lambda d: d.get("explicit") and d.get("order", 0) <= 3),
+              ("explicit, order >= 4", lambda d: d.get("explicit") and d.get("order", 0) >= 4),
+              ("implicit (stable side may be the outside)", lambda d: not d.get("explicit"))]
+    colours = Colours()
+    for title, pick in groups:
+        chosen = [r for r in recs if pick(r.get("details") or {})]
+        # methods with one stability polynomial (every s-stage explicit method of order s <= 4)
+        # draw one curve, labelled with all their names
+        same: dict[tuple, list[dict]] = {}
+        for r in chosen:
+            d = r["details"]
+            key = (tuple(round(float(c), 12) for c in d["numerator"]), tuple(round(float(c), 12) for c in d["denominator"]))
+            same.setdefault(key, []).append(r)
+        regions = []
+        for i, group in enumerate(same.values()):
+            d = group[0]["details"]
+            label = ", ".join(r["method"] for r in group) + f" (p={d.get('order')})"
+            regions.append({"label": label, "numerator": d["numerator"], "denominator": d["denominator"],
+                            "colour": colours(group[0]["method"]), "linestyle": ("-", "--", "-.", ":")[i // 8 % 4]})
+        if not regions:
+            continue
+        extent = (-7.0, 1.5, -5.0, 5.0) if title.startswith("explicit") else (-10.0, 30.0, -20.0, 20.0)
+        sec.figures.append({"svg": plots.stability_figure(regions, title=f"|R(hλ)| = 1: {title}",
+                                                          figure_id=_figure_id(ids), extent=extent),
+                            "caption": f"stability regions: {title}"})
+    rows = [[r["method"], str((r.get("details") or {}).get("order", "-")),
+             "yes" if (r.get("details") or {}).get("explicit") else "no",
+             "unbounded (A-stable on the real axis)" if fmt(r.get("measured")) == "-inf"
+             else f"[{fmt(r.get('measured'), 4)}, 0]"] for r in recs]
+    sec.tables.append(Table("Real stability interval (largest [-r, 0] with |R(x)| <= 1)",
+                            ["method", "order", "explicit", "real interval"], rows))
+    bad = [r for r in records if r["property"] == "stability_region" and r["verdict"] != "pass"]
+    if bad:
+        sec.tables.append(Table("Tableaus whose stability function failed",
+                                ["backend", "property", "method", "problem", "message"], message_rows(bad)))
+    return sec
+
+
+def other_checks_section(records: list[dict], shown: set[str]) -> Section:
+    sec = Section("other-checks", "All other checks",
+                  "Checks without a figure of their own: proven algebraic order, embedded-estimate bound,"
+                  " batch behaviour, float32 agreement, accuracy against published values, agreement with"
+                  " the reference on the same tableau.")
+    recs = [r for r in records if r["property"] not in shown]
+    if not recs:
+        sec.empty = "no other check records in this run"
+        return sec
+    rows = [[r["backend"], r["property"], r["method"], r["problem"], fmt(r.get("measured"), 4),
+             fmt(r.get("expected"), 4), verdict_cell(r["verdict"]), r.get("message") or ""] for r in recs]
+    sec.tables.append(Table(f"{len(recs)} records", ["backend", "property", "method", "problem", "measured",
+                                                     "expected", "verdict", "message"], rows, collapsed=True))
+    return sec
+
+
+# ----------------------------------------------------------------------------- document
+def sections(doc: dict) -> list[Section]:
+    """Every section of the report, in order (all present; empty ones carry one line)."""
+    records = list(doc.get("records", []))
+    style = Style(doc)
+    ids = [0]
+    out = [
+        summary_section(doc, records),
+        work_precision_section(doc, records, style, ids),
+        convergence_section(doc, records, style, ids),
+        tolerance_section(doc, records, style, ids),
+        dense_section(doc, records, style, ids),
+        gradient_section(doc, records, style, ids),
+        drift_section(doc, records, style, ids),
+        stiffness_section(doc, records, style, ids),
+        stability_section(doc, records, style, ids),
+    ]
+    shown = {"work_precision", "convergence_order", "dense_output_order", "tolerance_proportionality",
+             "stability_region", "stiffness_handling", "stiff_order"} | {
+        r["property"] for r in records if _is_gradient(r) or _is_drift(r)}
+    out.append(other_checks_section(records, shown))
+    return out
+
+
+def render_html(doc: dict) -> str:
+    """The report page for ``doc`` (a JSON-loaded document); same document, same bytes."""
+    jinja2 = plots.require_report_extra("jinja2")
+    text = resources.files("odeverify.report").joinpath("templates/report.html.j2").read_text(encoding="utf-8")
+    env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.Undefined)
+    env.filters["cell_text"] = lambda c: c[0] if isinstance(c, (tuple, list)) else c
+    env.filters["cell_class"] = lambda c: c[1] if isinstance(c, (tuple, list)) else ""
+    template = env.from_string(text)
+    secs = sections(doc)
+    for s in secs:
+        for f in s.figures:
+            f["svg"] = _markup(f["svg"])  # produced by matplotlib from our own labels
+        s.intro = _markup(s.intro)
+    counts = {v: sum(r["verdict"] == v for r in doc.get("records", []) if r["property"] not in MEASUREMENTS)
+              for v in VERDICT_ORDER}
+    return template.render(doc=doc, sections=secs, env=doc.get("environment", {}), counts=counts,
+                           verdict_label=VERDICT_LABEL, verdict_order=VERDICT_ORDER,
+                           n_figures=sum(len(s.figures) for s in secs))
+
+
+def _markup(text: str) -> Any:
+    from markupsafe import Markup  # a dependency of jinja2
+
+    return Markup(text)
