@@ -46,15 +46,23 @@ _METHODS = (
                tableau="dop853", notes="Hairer's DOP853, 8(5,3) error estimate; dense output costs 3 extra"
                " evaluations per step that contains an output time"),
     MethodInfo(name="Radau", order=5, adaptive=True, fixed=False, dense=True, dense_order=3, embedded_order=3,
-               notes="implicit Radau IIA, 3 stages, order 5; third-order error estimator; cubic collocation"
-               " dense output; Jacobian by finite differences (its evaluations are counted in nfev)"),
+               implicit=True, tableau=None,
+               notes="implicit Radau IIA, 3 stages, order 5 (stage order 3); third-order error estimator; cubic"
+               " collocation dense output; simplified Newton on the transformed (real + complex pair) system."
+               " jac=True passes the problem's analytic Jacobian; otherwise finite differences, whose"
+               " evaluations this adapter counts in nfev although scipy's own nfev leaves them out"
+               " (options['scipy_nfev'] keeps scipy's count)"),
     MethodInfo(name="BDF", order=5, adaptive=True, fixed=False, dense=True, dense_order=None, embedded_order=None,
+               implicit=True,
                notes="variable order 1-5 (NDF by default, quasi-constant step); order=5 is the maximum;"
-               " dense output is the current interpolating polynomial"),
+               " dense output is the current interpolating polynomial. jac as for Radau (finite-difference"
+               " Jacobian evaluations counted in nfev, not in scipy's nfev)"),
     MethodInfo(name="LSODA", order=12, adaptive=True, fixed=False, dense=True, dense_order=None,
-               embedded_order=None,
+               embedded_order=None, implicit=True,
                notes="ODEPACK LSODA: Adams 1-12 (non-stiff) / BDF 1-5 (stiff), automatic switching; order=12"
-               " is the maximum; Nordsieck-array dense output; step counting is per internal step"),
+               " is the maximum; Nordsieck-array dense output; step counting is per internal step."
+               " jac=True passes the analytic Jacobian (used in its BDF phase); otherwise LSODA's internal"
+               " finite differences, which call the wrapped field and are counted in nfev"),
 )
 
 _OPTIONS: dict[str, bool | str] = {
@@ -64,6 +72,7 @@ _OPTIONS: dict[str, bool | str] = {
     "dtmax": True,  # scipy's max_step
     "t_eval": True,
     "max_steps": True,  # enforced by this adapter (scipy has no step limit)
+    "jac": True,  # Radau, BDF, LSODA: the problem's analytic Jacobian (explicit methods refuse jac=True)
     "dt": "scipy.integrate has no fixed-step mode",
     "n_steps": "scipy.integrate has no fixed-step mode",
     "safety": "scipy's step-size controller has a fixed safety factor (SAFETY = 0.9 in scipy.integrate._ivp.rk)",
@@ -104,6 +113,24 @@ class _Field:
         return np.reshape(np.asarray(out, dtype=np.float64), -1)
 
 
+def _jacobian(problem: Problem, xp: Any, shape: tuple[int, ...]) -> Any:
+    """The problem's analytic Jacobian on scipy's flat state: (n, n), or block diagonal
+    (B*n, B*n) for a batch flattened into one system (the samples do not interact)."""
+    J = problem.jacobian_field(xp, np.float64)
+
+    def jac(t: float, y: np.ndarray) -> np.ndarray:
+        blocks = np.asarray(J(np.float64(t), np.reshape(y, shape)), dtype=np.float64)
+        if blocks.ndim == 2:
+            return blocks
+        n = shape[-1]
+        out = np.zeros((blocks.shape[0] * n, blocks.shape[0] * n))
+        for i, block in enumerate(blocks):  # a NumPy array owned here, not a differentiated one
+            out[i * n:(i + 1) * n, i * n:(i + 1) * n] = block
+        return out
+
+    return jac
+
+
 class ScipyBackend(Backend):
     """``scipy.integrate`` explicit and implicit solvers, float64 on the CPU."""
 
@@ -126,7 +153,9 @@ class ScipyBackend(Backend):
             " Radau/BDF finite-difference Jacobian columns (not in scipy's own nfev) and DOP853 dense-output"
             " stages. rejected is derived exactly for RK23/RK45/DOP853 (n_stages evaluations per attempt) and"
             " is -1 (unknown) for Radau, BDF and LSODA. max_steps counts attempted steps for the explicit"
-            " methods and accepted (internal) steps for Radau, BDF and LSODA.",
+            " methods and accepted (internal) steps for Radau, BDF and LSODA. jac=True passes the problem's"
+            " analytic Jacobian to Radau, BDF and LSODA (block diagonal for a flattened batch); jac=False or None"
+            " leaves scipy's finite differences.",
         )
 
     def _solve(self, problem: Problem, method: MethodInfo, y0: np.ndarray | None, options: dict[str, Any],
@@ -158,6 +187,8 @@ class ScipyBackend(Backend):
             raise ValueError(f"max_steps={max_steps!r}, but it must be a positive int")
 
         field = _Field(problem.vector_field(xp, np.float64), shape)
+        if options.get("jac"):
+            kwargs["jac"] = _jacobian(problem, xp, shape)
         explicit = method.name in _EXPLICIT
         cls = getattr(integrate, method.name)
         start = time.perf_counter()
@@ -245,6 +276,7 @@ class ScipyBackend(Backend):
         return Solution(ts=ts, ys=ys, status=status, stats=stats, method=method.name, t_final=float(solver.t),
                         message=text,
                         options={**{k: v for k, v in options.items() if v is not None},
-                                 "scipy_kwargs": kwargs, "scipy_nfev": int(solver.nfev),
+                                 "scipy_kwargs": {k: ("analytic" if k == "jac" else v) for k, v in kwargs.items()},
+                                 "scipy_nfev": int(solver.nfev),
                                  "init_nfev": int(init_nfev)},
                         timing={"wall_s": wall, "compile_s": 0.0})
