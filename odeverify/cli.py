@@ -1,4 +1,4 @@
-"""The ``odeverify`` command: ``list``, ``solve`` and ``check``.
+"""The ``odeverify`` command: ``list``, ``solve``, ``check`` and ``report``.
 
 ``--json`` output is stable (see README, "Machine-readable output"): every document carries
 ``"schema": "odeverify.<command>/<version>"``; fields are only ever added within a version.
@@ -36,10 +36,11 @@ def _frac(x: Any) -> str:
 def list_data() -> dict[str, Any]:
     from .problems import PROBLEMS
     from .solvers import SOLVERS
-    from .tableaus import TABLEAUS
+    from .tableaus import TABLEAUS, theory
 
     tableaus = []
     for name, t in TABLEAUS.items():
+        stab = theory.stability_properties(t).as_dict()
         tableaus.append({
             "name": name,
             "stages": t.stages,
@@ -49,6 +50,8 @@ def list_data() -> dict[str, Any]:
             "explicit": t.explicit,
             "fsal": t.fsal,
             "exact": t.exact,
+            "stability": {k: stab[k] for k in ("a_stable", "l_stable", "stiffly_accurate", "r_inf",
+                                               "real_interval", "imaginary_interval")},
             "citation": t.citation,
         })
     solvers = []
@@ -90,6 +93,16 @@ def list_data() -> dict[str, Any]:
             "problems": problems, "backends": backend_rows}
 
 
+def _stability_word(st: dict[str, Any]) -> str:
+    """L-stable / A-stable (proven), else the real stability interval (measured)."""
+    if st["l_stable"]:
+        return "L-stable"
+    if st["a_stable"]:
+        return "A-stable"
+    lo = st["real_interval"][0]
+    return f"[{lo:.3g}, 0] real"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     data = list_data()
     what = args.what
@@ -101,8 +114,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if what in ("all", "tableaus"):
         print("Tableaus (coefficients exact; orders proven by rooted-tree order conditions)")
         print(_table([[t["name"], t["stages"], t["order"], _frac(t["embedded_order"]), _frac(t["dense_order"]),
-                       "yes" if t["fsal"] else "no", t["citation"][:60]] for t in data["tableaus"]],
-                     ["name", "stages", "order", "embedded", "dense", "fsal", "citation"]))
+                       "yes" if t["fsal"] else "no", _stability_word(t["stability"]), t["citation"][:60]]
+                      for t in data["tableaus"]],
+                     ["name", "stages", "order", "embedded", "dense", "fsal", "stability", "citation"]))
         print()
     if what in ("all", "solvers"):
         print("Solvers (reference backend)")
@@ -190,9 +204,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
-    from .conformance import run_conformance
+    from .conformance import run_conformance, run_gradient_conformance
 
-    records = run_conformance(backend=args.backend, library=args.library, quick=args.quick, methods=args.methods)
+    if getattr(args, "gradients", False):
+        records = run_gradient_conformance(args.backend, args.quick, library=args.library, modes=args.modes)
+    else:
+        records = run_conformance(backend=args.backend, library=args.library, quick=args.quick, methods=args.methods)
     failures = [r for r in records if r.verdict in ("fail", "error")]
     if args.json:
         print(json.dumps({"schema": CHECK_SCHEMA, "version": __version__, "backend": args.backend,
@@ -208,7 +225,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         rows = []
         for r in records:
-            m = "-" if r.measured is None else f"{r.measured:.3f}"
+            m = "-" if r.measured is None else f"{r.measured:.3g}" if abs(r.measured) < 1e-2 else f"{r.measured:.3f}"
             e = "-" if r.expected is None else f"{r.expected:.3g}"
             rows.append([r.property, r.method, r.problem, m, e, r.verdict])
         backend = records[0].backend if records else args.backend
@@ -232,7 +249,9 @@ _SYMBOL = {"fail": "FAIL", "error": "ERROR", "deviation": "dev", "skip": "~", "p
 _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_output_order": "dense",
           "backend_agreement": "agreement", "embedded_estimate_bound": "estimate",
           "tolerance_proportionality": "tolerance", "batch_behaviour": "batch",
-          "precision_agreement": "float32", "reference_accuracy": "published"}
+          "precision_agreement": "float32", "reference_accuracy": "published",
+          "gradient_accuracy": "grad-accuracy", "discrete_gradient_exactness": "grad-exact",
+          "adjoint_convergence": "adjoint-conv", "fixed_step_adjoint_gap": "adjoint-gap"}
 
 
 def verdict_matrix(records: list) -> str:
@@ -290,9 +309,37 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--quick", action="store_true", help="fewer problems per property")
     pc.add_argument("--matrix", action="store_true",
                     help="print a methods x properties verdict matrix instead of one row per record")
+    pc.add_argument("--gradients", action="store_true",
+                    help="grade the backend's gradient modes against one oracle instead (accuracy, discrete"
+                         " exactness, adjoint convergence); --backend reference means reference-torch")
+    pc.add_argument("--modes", default=None, help="with --gradients: comma-separated gradient modes (default: all)")
     pc.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.check/1)")
     pc.set_defaults(func=cmd_check)
+
+    pr = sub.add_parser("report", help="run the checks and write a self-contained HTML accuracy report")
+    pr.add_argument("--out", default="reports", help="output directory (default reports/): report.html, records.json")
+    pr.add_argument("--backends", nargs="+", default=None,
+                    help="backends to check (space or comma separated; default: every installed one)")
+    pr.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    pr.add_argument("--quick", action="store_true",
+                    help="explicit adaptive methods of order >= 3, fewer problems and tolerances (minutes)")
+    pr.add_argument("--from-records", default=None, metavar="JSON",
+                    help="render an existing records.json instead of running the checks")
+    pr.set_defaults(func=cmd_report)
     return p
+
+
+# ----------------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report, load_document, write_report
+
+    if args.from_records:
+        paths = write_report(load_document(args.from_records), args.out)
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+        paths = build_report(args.out, backends=args.backends, quick=args.quick, methods=methods)
+    print(f"wrote {paths.html} and {paths.records} ({paths.n_records} records)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,12 +6,15 @@ from collections.abc import Callable, Iterable
 
 from . import backends, expectations
 from .backends import Backend, MethodInfo, UnsupportedOption
+from .backends.base import is_implicit
 from .problems import PROBLEMS
 from .properties import (
     backend_agreement,
     batch_behaviour,
     precision_agreement,
     reference_accuracy,
+    stiff_order,
+    stiffness_handling,
     convergence_order,
     dense_output_order,
     embedded_estimate_bound,
@@ -32,6 +35,13 @@ AGREEMENT_PROBLEM = "warped_oscillatory"
 #: problems with published reference values (Bari test set, Hairer et al., DETEST)
 PUBLISHED_PROBLEMS = ("pleiades", "arenstorf", "detest_d3")
 QUICK_PUBLISHED_PROBLEMS = ("pleiades",)
+#: two implementations of an implicit method agree only up to where each stops its Newton
+#: iteration (diffrax's fixed-step root tolerance is 1e-10, backends/diffrax_backend.py
+#: FIXED_ROOT_TOL), not to round-off: the ulps-per-step bound of backend_agreement for them.
+#: A wrong coefficient differs by the truncation error, ~1e-3 at 32 steps (~1e11 ulps/step).
+IMPLICIT_AGREEMENT_ULPS = 1e-10 / 2.220446049250313e-16
+#: jitted backends whose implicit methods get only the stiff checks in a quick run
+QUICK_STIFF_ONLY = ("diffrax",)
 
 
 def algebraic_order(info: MethodInfo, backend: str = "reference") -> Record:
@@ -109,6 +119,9 @@ def run_conformance(*, backend: str = "reference", library: str = "numpy", quick
         m = info.name
         if progress:
             progress(m)
+        if quick and b.name in QUICK_STIFF_ONLY and is_implicit(info):
+            records.extend(_quick_implicit_records(b, info, kw))
+            continue
         if info.tableau is not None:
             records.append(algebraic_order(info, b.name))
         if info.fixed:
@@ -118,7 +131,8 @@ def run_conformance(*, backend: str = "reference", library: str = "numpy", quick
                 records.append(_safe(dense_output_order, PROBLEMS.get(DENSE_PROBLEM), m, label=b.name, **kw))
             if info.tableau is not None and not is_reference:
                 records.append(_safe(backend_agreement, PROBLEMS.get(AGREEMENT_PROBLEM), m, label=b.name,
-                                     backend=b.name))
+                                     backend=b.name, **({"bound": IMPLICIT_AGREEMENT_ULPS} if is_implicit(info)
+                                                        else {})))
         if info.adaptive:
             if is_reference:
                 records.append(_safe(embedded_estimate_bound, PROBLEMS.get(DENSE_PROBLEM), m, label=b.name,
@@ -133,4 +147,116 @@ def run_conformance(*, backend: str = "reference", library: str = "numpy", quick
             fixed_kw = {} if info.adaptive else {"n_steps": 64}
             records.append(_safe(precision_agreement, PROBLEMS.get(TOLERANCE_PROBLEM), m, label=b.name, **kw,
                                  **fixed_kw))
+        records.extend(_stiff_records(b, info, kw, quick))
+    return [expectations.apply(r) for r in records]
+
+
+def _quick_implicit_records(b: Backend, info: MethodInfo, kw: dict) -> list[Record]:
+    """A quick run of a jitted backend's implicit method: its tableau's order and the stiff order
+    (one compilation); the full set costs 160-200 s per diffrax implicit method (measured,
+    ``run_conformance(backend="diffrax", methods="Kvaerno3")`` on 2 shared cores)."""
+    out = [algebraic_order(info, b.name)] if info.tableau is not None else []
+    out.extend(_stiff_records(b, info, kw, quick=True))
+    out.append(Record(property="conformance", method=info.name, problem="-", measured=None, expected=None,
+                      verdict="skip", backend=b.name,
+                      message="quick run: only the stiff order of this implicit method (each further property"
+                              " compiles again); run without quick for the full set"))
+    return out
+
+
+def _stiff_records(b: Backend, info: MethodInfo, kw: dict, quick: bool) -> list[Record]:
+    """Stiffness checks: the order on Prothero-Robinson (implicit methods with fixed steps) and
+    the work against the stiffness ratio (adaptive methods; not in a quick run). diffrax's
+    handling sweep is left out: every stiffness ratio is a new vector field, compiled again."""
+    out: list[Record] = []
+    if is_implicit(info) and info.fixed:
+        out.append(_safe(stiff_order, method=info.name, label=b.name, **kw))
+    if info.adaptive and not quick:
+        if b.name == "diffrax":
+            out.append(Record(property="stiffness_handling", method=info.name, problem="stiff_linear",
+                              measured=None, expected=None, verdict="skip", backend=b.name,
+                              message="not run in the conformance run: each stiffness ratio compiles a new diffrax"
+                                      " solve; call stiffness_handling(method, backend='diffrax') directly"))
+        else:
+            out.append(_safe(stiffness_handling, method=info.name, label=b.name, **kw))
+    return out
+
+
+# ----------------------------------------------------------------------------- gradients
+#: per backend: (adaptive method, fixed-step method sharing a reference tableau)
+GRADIENT_METHODS = {"torchdiffeq": ("dopri5", "rk4"), "diffrax": ("Dopri5", "Heun")}
+DEFAULT_GRADIENT_METHODS = ("dopri5", "rk4")
+#: a closed form (linear, dissipative: the exact oracle) and a nonlinear, time-dependent,
+#: oscillatory problem (finite differences of a fine fixed-step DOP853 solve)
+GRADIENT_PROBLEMS = ("linear_real", "warped_oscillatory")
+QUICK_GRADIENT_PROBLEMS = ("linear_real",)
+ADJOINT_CONVERGENCE_PROBLEM = "linear_real"
+ADJOINT_GAP_PROBLEM = "warped_oscillatory"
+GRADIENT_FIXED_STEPS = 16
+
+
+def _fixed_step_only(b: Backend, mode: str) -> bool:
+    if not b.name.startswith("reference"):
+        return False
+    from .gradients import GRADIENT_MODES
+
+    return mode in GRADIENT_MODES and GRADIENT_MODES.get(mode).fixed_step
+
+
+def run_gradient_conformance(backend: str = "torchdiffeq", quick: bool = False, *, library: str = "numpy",
+                             modes: str | Iterable[str] | None = None,
+                             progress: Callable[[str], None] | None = None) -> list[Record]:
+    """Every gradient mode of ``backend`` graded against one oracle (``properties.gradients``):
+    accuracy of adaptive gradients, round-off exactness of the discrete modes at fixed steps
+    and, unless ``quick``, the continuous adjoints' convergence over a tolerance sweep and
+    their O(h^p) gap to the discrete gradient. ``backend="reference"`` means the reference
+    on PyTorch (NumPy has no automatic differentiation)."""
+    from .properties.gradients import (adjoint_convergence, default_loss, discrete_gradient_exactness,
+                                       fixed_step_adjoint_gap, gradient_accuracy, gradient_oracle)
+
+    if backend == "reference":
+        backend = "reference-torch" if library == "numpy" else f"reference-{library}"
+    b = backends.get(backend)
+    if not b.available():
+        return [Record(property="available", method="*", problem="-", measured=None, expected=None,
+                       verdict="error", status="unavailable", backend=b.name,
+                       message=f"{b.name} is not installed: {b.install_hint}")]
+    caps = b.capabilities()
+    if not caps.gradient_modes:
+        return [Record(property="gradient_modes", method="*", problem="-", measured=None, expected=None,
+                       verdict="skip", backend=b.name, message=f"{b.name} declares no gradient modes")]
+    names = list(caps.gradient_modes) if modes is None else (
+        [m.strip() for m in modes.split(",") if m.strip()] if isinstance(modes, str) else list(modes))
+    for m in names:
+        if m not in caps.gradient_modes:
+            raise ValueError(f"{b.name} has no gradient mode {m!r}; choices: {', '.join(caps.gradient_modes)}")
+    adaptive, fixed = GRADIENT_METHODS.get(b.name, DEFAULT_GRADIENT_METHODS)
+    discrete_ref = caps.discrete_gradient_modes[0] if caps.discrete_gradient_modes else None
+    opts = {"count_nfev": False}  # work counts are not graded here; diffrax would compile twice
+    problems = [PROBLEMS.get(p) for p in (QUICK_GRADIENT_PROBLEMS if quick else GRADIENT_PROBLEMS)]
+    cases = {}
+    for p in problems:
+        loss = default_loss(p, times=2)
+        cases[p.name] = (p, loss, gradient_oracle(p, loss))
+    records: list[Record] = []
+    for mode in names:
+        if progress:
+            progress(mode)
+        fixed_only = _fixed_step_only(b, mode)
+        for p, loss, oracle in cases.values():
+            if not fixed_only:
+                records.append(_safe(gradient_accuracy, p, adaptive, mode, backend=b.name, loss=loss, oracle=oracle,
+                                     label=b.name, **opts))
+            if mode in caps.discrete_gradient_modes:
+                records.append(_safe(discrete_gradient_exactness, p, fixed, mode, backend=b.name, loss=loss,
+                                     n_steps=GRADIENT_FIXED_STEPS, label=b.name, **opts))
+        if quick or mode in caps.discrete_gradient_modes or fixed_only or discrete_ref is None:
+            continue
+        p, loss, oracle = cases.get(ADJOINT_CONVERGENCE_PROBLEM) or (None, None, None)
+        if p is not None:
+            records.append(_safe(adjoint_convergence, p, adaptive, mode, backend=b.name, loss=loss, oracle=oracle,
+                                 discrete_mode=discrete_ref, label=b.name, **opts))
+        gp = PROBLEMS.get(ADJOINT_GAP_PROBLEM)
+        records.append(_safe(fixed_step_adjoint_gap, gp, fixed, mode, discrete_ref, backend=b.name,
+                             loss=default_loss(gp, times=2), label=b.name, **opts))
     return [expectations.apply(r) for r in records]

@@ -31,6 +31,7 @@ Third-party backends register through the entry-point group ``odeverify.backends
 from __future__ import annotations
 
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,12 +41,17 @@ from typing import Any
 import numpy as np
 
 from .._xp import MissingDependencyError
+from ..gradients._spec import GradientResult, Loss
 from ..problems import Problem
 from ..solution import Solution, Stats, Status
 
 #: solver options every backend's ``solve`` accepts (and must honour or refuse)
 OPTIONS = ("rtol", "atol", "dt", "n_steps", "first_step", "max_steps", "safety", "factor_min", "factor_max",
-           "dtmin", "dtmax", "t_eval", "batch")
+           "dtmin", "dtmax", "t_eval", "batch", "jac")
+#: ``jac``: None (the library's default), True (use the problem's analytic Jacobian
+#: ``Problem.jac``; only implicit methods use one, and only backends whose
+#: ``Capabilities.options["jac"]`` is True can take it), False (do not use it: the library's
+#: own approximation, e.g. scipy's finite differences; every backend honours this)
 
 
 def validate_options(problem: Problem, options: Mapping[str, Any]) -> None:
@@ -67,6 +73,12 @@ def validate_options(problem: Problem, options: Mapping[str, Any]) -> None:
         v = options.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0):
             raise ValueError(f"{key}={v!r}, but it must be a positive int")
+    jac = options.get("jac")
+    if jac is not None:
+        if not isinstance(jac, (bool, np.bool_)):
+            raise ValueError(f"jac={jac!r}, but it must be True (the problem's analytic Jacobian), False or None")
+        if jac and getattr(problem, "jac", None) is None:
+            raise ValueError(f"jac=True, but problem {problem.name!r} has no analytic Jacobian (Problem.jac is None)")
     t_eval = options.get("t_eval")
     if t_eval is not None:
         ts = np.asarray(t_eval, dtype=np.float64)
@@ -90,6 +102,152 @@ def validate_y0(problem: Problem, y0: Any) -> np.ndarray:
     return arr
 
 
+#: options every backend's ``gradient`` accepts: the forward solve's (above), the adjoint
+#: solve's tolerances (None: the forward ones), ``wrt`` ("all" (default), "y0", "params") and
+#: ``count_nfev`` (False: skip an exact count that costs a separate compilation, e.g. diffrax's)
+GRADIENT_OPTIONS = ("rtol", "atol", "dt", "n_steps", "max_steps", "adjoint_rtol", "adjoint_atol", "wrt",
+                    "count_nfev")
+
+
+def gradient_params(problem: Problem) -> dict[str, np.ndarray]:
+    """The parameters a gradient dL/dθ is taken with respect to: the float arrays of
+    ``problem.params`` (float64 copies), as in ``odeverify.gradients.value_and_grad``; Python
+    scalars, ints, bools and None are constants of the field."""
+    return {key: np.array(value, dtype=np.float64) for key, value in problem.params.items()
+            if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)}
+
+
+def gradient_times(problem: Problem, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
+    """The times a gradient's forward solve is asked for (t0, the loss's output times and t1,
+    in the direction of integration, without repeats) and the row of each loss time among them:
+    every adapter solves over the whole ``t_span``, so work counts compare across libraries."""
+    t0, t1 = problem.t_span
+    ts = np.unique(np.concatenate([[t0, t1], np.asarray(loss.t_eval, dtype=np.float64)]))
+    ts = ts if t1 > t0 else ts[::-1]
+    rows = np.array([int(np.nonzero(ts == t)[0][0]) for t in loss.t_eval])
+    return ts, rows
+
+
+def validate_gradient(problem: Problem, mode: str, loss: Any, options: Mapping[str, Any], caps: Capabilities,
+                      backend: str) -> None:
+    """Bad arguments of :meth:`Backend.gradient` raise here, the same way for every backend."""
+    if mode not in caps.gradient_modes:
+        import difflib
+
+        if not caps.gradient_modes:
+            raise ValueError(f"{backend} has no gradient modes (mode={mode!r})")
+        close = difflib.get_close_matches(str(mode), list(caps.gradient_modes), n=1)
+        raise ValueError(f"mode={mode!r}: {backend} has no such gradient mode"
+                         f"{f'; did you mean {close[0]!r}?' if close else ''} Choices: {', '.join(caps.gradient_modes)}")
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss={loss!r}, but it must be an odeverify.gradients.Loss")
+    if loss.n != problem.n:
+        raise ValueError(f"loss has weights of shape {loss.weights.shape} (n={loss.n}), but problem {problem.name!r}"
+                         f" has state dimension n={problem.n}")
+    for key in options:
+        if key not in GRADIENT_OPTIONS:
+            raise ValueError(f"unknown gradient option {key!r}; expected one of {', '.join(GRADIENT_OPTIONS)}")
+    validate_options(problem, {**{k: v for k, v in options.items() if k in OPTIONS}, "t_eval": loss.t_eval})
+    for key in ("adjoint_rtol", "adjoint_atol"):
+        v = options.get(key)
+        if v is not None and not (np.all(np.isfinite(np.asarray(v, dtype=np.float64)))
+                                  and np.all(np.asarray(v, dtype=np.float64) > 0)):
+            raise ValueError(f"{key}={v!r}, but it must be finite and > 0")
+    wrt = options.get("wrt")
+    if wrt not in (None, "all", "y0", "params"):
+        raise ValueError(f"wrt={wrt!r}, but it must be 'all' (default), 'y0' or 'params'")
+    if wrt == "params" and not gradient_params(problem):
+        raise ValueError(f"wrt='params', but problem {problem.name!r} has no array parameters to differentiate"
+                         f" (params: {sorted(problem.params) or 'none'})")
+
+
+def failed_gradient(problem: Problem, mode: str, method: str, backend: str, library: str, y0: np.ndarray | None,
+                    status: Status, message: str, wrt: str | None = None) -> GradientResult:
+    """A failure: NaN gradients of the right shapes (never zeros) and the status."""
+    shape = np.shape(y0) if y0 is not None else (problem.n,)
+    grad_y0 = None if wrt == "params" else np.full(shape, np.nan)
+    params = {} if wrt == "y0" else {k: np.full(v.shape, np.nan) for k, v in gradient_params(problem).items()}
+    return GradientResult(mode=mode, method=method, backend=backend, library=library, status=status,
+                          loss=float("nan"), grad_y0=grad_y0, grad_params=params, message=message)
+
+
+def is_implicit(info: MethodInfo) -> bool:
+    """Whether a method solves systems with df/dy: declared (``MethodInfo.implicit``), or implied
+    by the reference tableau it shares (a tableau with a nonzero diagonal or upper part)."""
+    if info.implicit:
+        return True
+    if info.tableau is None:
+        return False
+    from ..tableaus import TABLEAUS
+
+    return info.tableau in TABLEAUS.names() and not TABLEAUS.get(info.tableau).explicit
+
+
+class StiffnessWarning(UserWarning):
+    """An explicit method was given a problem tagged ``stiff``."""
+
+
+#: columns of a finite-difference Jacobian are affordable up to this state dimension
+FD_JACOBIAN_MAX_N = 200
+
+
+def jacobian_matrix(problem: Problem, t: float, y: np.ndarray) -> np.ndarray:
+    """df/dy at (t, y) in NumPy float64: the problem's analytic ``jac`` when it has one, else
+    forward differences with steps sqrt(eps) * max(1, |y_j|) (n + 1 evaluations)."""
+    from .. import _xp
+
+    xp = _xp.get_namespace("numpy")
+    y = np.asarray(y, dtype=np.float64)
+    if getattr(problem, "jac", None) is not None:
+        return np.asarray(problem.jacobian_field(xp, np.float64)(np.float64(t), y), dtype=np.float64)
+    f = problem.vector_field(xp, np.float64)
+    return fd_jacobian(lambda s, z: f(np.float64(s), z), t, y)
+
+
+def fd_jacobian(f: Any, t: float, y: np.ndarray) -> np.ndarray:
+    """Forward-difference df/dy of a NumPy field ``f(t, y)`` (n + 1 evaluations)."""
+    y = np.asarray(y, dtype=np.float64)
+    f0 = np.asarray(f(t, y), dtype=np.float64)
+    steps = np.sqrt(np.finfo(np.float64).eps) * np.maximum(1.0, np.abs(y))
+    cols = [(np.asarray(f(t, y + d * e), dtype=np.float64) - f0) / d for d, e in zip(steps, np.eye(y.size))]
+    return np.stack(cols, axis=1)
+
+
+#: eigenvalues with |Re lambda| below this fraction of the spectral radius count as zero
+#: (round-off of the eigensolver, or a conservation law such as ROBER's y1 + y2 + y3)
+ZERO_EIGENVALUE = 1e-10
+
+
+def stiffness_ratio(eigenvalues: np.ndarray) -> float:
+    """max |Re lambda| / min |Re lambda| over the eigenvalues with Re lambda < 0, leaving out
+    those that are zero up to ZERO_EIGENVALUE * rho (1 when fewer than two decay; Hairer &
+    Wanner, Solving ODEs II, Sect. IV.1, on why this ratio alone is only a hint)."""
+    eigenvalues = np.asarray(eigenvalues)
+    rho = float(np.max(np.abs(eigenvalues), initial=0.0))
+    re = np.real(eigenvalues)
+    decaying = np.abs(re[re < -ZERO_EIGENVALUE * rho])
+    return float(decaying.max() / decaying.min()) if decaying.size >= 2 else 1.0
+
+
+def warn_explicit_on_stiff(problem: Problem, method: str, backend: str) -> None:
+    """Warn (:class:`StiffnessWarning`) that an explicit method was given a problem tagged stiff,
+    naming the stiffness estimated at t0 (one Jacobian; skipped above FD_JACOBIAN_MAX_N
+    unless the problem has an analytic one). Stiffness may only build up after t0 (ROBER's
+    y2 transient): the estimate at t0 is a lower bound."""
+    t0, t1 = problem.t_span
+    text = ""
+    if problem.n <= FD_JACOBIAN_MAX_N or getattr(problem, "jac", None) is not None:
+        with np.errstate(all="ignore"):
+            eig = np.linalg.eigvals(jacobian_matrix(problem, t0, np.asarray(problem.y0)))
+        rho = float(np.max(np.abs(eig)))
+        text = (f": at t0 the estimated stiffness ratio is {stiffness_ratio(eig):.3g} and the spectral radius"
+                f" of df/dy {rho:.3g} (rho*|t1 - t0| = {rho * abs(t1 - t0):.3g}; an explicit method needs about"
+                " that many steps once the fast modes are stiff)")
+    warnings.warn(f"problem {problem.name!r} is tagged stiff, but {backend} method {method!r} is explicit{text};"
+                  " expect a max_steps or step-size-underflow status, or use an implicit method",
+                  StiffnessWarning, stacklevel=3)
+
+
 class UnsupportedOption(ValueError):
     """A solver option that the backend's library cannot honour."""
 
@@ -109,6 +267,8 @@ class MethodInfo:
     #: k in err_estimate ~ h^k when it is not embedded_order + 1 (DOP853's combined estimate: 8)
     error_order: int | None = None
     notes: str = ""
+    #: whether the method solves (non)linear systems with df/dy (only such a method takes ``jac``)
+    implicit: bool = False
 
     def __post_init__(self) -> None:
         if not (self.adaptive or self.fixed):
@@ -124,6 +284,9 @@ class Capabilities:
     options: Mapping[str, bool | str] = field(default_factory=dict)
     per_sample: bool = False  #: whether batch members get their own step sizes
     gradient_modes: tuple[str, ...] = ()
+    #: the gradient modes that differentiate the computed solution itself (discrete: exact up
+    #: to round-off for the steps taken); the others solve a continuous adjoint (error ~ tolerance)
+    discrete_gradient_modes: tuple[str, ...] = ()
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -181,8 +344,11 @@ class Backend(ABC):
         for key, value in options.items():
             if key not in OPTIONS:
                 raise ValueError(f"unknown solver option {key!r}; expected one of {', '.join(OPTIONS)}")
-            if value is None:
-                continue
+            if value is None or (key == "jac" and value is False):
+                continue  # jac=False (do not use an analytic Jacobian) is honoured by every method
+            if key == "jac" and not is_implicit(method):
+                raise UnsupportedOption(f"{self.name} method {method.name!r} is explicit: it uses no Jacobian,"
+                                        " so jac=True cannot be honoured")
             support = caps.options.get(key, True)
             if support is not True:
                 raise UnsupportedOption(f"{self.name} cannot honour {key}={value!r}: {support}")
@@ -207,15 +373,12 @@ class Backend(ABC):
         if not self.available():
             return failed_solution(problem, method, ts, y0, Status.UNAVAILABLE,
                                    f"{self.name} is not installed: {self.install_hint}")
-        caps = self.capabilities()
-        info = caps.method(method, self.name)
-        if dtype not in caps.dtypes:
-            raise ValueError(f"{self.name} supports dtypes {caps.dtypes}, not dtype={dtype!r}")
-        if device not in caps.devices:
-            raise ValueError(f"{self.name} supports devices {caps.devices}, not device={device!r}")
+        info = self._resolve(method, dtype, device)
         self.check_options(info, options)
         validate_options(problem, options)
         y0a = None if y0 is None else validate_y0(problem, y0)
+        if "stiff" in problem.tags and not is_implicit(info):
+            warn_explicit_on_stiff(problem, info.name, self.name)
         start = time.perf_counter()
         try:
             sol = self._solve(problem, info, y0a, dict(options), dtype, device)
@@ -228,6 +391,51 @@ class Backend(ABC):
         sol.timing.setdefault("wall_s", time.perf_counter() - start)
         sol.timing.setdefault("compile_s", 0.0)
         return sol
+
+    def _resolve(self, method: str, dtype: str, device: str) -> MethodInfo:
+        """The method's info; an unknown method, dtype or device raises, naming the choices."""
+        caps = self.capabilities()
+        info = caps.method(method, self.name)
+        if dtype not in caps.dtypes:
+            raise ValueError(f"{self.name} supports dtypes {caps.dtypes}, not dtype={dtype!r}")
+        if device not in caps.devices:
+            raise ValueError(f"{self.name} supports devices {caps.devices}, not device={device!r}")
+        return info
+
+    def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np.ndarray | None,
+                  options: dict[str, Any], dtype: str, device: str) -> GradientResult:
+        raise NotImplementedError(f"{self.name} computes no gradients")
+
+    def gradient(self, problem: Problem, method: str, mode: str, loss: Loss, *,
+                 y0: Sequence[float] | np.ndarray | None = None, dtype: str = "float64", device: str = "cpu",
+                 **options: Any) -> GradientResult:
+        """dL/dy0 and dL/dθ of ``loss`` (a :class:`~odeverify.gradients.Loss`) with gradient
+        ``mode`` (one of ``Capabilities.gradient_modes``), θ being :func:`gradient_params`.
+
+        Options: :data:`GRADIENT_OPTIONS`. Bad arguments raise (an unknown mode, a loss of
+        another dimension, a y0 of the wrong shape, wrt='params' on a problem without float
+        parameters); a failure inside the library becomes a status with NaN gradients, and a
+        non-finite gradient of a successful solve is ``NONFINITE`` (never silent zeros).
+        """
+        if not self.available():
+            return failed_gradient(problem, mode, method, self.name, "-", None, Status.UNAVAILABLE,
+                                   f"{self.name} is not installed: {self.install_hint}", options.get("wrt"))
+        info = self._resolve(method, dtype, device)
+        validate_gradient(problem, mode, loss, options, self.capabilities(), self.name)
+        self.check_options(info, {k: v for k, v in options.items() if k in OPTIONS})
+        y0a = None if y0 is None else validate_y0(problem, y0)
+        try:
+            res = self._gradient(problem, info, mode, loss, y0a, dict(options), dtype, device)
+        except UnsupportedOption:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a library's failure becomes a status
+            return failed_gradient(problem, mode, method, self.name, "-", y0a, classify_exception(exc),
+                                   f"{type(exc).__name__}: {exc}"[:500], options.get("wrt"))
+        if res.status.ok and not np.all(np.isfinite(res.flat())):
+            res.status = Status.NONFINITE
+            res.message = ("non-finite gradient from a finite solve: the vector field is not differentiable"
+                           " along the trajectory (or its derivative overflows)")
+        return res
 
 
 def failed_solution(problem: Problem, method: str, ts: np.ndarray, y0: np.ndarray | None, status: Status,

@@ -56,9 +56,14 @@ class _Spec:
     embedded: int | None
     dense_order: int
     tableau: str | None
-    #: (evaluations per step, evaluations at start-up) for the NFE closed form
-    nfe: tuple[int, int]
+    #: (evaluations per step, evaluations at start-up) for the NFE closed form; None for the
+    #: implicit methods, whose Newton iterations vary: their calls are counted by a host callback
+    nfe: tuple[int, int] | None
     notes: str = ""
+    #: solves a nonlinear system each step with df/dy (one Jacobian and LU per attempted step)
+    implicit: bool = False
+    #: k in err_estimate ~ h^k when it is not embedded + 1
+    error_order: int | None = None
 
 
 #: what each diffrax solver is; tableau matches were checked coefficient by coefficient
@@ -106,6 +111,69 @@ _SPECS: dict[str, _Spec] = {
                                " each counted as one call"),
 }
 
+#: diffrax's implicit methods. ESDIRK (Kvaerno) and ImplicitEuler solve their stages with a
+#: simplified Newton iteration (VeryChord / optimistix Chord) on a Jacobian computed by
+#: forward-mode autodiff once per attempted step (diffrax's CalculateJacobian.second_stage /
+#: Chord.init), factorised once per step by lineax: njev = nlu = attempted steps.
+#: Root finders: adaptive mode keeps diffrax's default, VeryChord (Chord for ImplicitEuler)
+#: with the step-size controller's rtol/atol (``with_stepsize_controller_tols``); a step
+#: whose iteration fails is rejected and retried smaller. Fixed-step mode has no controller
+#: tolerances, so the root finder is ``optimistix.Chord(rtol=atol=FIXED_ROOT_TOL)`` with
+#: :data:`FIXED_ROOT_MAX_STEPS` iterations, not VeryChord: measured, diffrax's
+#: ``VeryChord(rtol=atol=tol)`` reports "Nonlinear solve diverged" on the first step of
+#: Kvaerno3 on warped_fast with 32 and 256 steps for every tol in 1e-6 ... 1e-12, where
+#: ``optimistix.Chord`` and ``optimistix.Newton`` converge (same errors to 1e-10). A fixed
+#: step whose iteration fails ends the solve with a FAILED status. The tolerance 1e-10
+#: (not 1e-12) leaves room for round-off in h f: on Prothero-Robinson with lam = -1e6,
+#: ImplicitEuler's Chord at 1e-12 never converged (|h lam| eps |y| ~ 1e-11).
+_IMPLICIT_NOTES = (" nfev counts every call of the vector field with a host callback (stages, Newton iterations"
+                   " and the primal call of each forward-mode Jacobian), so wall_s includes one callback per"
+                   " evaluation; njev = nlu = attempted steps (one Jacobian and one LU per step).")
+_SPECS.update({
+    "ImplicitEuler": _Spec(1, True, 2, 1, None, None,
+                           "backward Euler (A-, B-, L-stable, stiffly accurate); error estimate (k1 - k0)/2, the"
+                           " difference with the trapezoidal rule, ~h^2; Chord (Newton with the Jacobian at"
+                           " the predictor); linear dense output." + _IMPLICIT_NOTES, implicit=True, error_order=2),
+    "Kvaerno3": _Spec(3, True, 2, 3, None, None,
+                      "Kvaerno (2004) ESDIRK 3(2), 4 stages, explicit first stage, stiffly accurate, L-stable;"
+                      " diffrax writes gamma = 0.43586652150 (11 digits: its coefficients agree with the exact"
+                      " tableau to ~1e-11 only); cubic Hermite dense output." + _IMPLICIT_NOTES, implicit=True),
+    "Kvaerno4": _Spec(4, True, 3, 3, None, None,
+                      "Kvaerno (2004) ESDIRK 4(3), 5 stages, explicit first stage, stiffly accurate, L-stable;"
+                      " cubic Hermite dense output." + _IMPLICIT_NOTES, implicit=True),
+    "Kvaerno5": _Spec(5, True, 4, 3, None, None,
+                      "Kvaerno (2004) ESDIRK 5(4), 7 stages, explicit first stage, stiffly accurate, L-stable;"
+                      " cubic Hermite dense output (declared 3)." + _IMPLICIT_NOTES, implicit=True),
+    "KenCarp3": _Spec(3, True, 2, 3, None, None,
+                      "Kennedy-Carpenter ARK3(2)4L[2]SA IMEX: needs an explicit/implicit split of the field"
+                      " (Problem attribute 'imex'); no problem supplies one yet, so every solve raises"
+                      " UnsupportedOption." + _IMPLICIT_NOTES, implicit=True),
+    "KenCarp4": _Spec(4, True, 3, 3, None, None,
+                      "Kennedy-Carpenter ARK4(3)6L[2]SA IMEX; needs a split, as KenCarp3." + _IMPLICIT_NOTES,
+                      implicit=True),
+    "KenCarp5": _Spec(5, True, 4, 3, None, None,
+                      "Kennedy-Carpenter ARK5(4)8L[2]SA IMEX; needs a split, as KenCarp3." + _IMPLICIT_NOTES,
+                      implicit=True),
+})
+#: diffrax methods that need an explicit/implicit split (MultiTerm of two ODETerms)
+_IMEX = ("KenCarp3", "KenCarp4", "KenCarp5")
+#: root-finder tolerance (rtol = atol) and iteration limit of the implicit methods in fixed-step mode
+FIXED_ROOT_TOL = {"float64": 1e-10, "float32": 1e-4}
+FIXED_ROOT_MAX_STEPS = 20
+#: reference tableaus with the same coefficients, declared when the reference has them
+_TABLEAU_OF = {"Kvaerno3": "kvaerno3", "Kvaerno4": "kvaerno4", "Kvaerno5": "kvaerno5",
+               "ImplicitEuler": "backward_euler"}
+
+
+def _tableau_name(method: str, spec: _Spec) -> str | None:
+    if spec.tableau is not None or method not in _TABLEAU_OF:
+        return spec.tableau
+    from ..tableaus import TABLEAUS
+
+    name = _TABLEAU_OF[method]
+    return name if name in TABLEAUS.names() else None
+
+
 _STATUS_OF = {"successful": Status.SUCCESS, "max_steps_reached": Status.MAX_STEPS,
               "dt_min_reached": Status.DT_UNDERFLOW}
 
@@ -128,8 +196,9 @@ class DiffraxBackend(Backend):
     def capabilities(self) -> Capabilities:
         methods = {
             name: MethodInfo(name=name, order=s.order, adaptive=s.adaptive, fixed=True, dense=True,
-                             dense_order=s.dense_order, embedded_order=s.embedded, tableau=s.tableau,
-                             notes=s.notes)
+                             dense_order=s.dense_order, embedded_order=s.embedded,
+                             tableau=_tableau_name(name, s), notes=s.notes, implicit=s.implicit,
+                             error_order=s.error_order)
             for name, s in _SPECS.items()
         }
         devices: tuple[str, ...] = ("cpu",)
@@ -143,8 +212,12 @@ class DiffraxBackend(Backend):
         options: dict[str, bool | str] = {k: True for k in ("rtol", "atol", "dt", "n_steps", "first_step",
                                                               "max_steps", "safety", "factor_min", "factor_max",
                                                               "dtmin", "dtmax", "t_eval")}
+        options["jac"] = ("diffrax's implicit solvers build df/dy by forward-mode autodiff of the vector field"
+                          " (exact to round-off) and take no user Jacobian")
         return Capabilities(
             methods=methods, dtypes=("float64", "float32"), devices=devices, options=options, per_sample=True,
+            gradient_modes=("recursive_checkpoint", "direct", "backsolve", "backsolve_seminorm", "forward"),
+            discrete_gradient_modes=("recursive_checkpoint", "direct", "forward"),
             notes="jitted; compile time reported in timing['compile_s'] (0 on a cache hit); adaptive FSAL"
                   " nfev is a closed-form lower bound, low by the rejections before the first accepted"
                   " step (count_nfev counts exactly); max_steps is"
@@ -153,6 +226,12 @@ class DiffraxBackend(Backend):
         )
 
     # ------------------------------------------------------------------ solve
+    def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Any, y0: np.ndarray | None,
+                  options: dict[str, Any], dtype: str, device: str) -> Any:
+        from .diffrax_gradients import gradient  # diffrax's adjoints, jitted once per key
+
+        return gradient(problem, method, mode, loss, y0, options, dtype, device, _SPECS[method.name].nfe)
+
     def _solve(self, problem: Problem, method: MethodInfo, y0: np.ndarray | None, options: dict[str, Any],
                dtype: str, device: str) -> Solution:
         run = self._prepare(problem, method, y0, options, dtype, device, count=False)
@@ -222,9 +301,16 @@ class DiffraxBackend(Backend):
             struct = tuple(options.get(k) is None for k in ("first_step", "dtmin", "dtmax"))
 
         batch = y0n.shape[:-1]
+        if method.name in _IMEX and getattr(problem, "imex", None) is None:
+            raise UnsupportedOption(f"diffrax method {method.name!r} is an IMEX method: it needs an explicit/implicit"
+                                    f" split of the vector field, and problem {problem.name!r} supplies none")
         key = (_field_key(problem), method.name, mode, struct, len(ts), batch, dtype, max_steps,
                device, count is not False)
         entry = self._cache.get(key)
+        # implicit methods: evaluations counted by a host callback kept with the compiled solve
+        counter = None
+        if count is False and spec.nfe is None:
+            counter = entry[2] if entry is not None else [0]
 
         # --- traced arguments
         def arr(v: Any, shape: tuple = ()) -> Any:
@@ -249,23 +335,28 @@ class DiffraxBackend(Backend):
 
         compile_s = 0.0
         if entry is None:
-            fn = _build(problem, method.name, mode, max_steps, jdt, batch, count)
+            fn = _build(problem, method.name, mode, max_steps, jdt, batch, count if counter is None else counter,
+                        dtype)
             start = time.perf_counter()
             compiled = jax.jit(fn).lower(args).compile()
             compile_s = time.perf_counter() - start
             self.compiles += 1
             if count is False:
-                self._cache[key] = (compiled, problem)  # keeps problem.rhs alive, so its id stays unique
+                self._cache[key] = (compiled, problem, counter)  # keeps problem.rhs alive: its id stays unique
         else:
             compiled = entry[0]
 
         def run() -> Solution:
+            if counter is not None:
+                counter[0] = 0
             start = time.perf_counter()
             out = compiled(args)
             out = jax.block_until_ready(out)
             wall = time.perf_counter() - start
+            if counter is not None:
+                jax.effects_barrier()  # every callback has run
             return _to_solution(out, ts, method.name, spec, batch, fixed, options, wall, compile_s, mode,
-                                nsteps if fixed else None)
+                                nsteps if fixed else None, None if counter is None else counter[0])
 
         return run
 
@@ -283,7 +374,8 @@ def _field_key(problem: Problem) -> tuple:
 
 
 # ---------------------------------------------------------------------------- building
-def _build(problem: Problem, method: str, mode: str, max_steps: int, jdt: Any, batch: tuple, count: Any):
+def _build(problem: Problem, method: str, mode: str, max_steps: int, jdt: Any, batch: tuple, count: Any,
+           dtype: str = "float64"):
     """The function to jit: args dict -> outputs; vmapped over a batch ``y0``."""
     import diffrax
     import jax
@@ -302,7 +394,7 @@ def _build(problem: Problem, method: str, mode: str, max_steps: int, jdt: Any, b
     else:
         field = f
 
-    solver = getattr(diffrax, method)()
+    solver = _make_solver(diffrax, method, mode, dtype)
     if method == "SemiImplicitEuler":
         m = problem.n // 2
 
@@ -360,8 +452,21 @@ def _build(problem: Problem, method: str, mode: str, max_steps: int, jdt: Any, b
     return fn
 
 
+def _make_solver(diffrax: Any, method: str, mode: str, dtype: str) -> Any:
+    """diffrax's solver object; implicit methods in fixed-step mode get explicit root-finder
+    tolerances (see FIXED_ROOT_TOL), in adaptive mode diffrax's default (the controller's)."""
+    cls = getattr(diffrax, method)
+    if not _SPECS[method].implicit or mode == "adaptive":
+        return cls()
+    import optimistix as optx
+
+    tol = FIXED_ROOT_TOL[dtype]
+    return cls(root_finder=optx.Chord(rtol=tol, atol=tol), root_find_max_steps=FIXED_ROOT_MAX_STEPS)
+
+
 def _to_solution(out: dict[str, Any], ts: np.ndarray, method: str, spec: _Spec, batch: tuple, fixed: bool,
-                 options: dict[str, Any], wall: float, compile_s: float, mode: str, nsteps: int | None) -> Solution:
+                 options: dict[str, Any], wall: float, compile_s: float, mode: str, nsteps: int | None,
+                 counted: int | None = None) -> Solution:
     import diffrax
 
     acc = np.asarray(out["accepted"], dtype=np.int64)
@@ -394,9 +499,14 @@ def _to_solution(out: dict[str, Any], ts: np.ndarray, method: str, spec: _Spec, 
     if status is Status.NONFINITE:
         message = (message + "; " if message else "") + "final state non-finite"
     steps = acc + rej
-    per_call, start_up = spec.nfe
-    nfev = per_call * int(np.max(steps)) + start_up
-    stats = Stats(nfev=nfev, accepted=int(acc.sum()), rejected=int(rej.sum()))
+    if spec.nfe is None:  # implicit: counted calls; one Jacobian and one LU per attempted step
+        nfev = int(counted) if counted is not None else -1
+        njev = nlu = int(np.max(steps))
+    else:
+        per_call, start_up = spec.nfe
+        nfev = per_call * int(np.max(steps)) + start_up
+        njev = nlu = 0
+    stats = Stats(nfev=nfev, njev=njev, nlu=nlu, accepted=int(acc.sum()), rejected=int(rej.sum()))
     if batch:
         stats.sample_accepted = acc.reshape(-1)
         stats.sample_rejected = rej.reshape(-1)

@@ -32,12 +32,22 @@ class ReferenceBackend(Backend):
     def capabilities(self) -> Capabilities:
         methods = {}
         for name, s in SOLVERS.items():
-            methods[name] = MethodInfo(name=name, order=s.order, adaptive=bool(s.adaptive), fixed=True, dense=True,
-                                       dense_order=s.dense_order, embedded_order=s.embedded_order, tableau=name,
-                                       error_order=s.error_order if s.adaptive else None)
+            # a variable-order method (BDF) is adaptive only: no fixed-step order, no single error order
+            variable = getattr(s, "variable_order", False)
+            methods[name] = MethodInfo(name=name, order=s.order, adaptive=bool(s.adaptive), fixed=not variable,
+                                       dense=True, dense_order=s.dense_order, embedded_order=s.embedded_order,
+                                       tableau=None if variable else name,
+                                       error_order=s.error_order if s.adaptive and not variable else None,
+                                       implicit=bool(getattr(s, "implicit", False)))
+        modes, discrete = _gradient_modes(self.library)
         return Capabilities(methods=methods, dtypes=("float64", "float32"), devices=("cpu",),
-                            options={}, per_sample=True,
-                            notes="batch='shared' (default) or 'per-sample'; per_sample refers to the latter")
+                            options={}, per_sample=True, gradient_modes=modes, discrete_gradient_modes=discrete,
+                            notes="batch='shared' (default) or 'per-sample'; per_sample refers to the latter;"
+                                  " gradient modes (odeverify.gradients) on the PyTorch and JAX libraries")
+
+    def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Any, y0: np.ndarray | None,
+                  options: dict[str, Any], dtype: str, device: str) -> Any:
+        return _reference_gradient(self.library, problem, method, mode, loss, y0, options, dtype)
 
     def _solve(self, problem: Problem, method: MethodInfo, y0: np.ndarray | None, options: dict[str, Any],
                dtype: str, device: str) -> Solution:
@@ -50,5 +60,42 @@ class ReferenceBackend(Backend):
         for k in ctrl_keys:
             options.pop(k, None)
         controller = PIController(**ctrl_kwargs) if ctrl_kwargs else None
+        # jac: True or None -> the problem's analytic Jacobian where it has one; False -> the
+        # integrator's own (automatic differentiation on PyTorch/JAX, finite differences on NumPy)
+        use_jac = options.pop("jac", None)
         kwargs = {k: v for k, v in options.items() if v is not None}
+        if (use_jac is not False and getattr(SOLVERS.get(method.name), "implicit", False)
+                and getattr(problem, "jac", None) is not None):
+            kwargs["jac"] = problem.jacobian_field(xp, dt)
         return solve(f, y, problem.t_span, method=method.name, controller=controller, **kwargs)
+
+
+def _gradient_modes(library: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The reference gradient modes of ``library`` (and which are discrete), plus
+    ``backsolve_seminorm`` (backsolve with the seminorm), named as the peers name theirs."""
+    from ..gradients import GRADIENT_MODES
+
+    modes = [name for name, gm in GRADIENT_MODES.items() if library in gm.libraries]
+    discrete = tuple(name for name in modes if GRADIENT_MODES.get(name).exact_discrete)
+    if "backsolve" in modes:
+        modes.append("backsolve_seminorm")
+    return tuple(modes), discrete
+
+
+def _reference_gradient(library: str, problem: Problem, method: MethodInfo, mode: str, loss: Any,
+                        y0: np.ndarray | None, options: dict[str, Any], dtype: str) -> Any:
+    """``odeverify.gradients.value_and_grad``, keeping the part of the gradient ``wrt`` asks for."""
+    from ..gradients import value_and_grad
+
+    seminorm = mode == "backsolve_seminorm"
+    kwargs = {k: options[k] for k in ("rtol", "atol", "dt", "n_steps", "max_steps", "adjoint_rtol", "adjoint_atol")
+              if options.get(k) is not None}
+    res = value_and_grad(problem, loss, mode="backsolve" if seminorm else mode, method=method.name, library=library,
+                         dtype=dtype, y0=y0, seminorm=seminorm, **kwargs)
+    res.mode, res.backend = mode, f"reference-{library}"
+    wrt = options.get("wrt") or "all"
+    if wrt == "y0":
+        res.grad_params = {}
+    elif wrt == "params":
+        res.grad_y0 = None
+    return res

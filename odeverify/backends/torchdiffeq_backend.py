@@ -168,7 +168,7 @@ class TorchdiffeqBackend(Backend):
         devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
         return Capabilities(
             methods=methods, dtypes=("float64", "float32"), devices=devices, options=_OPTIONS, per_sample=False,
-            gradient_modes=("backprop", "adjoint"),
+            gradient_modes=("backprop", "adjoint", "adjoint_seminorm"), discrete_gradient_modes=("backprop",),
             notes="One step size for a whole batch (torchdiffeq's RMS norm is over all elements). Time is float64"
             " in the adaptive solvers (option dtype), the state keeps its dtype. Adaptive solvers step past the"
             " last output time and read it off their interpolant (t_final is where the last step ended)."
@@ -180,6 +180,12 @@ class TorchdiffeqBackend(Backend):
             " the step and force-accepts it instead of stopping. Fixed-grid output between grid points is"
             " linear interpolation (dense order 1).",
         )
+
+    def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Any, y0: np.ndarray | None,
+                  options: dict[str, Any], dtype: str, device: str) -> Any:
+        from .torchdiffeq_gradients import gradient  # odeint backprop / odeint_adjoint (seminorm)
+
+        return gradient(problem, method, mode, loss, y0, options, dtype, device)
 
     def _solve(self, problem: Problem, method: MethodInfo, y0: np.ndarray | None, options: dict[str, Any],
                dtype: str, device: str) -> Solution:
