@@ -435,7 +435,10 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
             err = scaled_error_norm(xp, res.err, res.err_aux, error_scale(xp, abs_y, abs_y1, rtol_x, atol_x), per_sample)
             if step_info:
                 iters = res.newton_iters if res.sample_newton_iters is None else res.sample_newton_iters
-                accept, factor, new_cstate = ctrl(err, solver.error_order, cstate, h=h, newton_iters=iters)
+                # a controller paired with a solver that chooses its own next step (BDF's order
+                # selection) also reads the step's result, where the solver put its proposal
+                more = {"result": res} if getattr(ctrl, "uses_step_result", False) else {}
+                accept, factor, new_cstate = ctrl(err, solver.error_order, cstate, h=h, newton_iters=iters, **more)
             else:
                 accept, factor, new_cstate = ctrl(err, solver.error_order, cstate)
             if stateful and failed_samples is not None:
