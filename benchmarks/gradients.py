@@ -4,6 +4,7 @@ Run:  OMP_NUM_THREADS=1 python benchmarks/gradients.py [--state 32 --hidden 128 
           [--rtols 1e-3,1e-6,1e-9] [--backends reference-torch,torchdiffeq,diffrax]
           [--repeats 3] [--no-memory] [--json out.json]
       OMP_NUM_THREADS=1 python benchmarks/gradients.py --gap [--json gap.json]
+      OMP_NUM_THREADS=1 python benchmarks/gradients.py --scaling [--json scaling.json]
 
 The field is ``mlp_field(state, hidden, 2, "tanh", seed=2, batch=B)``: the batch of B copies
 as one system, so every library takes one shared step size (as torchdiffeq does for a batch).
@@ -108,6 +109,28 @@ def gap_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def scaling_table(args: argparse.Namespace) -> int:
+    """Peak RSS above baseline as the number of fixed RK4 steps grows tenfold, per mode
+    (``odeverify.properties.gradients.memory_scaling``: one subprocess per mode and count)."""
+    from odeverify.properties import gradients as G
+
+    plan = [("torchdiffeq", ["backprop", "adjoint"], ["adjoint"]),
+            ("reference-torch", ["discrete", "backsolve", "checkpoint", "reversible_heun", "mali", "interpolated",
+                                 "quadrature"], ["backsolve", "checkpoint", "reversible_heun", "mali"])]
+    print("| backend / mode | MiB above baseline, 40 steps | 400 steps | verdict |")
+    print("|---|---|---|---|")
+    rows = []
+    for backend, modes, bounded in plan:
+        for r in G.memory_scaling(backend, "rk4", modes, n_steps=(40, 400), bounded_modes=bounded, state=8,
+                                  hidden=64, batch=64):
+            mib = [v / 2**20 for v in r.details["rss_above_baseline_bytes"]]
+            rows.append(r.to_dict())
+            print(f"| {backend} {r.method} | {mib[0]:.1f} | {mib[-1]:.1f} | {r.verdict} |", flush=True)
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state", type=int, default=32)
@@ -122,11 +145,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead: continuous-adjoint error and its gap to the discrete gradient against the"
                          " tolerance, per problem class (dissipative, stiff-ish, oscillatory, chaotic), and the"
                          " fixed-step gap's order")
+    ap.add_argument("--scaling", action="store_true",
+                    help="instead: peak memory of each mode as the number of fixed steps grows 40 -> 400")
     args = ap.parse_args(argv)
     torch = _xp.require("torch")
     torch.set_num_threads(1)
     if args.gap:
         return gap_table(args)
+    if args.scaling:
+        return scaling_table(args)
     rtols = [float(v) for v in args.rtols.split(",")]
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
 
