@@ -1,4 +1,4 @@
-"""Memory accounting, adaptive reversible Heun, and gradients through stiff solves (helper H9).
+"""Memory accounting, adaptive reversible Heun, and gradients through stiff solves.
 
 Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/gradients_stiff_memory.py [--section all|memory|reversible|stiff]
 

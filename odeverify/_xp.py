@@ -297,7 +297,7 @@ def lu_solve(factors: LUFactors, b: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- saved-tensor accounting
-# (helper H9) Bytes that reverse-mode autodiff keeps for its backward pass. PyTorch reports
+# Bytes that reverse-mode autodiff keeps for its backward pass. PyTorch reports
 # every tensor an operation saves through ``torch.autograd.graph.saved_tensors_hooks``; its
 # functional transforms (``torch.func.vjp``) refuse those hooks, so while a meter is active
 # :func:`metered_vjp` computes the same product with ``torch.autograd.grad``. JAX (traced,

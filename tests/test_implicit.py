@@ -17,7 +17,7 @@ from odeverify.solution import Status
 from odeverify.solvers import SOLVERS, PredictiveController, RadauIIA
 from odeverify.solvers.implicit import DIRK, radau_error_weights
 
-# (H10) the variable-order BDF is tested in tests/test_bdf.py (no tableau, no fixed-step order)
+# the variable-order BDF is tested in tests/test_bdf.py (no tableau, no fixed-step order)
 IMPLICIT = sorted(n for n in SOLVERS.names() if getattr(SOLVERS.get(n), "implicit", False)
                   and not getattr(SOLVERS.get(n), "variable_order", False))
 A_STABLE = ("backward_euler", "sdirk2", "kvaerno3", "kvaerno4", "kvaerno5", "radau_iia5")

@@ -107,7 +107,7 @@ def _problem():
     return f
 
 
-# (H10) bdf refuses batch='per-sample' (tests/test_bdf.py checks the error)
+# bdf refuses batch='per-sample' (tests/test_bdf.py checks the error)
 @pytest.mark.parametrize("method", sorted(n for n in SOLVERS.names() if not getattr(SOLVERS.get(n), "variable_order", False)))
 def test_shared_and_per_sample_take_the_same_steps(method):
     """A batch of one in per-sample mode runs the ARRAY path of the loop, the shared step the

@@ -13,7 +13,7 @@ from odeverify.records import Record
 from .conftest import namespace_or_skip
 from .strategies import warped_problems
 
-# (H10) variable-order BDF has no fixed-step order: its checks live in tests/test_bdf.py
+# variable-order BDF has no fixed-step order: its checks live in tests/test_bdf.py
 METHODS = [n for n in SOLVERS.names() if not getattr(SOLVERS.get(n), "variable_order", False)]
 #: nonlinear, time-dependent problems with closed forms (problems/generated.py)
 CURATED = ("warped_oscillatory", "warped_fast")

@@ -13,7 +13,7 @@ from odeverify.records import Record
 from .conftest import namespace_or_skip
 
 ADAPTIVE = [m for m in SOLVERS.names() if SOLVERS.get(m).adaptive]
-# (H10) the variable-order BDF has no fixed-step mode to compare and no single tolerance exponent
+# the variable-order BDF has no fixed-step mode to compare and no single tolerance exponent
 # (tolerance_proportionality records "skip"); tests/test_bdf.py checks both its exponent and libraries
 FIXED_ORDER = [m for m in SOLVERS.names() if not getattr(SOLVERS.get(m), "variable_order", False)]
 PROBLEM = "warped_oscillatory"

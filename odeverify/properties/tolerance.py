@@ -19,7 +19,7 @@ def default_tols(order: int) -> tuple[float, ...]:
     """1e-3 down to 10^-(2 + 2p), at most 1e-10: a low-order method at rtol 1e-10 takes
     millions of steps, which measures patience rather than proportionality."""
     p = order
-    lowest = min(10, 2 + 2 * p)
+    lowest = min(10, max(6, 2 + 2 * p))  # at least 4 points: an order-1 method needs them for a fit
     return tuple(t for t in DEFAULT_TOLS if t >= 10.0 ** -lowest)
 
 
