@@ -251,7 +251,9 @@ _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_o
           "tolerance_proportionality": "tolerance", "batch_behaviour": "batch",
           "precision_agreement": "float32", "reference_accuracy": "published",
           "gradient_accuracy": "grad-accuracy", "discrete_gradient_exactness": "grad-exact",
-          "adjoint_convergence": "adjoint-conv", "fixed_step_adjoint_gap": "adjoint-gap"}
+          "adjoint_convergence": "adjoint-conv", "fixed_step_adjoint_gap": "adjoint-gap",
+          "reversibility_drift": "reversibility", "memory_scaling": "memory",
+          "stiff_order": "stiff-order", "stiffness_handling": "stiffness"}
 
 
 def verdict_matrix(records: list) -> str:

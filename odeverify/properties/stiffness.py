@@ -165,8 +165,10 @@ RATIOS = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 #: work above this multiple of the least stiff problem's work counts as exploded
 EXPLODE_FACTOR = 10.0
 #: default step limit of the handling sweep: LIMIT_FACTOR x the baseline's steps, at least
-#: MIN_LIMIT (enough for an explicit method to show its linear growth over 1-2 decades of ratio)
-LIMIT_FACTOR = 100
+#: MIN_LIMIT: twice the explosion threshold is enough to see an explosion, and an explicit
+#: method with ~1 ms of overhead per step (torchdiffeq) would otherwise spend minutes per
+#: ratio proving it
+LIMIT_FACTOR = 20
 MIN_LIMIT = 5000
 
 
@@ -185,17 +187,20 @@ def _stability_class(method: str, *, backend: str, library: str) -> tuple[str, s
 
 
 def stiffness_handling(method: str, *, backend: str = "reference", library: str = "numpy",
-                       ratios: Sequence[float] = RATIOS, rtol: float = 1e-6, atol: float = 1e-9,
+                       ratios: Sequence[float] = RATIOS, rtol: float = 1e-4, atol: float = 1e-7,
                        explode_factor: float = EXPLODE_FACTOR, max_steps: int | None = None,
                        problem_factory: Callable[[float], Problem] | None = None) -> Record:
     """Steps and nfev against the stiffness ratio; the ratio where the work explodes.
 
     For each ratio (increasing) the method solves ``problem_factory(ratio)`` (default
     :func:`~odeverify.problems.stiff.stiff_linear_problem`: eigenvalues -1 ... -ratio on
-    [0, 10]) at ``rtol``, ``atol``. The work at the first ratio is the non-stiff baseline;
+    [0, 10]) at ``rtol``, ``atol`` (loose by default: the question is stability, not accuracy, and a
+    low-order method at rtol 1e-6 takes ~1e4 steps before any stiffness). The work at the first
+    ratio is the non-stiff baseline;
     the explosion ratio is the first one whose nfev exceeds ``explode_factor`` times it, or
     whose solve stops at ``max_steps`` (default: LIMIT_FACTOR x the baseline's steps, at least
-    MIN_LIMIT, so an explicit method stops early; larger ratios are then not run). Also fitted: the
+    MIN_LIMIT, so an explicit method stops early). After the explosion one more ratio is run
+    (for the slope) and larger ones are not: they only cost more. Also fitted: the
     slope of log(steps) against log(ratio) over the ratios after the baseline.
 
     Verdict: ``pass`` when the behaviour matches the method's stability class (explicit or
@@ -244,8 +249,9 @@ def stiffness_handling(method: str, *, backend: str = "reference", library: str 
             continue
         if exploded_at is None and (not sol.success or st.nfev > explode_factor * base_nfev):
             exploded_at = r
-        if not sol.success:
-            break  # larger ratios only cost more
+        if not sol.success or (exploded_at is not None and r > exploded_at):
+            # larger ratios only cost more: the explosion and one ratio beyond it give the slope
+            break
     fit = [(p["ratio"], p["steps"]) for p in points[1:] if p["status"] == "success" and p["steps"] > 0]
     slope = (float(np.polyfit(np.log([a for a, _ in fit]), np.log([b for _, b in fit]), 1)[0])
              if len(fit) >= 2 else None)
