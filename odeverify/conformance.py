@@ -70,23 +70,31 @@ def _safe(fn: Callable[..., Record], *args, label: str = "reference", **kwargs) 
     method that cannot take the problem (``UnsupportedOption``) is retried on
     :data:`FALLBACK_PROBLEMS`, and recorded as not applicable if none fits."""
     try:
-        return fn(*args, **kwargs)
-    except UnsupportedOption as exc:
-        for name in FALLBACK_PROBLEMS:
-            try:
-                return fn(PROBLEMS.get(name), *args[1:], **kwargs)
-            except UnsupportedOption:
-                continue
-        return Record(property=getattr(fn, "__name__", "property"), method=str(args[1]),
-                      problem=getattr(args[0], "name", "-"), measured=None, expected=None, verdict="skip",
-                      message=f"not applicable: {exc}", backend=label)
+        try:
+            return fn(*args, **kwargs)
+        except UnsupportedOption as exc:
+            for name in FALLBACK_PROBLEMS:
+                try:
+                    return fn(PROBLEMS.get(name), *args[1:], **kwargs)
+                except (UnsupportedOption, ValueError):
+                    # the fallback does not fit either (e.g. it has no published reference for
+                    # reference_accuracy): the method is not applicable to this property
+                    continue
+            refused = exc
     except Exception as exc:  # noqa: BLE001 - the point is to record any failure
-        name = getattr(fn, "__name__", "property")
-        method = args[1] if len(args) > 1 else kwargs.get("method", "?")
-        problem = getattr(args[0], "name", "-") if args else "-"
-        return Record(property=name, method=str(method), problem=str(problem), measured=None, expected=None,
-                      verdict="error", status="failed", message=f"{type(exc).__name__}: {exc}", backend=label,
-                      library=kwargs.get("library", "numpy"))
+        return _error_record(fn, args, kwargs, label, exc)
+    return Record(property=getattr(fn, "__name__", "property"), method=str(args[1]),
+                  problem=getattr(args[0], "name", "-"), measured=None, expected=None, verdict="skip",
+                  message=f"not applicable: {refused}", backend=label)
+
+
+def _error_record(fn: Callable[..., Record], args: tuple, kwargs: dict, label: str, exc: Exception) -> Record:
+    name = getattr(fn, "__name__", "property")
+    method = args[1] if len(args) > 1 else kwargs.get("method", "?")
+    problem = getattr(args[0], "name", "-") if args else "-"
+    return Record(property=name, method=str(method), problem=str(problem), measured=None, expected=None,
+                  verdict="error", status="failed", message=f"{type(exc).__name__}: {exc}", backend=label,
+                  library=kwargs.get("library", "numpy"))
 
 
 def _methods(b: Backend, methods: str | Iterable[str] | None) -> list[MethodInfo]:

@@ -56,3 +56,26 @@ def _passes_or_lists_deviations(b, methods_run: list[str]) -> None:
     methods = set(methods_run)
     confirmed = {r.method for r in records if r.verdict in ("pass", "deviation") and r.property != "algebraic_order"}
     assert methods <= confirmed | {r.method for r in records if r.verdict == "skip"}, methods - confirmed
+
+
+def test_a_fallback_problem_that_does_not_fit_is_not_applicable_never_a_crash():
+    """A method refusing the problem is retried on the fallback problems; a fallback that the
+    property cannot take either (here: no published reference) makes it 'not applicable',
+    and any other exception becomes an error record — the run goes on."""
+    from odeverify import conformance
+    from odeverify.backends import UnsupportedOption
+    from odeverify.problems import PROBLEMS
+
+    def needs_split(problem, method, **kw):
+        if problem.name not in conformance.FALLBACK_PROBLEMS:
+            raise UnsupportedOption("method m needs an explicit/implicit split")
+        raise ValueError(f"problem {problem.name!r} has no published reference value")
+
+    rec = conformance._safe(needs_split, PROBLEMS.get("pleiades"), "m", label="x")
+    assert rec.verdict == "skip" and "needs an explicit/implicit split" in rec.message
+
+    def broken(problem, method, **kw):
+        raise RuntimeError("boom")
+
+    rec = conformance._safe(broken, PROBLEMS.get("pleiades"), "m", label="x")
+    assert rec.verdict == "error" and "RuntimeError: boom" in rec.message
