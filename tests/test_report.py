@@ -259,3 +259,18 @@ def test_quick_selects_explicit_adaptive_methods_of_order_at_least_3():
     names = [i.name for i in collect_mod.select_methods(infos, quick=True, methods=None)]
     assert "dopri5" in names and "dop853" in names
     assert "rk4" not in names and "heun" not in names and "radau_iia5" not in names
+
+
+def test_a_missing_report_extra_is_named_before_any_check_runs(tmp_path, monkeypatch):
+    """Without jinja2 the run stops at once with the extra to install, not after minutes of checks."""
+    import sys
+
+    from odeverify._xp import MissingDependencyError
+    from odeverify.report import build_report
+
+    ran = []
+    monkeypatch.setitem(sys.modules, "jinja2", None)  # "import jinja2" now raises ImportError
+    monkeypatch.setattr("odeverify.report.output.collect", lambda **kw: ran.append(kw))
+    with pytest.raises(MissingDependencyError, match=r"odeverify\[report\]"):
+        build_report(tmp_path / "out", quick=True, progress=False)
+    assert not ran, "the checks ran before the missing extra was reported"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .collect import SCHEMA, collect
+from .plots import require_report_extra
 from .render import render_html
 
 HTML_NAME = "report.html"
@@ -103,7 +104,10 @@ def write_report(doc: dict[str, Any], out: str | os.PathLike[str]) -> ReportPath
 def build_report(out: str | os.PathLike[str] = "reports", *, backends: Sequence[str] | str | None = None,
                  quick: bool = False, methods: Sequence[str] | None = None, progress: bool = True,
                  stream: TextIO | None = None) -> ReportPaths:
-    """``odeverify report``: check ``out`` first, run the checks, write the report."""
+    """``odeverify report``: check ``out`` and the ``report`` extra first (minutes of checks
+    must not end in an ImportError), run the checks, write the report."""
     check_out_dir(out)
+    for module in ("jinja2", "matplotlib"):
+        require_report_extra(module)
     doc = collect(backends=backends, quick=quick, methods=methods, progress=progress, stream=stream)
     return write_report(doc, out)
