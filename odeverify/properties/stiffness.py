@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ from ..backends.base import UnsupportedOption, fd_jacobian, is_implicit, jacobia
 from ..problems import Problem
 from ..records import Record
 from ..tableaus import TABLEAUS, theory
+from ..tableaus.theory import stage_order
 from ._common import backend_label, method_info, run
 from .convergence import judge_slope, order_sweep
 
@@ -296,29 +296,6 @@ def prothero_robinson(lam: float = -1e6, t_span: tuple[float, float] = (0.0, 1.0
                    exact=exact, jac=jac, tags={"stiff", "linear", "time_dependent", "has_exact", "scalar"},
                    citation="A. Prothero, A. Robinson, Math. Comp. 28 (1974) 145-162",
                    description="y' = lam (y - sin(t + pi/4)) + cos(t + pi/4)")
-
-
-#: a simplifying condition holds when its residual is below this (tableaus with irrational
-#: coefficients are stored as 30+ digit decimals, so exact equality would fail)
-STAGE_ORDER_TOL = Fraction(1, 10**20)
-
-
-def stage_order(tableau: Any) -> int:
-    """Largest q with the simplifying conditions C(k): sum_j a_ij c_j^(k-1) = c_i^k / k for all
-    i and k <= q (Butcher 2008, Sect. 32), in exact arithmetic up to STAGE_ORDER_TOL;
-    ``theory.stage_order`` when the theory module has it."""
-    own = getattr(theory, "stage_order", None)
-    if own is not None:
-        return int(own(tableau))
-    A = [[Fraction(v) for v in row] for row in tableau.A]
-    c = [Fraction(v) for v in tableau.c]
-    q = 0
-    for k in range(1, len(c) + 2):
-        if any(abs(sum(a * cj ** (k - 1) for a, cj in zip(row, c)) - ci ** k / k) > STAGE_ORDER_TOL
-               for row, ci in zip(A, c)):
-            break
-        q = k
-    return q
 
 
 def _stiff_expectation(method: str, *, backend: str, library: str) -> tuple[float | None, dict[str, Any]]:

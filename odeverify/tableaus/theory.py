@@ -58,6 +58,7 @@ __all__ = [
     "stability_boundary",
     "stability_function",
     "stability_properties",
+    "stage_order",
     "stability_region",
     "stability_value",
     "trees",
@@ -1228,3 +1229,24 @@ def _polish_boundary(tableau: ButcherTableau, pts: np.ndarray, steps: int = 4) -
         ok = np.isfinite(z) & (np.abs(z - z0) < 0.1)
     z = np.where(ok, z, z0)
     return np.column_stack([z.real, z.imag])
+
+
+# --------------------------------------------------------------------------- stage order
+#: a simplifying condition holds when its residual is below this (tableaus with irrational
+#: coefficients are stored as 30+ digit decimals, so exact equality would fail)
+STAGE_ORDER_TOL = Fraction(1, 10**20)
+
+
+def stage_order(tableau: ButcherTableau) -> int:
+    """Largest q with the simplifying conditions C(k): sum_j a_ij c_j^(k-1) = c_i^k / k for all
+    i and k <= q (Butcher 2008, Sect. 32), in exact arithmetic up to STAGE_ORDER_TOL. On stiff
+    problems (Prothero-Robinson) an implicit method's order drops to min(p, stage order)."""
+    A = [[Fraction(v) for v in row] for row in tableau.A]
+    c = [Fraction(v) for v in tableau.c]
+    q = 0
+    for k in range(1, len(c) + 2):
+        if any(abs(sum(a * cj ** (k - 1) for a, cj in zip(row, c)) - ci ** k / k) > STAGE_ORDER_TOL
+               for row, ci in zip(A, c)):
+            break
+        q = k
+    return q
