@@ -50,6 +50,12 @@ def _tolerance(name: str, value: Any, n: int, xp: Any, dtype: Any, device: Any) 
 
 
 def _check_output(name: str, out: Any, y: Any) -> None:
+    if not _xp.is_array(out):
+        kind = f"{_xp.library_name(_xp.namespace(y))}.{type(y).__name__}"
+        raise TypeError(
+            f"the vector field f returned {type(out).__name__}, expected an array of the state's library"
+            f" ({kind}) of shape {tuple(y.shape)}"
+        )
     if tuple(out.shape) != tuple(y.shape):
         raise ValueError(
             f"the vector field f returned shape {tuple(out.shape)}, but the state has shape"

@@ -249,3 +249,31 @@ def test_per_sample_batches_do_not_couple_samples(method):
 
     rec = batch_behaviour(PROBLEMS.get("warped_oscillatory"), method)
     assert rec.verdict == "pass", rec.message
+
+
+@pytest.mark.parametrize("method", ["backward_euler", "bdf"])
+@pytest.mark.parametrize("batch", ["shared", "per-sample"])
+def test_fixed_step_newton_retries_with_the_jacobian_at_the_step_end(method, batch):
+    """y' = -2 t y^2 over [0, 2] in 4 fixed steps: J = -4 t y is zero at t = 0, so the first
+    step's simplified Newton iteration (M = I) crawled at rate 0.73 and the solve ended with
+    NEWTON_FAILED; every step has a unique root, so the solve must succeed."""
+    if method == "bdf" and batch == "per-sample":
+        pytest.skip("BDF takes a shared step only")
+
+    def f(t, y):
+        return -2.0 * np.reshape(t, (-1, 1)) * y ** 2 if y.ndim == 2 else -2.0 * t * y ** 2
+
+    def jac(t, y):
+        return (-4.0 * np.reshape(t, (-1, 1)) * y)[:, :, None] if y.ndim == 2 else np.reshape(-4.0 * t * y, (1, 1))
+
+    y0 = np.array([[1.0], [0.5]]) if batch == "per-sample" else np.array([1.0])
+    sol = solve(f, y0, (0.0, 2.0), method=method, n_steps=4, jac=jac, batch=batch)
+    assert sol.status is Status.SUCCESS, sol.message
+    if method == "backward_euler":  # its first step's root: Y = 1 - 0.5 Y^2, so Y = sqrt(3) - 1
+        first = solve(f, y0, (0.0, 0.5), method=method, n_steps=1, jac=jac, batch=batch)
+        np.testing.assert_allclose(np.ravel(first.ys[-1])[0], math.sqrt(3.0) - 1.0, rtol=1e-12)
+    # y(t) = 1 / (1 + t^2) for y0 = 1, so y(2) = 0.2; a first-order method at h = 0.5
+    assert abs(np.ravel(sol.ys[-1])[0] - 0.2) < 0.05
+    if batch == "per-sample":  # each sample does what it would do alone
+        solo = solve(f, np.array([0.5]), (0.0, 2.0), method=method, n_steps=4, jac=jac)
+        np.testing.assert_allclose(np.ravel(sol.ys[-1])[1], solo.ys[-1][0], rtol=1e-13)

@@ -219,3 +219,11 @@ def test_pi_controller_uses_previous_error():
 def test_public_namespace():
     for name in ("solve", "Solution", "Status", "Stats", "SOLVERS", "TABLEAUS", "PROBLEMS", "PIController"):
         assert hasattr(odeverify, name), name
+
+
+@pytest.mark.parametrize("returned", [[1.0, 2.0], 1.0], ids=["list", "float"])
+def test_vector_field_returning_a_non_array_is_a_named_type_error(returned):
+    # not an AttributeError ('list' object has no attribute 'shape') from inside the loop
+    with pytest.raises(TypeError, match=rf"the vector field f returned {type(returned).__name__}, expected an array"
+                                        r" of the state's library \(numpy\.ndarray\) of shape \(2,\)"):
+        solve(lambda t, y: returned, np.zeros(2), (0.0, 1.0))

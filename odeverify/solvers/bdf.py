@@ -258,7 +258,7 @@ class BDF(ImplicitBase):
                 return None, True, f"{why} (order {k}, t={float(tc.t):.17g}, h={h:.3g})", 0
             return [x], False, None, 0
 
-        stages, failed, why, _ = self._attempts(st, f, tc, y, k1, run)
+        stages, failed, why, _ = self._attempts(st, f, tc, y, k1, run, h, y_pred)
         if stages is None:
             return self._fail(st, y, why)
         y1 = stages[0]

@@ -364,32 +364,53 @@ class ImplicitBase:
         st.lus.clear()
 
     def _attempts(self, st: NewtonState, f: Callable, tc: TimeContext, y: Any, k1: Any,
-                  run: Callable[[], tuple]) -> tuple:
+                  run: Callable[[], tuple], h: Any = None, y_pred: Any = None) -> tuple:
         """Run the stage solve; where it fails with a Jacobian from an earlier step, refresh
         the Jacobian and run it once more. ``run() -> (stages, failed, why, iters)``: ``stages``
         a list of arrays, ``failed`` None or a per-sample mask. Per sample, only the samples
         that failed with a stale Jacobian are retried (the others keep their first result and
-        Newton history), so each sample does what it would do alone."""
+        Newton history), so each sample does what it would do alone.
+
+        A fixed step cannot be rejected, and J at the step's start can be useless for its
+        stages (y' = -2 t y^2: J = 0 at t = 0, and the iteration with M = I crawls at rate
+        0.73). Given ``h``, a fixed step that still fails is retried once more with J at the
+        step's end, at ``y_pred`` (default: the Euler predictor ``y + h k1``)."""
         if not tc.per_sample:
             out = run()
             if out[1] and not _same_time(st.J_t, tc.t):
                 self._ensure_jacobian(st, f, tc, y, k1, force=True)
                 out = run()
+            if out[1] and st.fixed and h is not None:
+                self._jacobian_at_end(st, f, tc, y, k1, h, y_pred, force=True)
+                out = run()
             return out
         saved = st.history()
         stages, failed, why, iters = run()
-        stale = failed & (st.J_t != np.asarray(tc.t))
-        if np.any(stale):
-            st.restore(stale, saved)
-            self._ensure_jacobian(st, f, tc, y, k1, force=stale)
+        retries = [lambda mask: self._ensure_jacobian(st, f, tc, y, k1, force=mask)]
+        if st.fixed and h is not None:
+            retries.append(lambda mask: self._jacobian_at_end(st, f, tc, y, k1, h, y_pred, force=mask))
+        for i, refresh in enumerate(retries):
+            retry = failed & (st.J_t != np.asarray(tc.t)) if i == 0 else np.asarray(failed, dtype=bool)
+            if not np.any(retry):
+                continue
+            st.restore(retry, saved)
+            refresh(retry)
             stages2, failed2, why2, iters2 = run()
             xp = tc.xp
-            m = xp.asarray(stale[:, None], device=tc.device)
+            m = xp.asarray(retry[:, None], device=tc.device)
             stages = [xp.where(m, a, b) for a, b in zip(stages2, stages)]
-            failed = np.where(stale, failed2, failed)
-            iters = np.where(stale, iters + iters2, iters)
-            why = why2 if np.any(failed2 & stale) else why
+            failed = np.where(retry, failed2, failed)
+            iters = np.where(retry, iters + iters2, iters)
+            why = why2 if np.any(failed2 & retry) else why
         return stages, failed, why, iters
+
+    def _jacobian_at_end(self, st: NewtonState, f: Callable, tc: TimeContext, y: Any, k1: Any, h: Any,
+                         y_pred: Any, force: Any) -> None:
+        """J at ``(t + h, y_pred)``, ``y_pred`` defaulting to ``y + h k1`` (fixed steps only)."""
+        if y_pred is None:
+            y_pred = y + tc.scale(np.asarray(h, dtype=np.float64)) * k1
+        end = dataclasses.replace(tc, t=np.asarray(tc.t, dtype=np.float64) + np.asarray(h, dtype=np.float64))
+        self._ensure_jacobian(st, f, end, y_pred, None, force=force)
 
     def _factor(self, st: NewtonState, key: Any, h: Any, build: Callable[[], Any]) -> tuple[Any, str | None]:
         cached = st.lus.get(key)
@@ -561,7 +582,7 @@ class DIRK(ImplicitBase):
         st = state if state is not None else self._stateless(f, tc, y)
         st.begin_step()
         self._ensure_jacobian(st, f, tc, y, k1)
-        stages, failed, why, iters = self._attempts(st, f, tc, y, k1, lambda: self._stages(st, f, tc, y, h, k1))
+        stages, failed, why, iters = self._attempts(st, f, tc, y, k1, lambda: self._stages(st, f, tc, y, h, k1), h)
         if stages is None or (failed is not None and np.all(failed)):
             return self._fail(st, y, why)
         ks, y_last = stages[:-1], stages[-1]
@@ -785,7 +806,7 @@ class RadauIIA(ImplicitBase):
                 return None, True, f"{why} {where}", 0
             return [z], False, None, 0
 
-        stages, failed, why, iters = self._attempts(st, f, tc, y, k1, run)
+        stages, failed, why, iters = self._attempts(st, f, tc, y, k1, run, h)
         if stages is None or (isinstance(failed, np.ndarray) and np.all(failed)):
             return self._fail(st, y, why)
         zs = [stages[0][..., i * n:(i + 1) * n] for i in range(s)]
