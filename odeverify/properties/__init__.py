@@ -13,6 +13,7 @@ from .convergence import convergence_order, order_sweep
 from .local import dense_output_order, embedded_estimate_bound, local_error_order
 from .tolerance import expected_exponent, tolerance_proportionality
 from .work_precision import work_precision
+from .work import work
 from .stiffness import stiff_order, stiffness_estimate, stiffness_handling
 from .gradients import (adjoint_convergence, discrete_gradient_exactness, fixed_step_adjoint_gap, gradient_accuracy,
                         gradient_oracle, memory_scaling, reversibility_drift, reversible_stability_region,
@@ -22,7 +23,7 @@ PROPERTIES: Registry = Registry("property")
 for _f in (convergence_order, local_error_order, dense_output_order, embedded_estimate_bound,
            tolerance_proportionality, library_agreement, backend_agreement, batch_behaviour,
            precision_agreement, reference_accuracy, work_precision, stiffness_estimate, stiffness_handling,
-           stiff_order):
+           stiff_order, work):
     PROPERTIES.register(_f.__name__, _f)
 for _f in (gradient_accuracy, discrete_gradient_exactness, adjoint_convergence, fixed_step_adjoint_gap,
            reversibility_drift, reversible_stability_region, reversible_use, memory_scaling):
@@ -53,6 +54,7 @@ __all__ = [
     "precision_agreement",
     "reference_accuracy",
     "work_precision",
+    "work",
     "stiffness_estimate",
     "stiffness_handling",
     "stiff_order",
