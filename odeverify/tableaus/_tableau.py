@@ -371,6 +371,8 @@ class ButcherTableau:
     citation, description : str
         Source of the coefficients; one-line summary.
 
+    Notes
+    -----
     Coefficients are ``int``, ``Fraction``, ``"p/q"`` or decimal strings, normalised to
     ``Fraction``. Derived attributes: ``stages``, ``explicit``, ``fsal``,
     ``stiffly_accurate``, ``adaptive``, ``exact``, ``digits`` and, for implicit methods,
