@@ -113,7 +113,7 @@ def overhead_case(state: int, hidden: int, batch: int, repeats: int, libs: list[
         out = dsolve(y0j)
         jax.block_until_ready(out.ys)
         steps = int(out.stats["num_steps"])
-        nfe = 6 * steps + 1  # FSAL dopri5: 6 new stages per step (rejected included) + 1 (PITFALLS)
+        nfe = 6 * steps + 1  # FSAL dopri5: 6 new stages per step (rejected included) + 1
         fjit = jax.jit(lambda y: fj(jax.numpy.asarray(0.0), y))
         jax.block_until_ready(fjit(y0j))
         runners["diffrax (jit)"] = (lambda: jax.block_until_ready(dsolve(y0j).ys), nfe, steps)
@@ -142,7 +142,7 @@ def overhead_case(state: int, hidden: int, batch: int, repeats: int, libs: list[
         if steps:
             rows[k]["overhead_per_step_ms"] = (t - nfe * base) / steps * 1e3
     if "torchdiffeq" in rows:
-        # torchdiffeq makes 6 evaluations per step (FSAL) + 2 at start-up (PITFALLS)
+        # torchdiffeq makes 6 evaluations per step (FSAL) + 2 at start-up
         st = (rows["torchdiffeq"]["nfev"] - 2) / 6
         rows["torchdiffeq"]["steps"] = st
         rows["torchdiffeq"]["overhead_per_step_ms"] = (rows["torchdiffeq"]["time_s"] - rows["torchdiffeq"]["nfev"] * b) / st * 1e3

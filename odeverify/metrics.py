@@ -114,7 +114,7 @@ def mescd(y: Any, ref: Any, *, rtol: float, atol: float) -> float | np.ndarray:
 
 
 def roundoff_floor(y_ref: Any, dtype: Any = np.float64, factor: float = 1e3) -> float:
-    """Errors below ``factor * eps * max(1, |y|)`` are round-off, not truncation (PITFALLS)."""
+    """Errors below ``factor * eps * max(1, |y|)`` are round-off, not truncation."""
     r = as_numpy(y_ref)
     return factor * eps_of(dtype) * max(1.0, float(np.max(np.abs(r))))
 

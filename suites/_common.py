@@ -60,7 +60,7 @@ def library_device(backend: Any, device: str) -> str:
 
 
 def single_thread() -> None:
-    """One thread (PITFALLS: 2-thread torch timings spread 0.6-40 ms on shared machines)."""
+    """One thread (2-thread torch timings were measured to spread 0.6-40 ms on shared machines)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)

@@ -63,7 +63,7 @@ REPRESENTATIVE_STIFF = ("radau_iia5", "radau", "kvaerno5")
 
 # --- problems ---------------------------------------------------------------------------------
 #: small grid: a Neural-ODE field (cached reference) and a nonlinear, time-dependent problem with
-#: a closed form (PITFALLS: linear autonomous problems cannot tell RK methods of one order apart)
+#: a closed form (linear autonomous problems cannot tell RK methods of one order apart)
 SMALL_PROBLEMS = ("mlp_tanh_2x16", "warped_fast")
 #: problems of the order-deficit benchmark: each method's order is confirmed on one of these
 CURATED = ("warped_oscillatory", "warped_fast")

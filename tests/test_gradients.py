@@ -229,7 +229,7 @@ def test_torchdiffeq_gradient_on_generated_linear_problems(case, mode):
 
 
 def test_backsolve_breaks_down_on_a_stiffish_dissipative_problem():
-    """Finding (PITFALLS: backward solves of dissipative systems amplify error like exp(|λ| T)):
+    """Finding (backward solves of dissipative systems amplify error like exp(|λ| T)):
     on z' = A z with λ = -20, -1 over [0, 1] at rtol 1e-7, the backsolve adjoints reconstruct
     the state with O(1) error (torchdiffeq mismatch 1.4, reference 0.27 when measured) and their
     gradients are off by 1-6 %, while the discrete gradient and the adjoints that store the
@@ -248,7 +248,7 @@ def test_backsolve_breaks_down_on_a_stiffish_dissipative_problem():
 
 # ----------------------------------------------------------------------------- reversibility, memory
 def test_reversibility_drift_grows_with_horizon_on_dissipative_problem():
-    """Solving a dissipative system backward amplifies error like exp(|λ| T) (PITFALLS)."""
+    """Solving a dissipative system backward amplifies error like exp(|λ| T)."""
     r = G.reversibility_drift(LINEAR, "dopri5", backend="reference", horizons=(0.5, 2.0), rtols=(1e-6,))
     drifts = [row["drift"] for row in r.details["rows"]]
     assert drifts[1] > 10 * drifts[0]

@@ -15,7 +15,7 @@ The problem's float parameters are the ``args`` pytree (BacksolveAdjoint differe
 ``y0``, ``args`` and ``terms`` only). y0, the parameters, the output times, the loss weights
 and the tolerances are traced arguments: perturbing any of them (finite differences,
 sweeps) reuses the compiled function. Compilations are cached per (vector field, structure
-parameters, method, mode, shapes, dtype, max_steps) in :data:`_CACHE` (PITFALLS: a fresh
+parameters, method, mode, shapes, dtype, max_steps) in :data:`_CACHE` (a fresh
 closure per call recompiles every time).
 
 Three compiled functions per key: the gradient (timed), the primal loss alone (timed: the

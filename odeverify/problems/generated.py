@@ -1,6 +1,6 @@
 """Generated problems with closed forms: nonlinear, time-dependent fields of any spectrum.
 
-PITFALLS: a linear autonomous problem cannot tell apart Runge–Kutta methods of the same
+A linear autonomous problem cannot tell apart Runge–Kutta methods of the same
 order (they share a stability polynomial), so order checks need nonlinear, time-dependent
 fields too. The warped linear problem gives one with an exact solution for any spectrum:
 

@@ -26,7 +26,7 @@ def reference_accuracy(problem: Problem, method: str, *, backend: str = "referen
     """Error against the problem's published reference values, and parity with the reference.
 
     The global error of a sensitive problem (Arenstorf, Pleiades) is many times the
-    tolerance whatever the solver (PITFALLS: judge errors against a reference, not against
+    tolerance whatever the solver (judge errors against a reference, not against
     rtol), so the verdict compares like with like: the backend's error must be within
     ``factor`` of the reference backend's error with the same tableau and tolerance (plus
     round-off). Methods without a shared tableau get their digits recorded (``skip``).

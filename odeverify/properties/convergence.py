@@ -28,7 +28,7 @@ def floor_for(y_scale: np.ndarray, dtype: str, n: int) -> float:
     """Round-off floor of an n-step solve: max(1e3, 20 n) * eps * max(1, |y|).
 
     Rounding errors accumulate over the steps; keeping the errors that enter a fit above
-    this keeps round-off from bending the local slopes (PITFALLS: > 1e3 eps |y|).
+    this keeps round-off from bending the local slopes (above 1e3 eps |y|).
     """
     return roundoff_floor(y_scale, dtype, factor=max(1e3, 20.0 * n))
 
@@ -185,7 +185,7 @@ def convergence_order(problem: Problem, method: str, *, backend: str = "referenc
       produces);
     - ``skip`` (inconclusive): no window between round-off and :data:`RESOLVED`; or a slope
       above ``order + band`` (higher-order terms still dominate where round-off begins: the
-      order conditions prove the order is not higher than claimed, PITFALLS: Tsit5
+      order conditions prove the order is not higher than claimed; Tsit5
       approaches its order from above); or a deficit whose local slopes still drift.
     """
     p = solver_order(method, backend=backend, library=library)

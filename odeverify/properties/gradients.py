@@ -69,7 +69,7 @@ EPS = float(np.finfo(np.float64).eps)
 #: relative accuracy a central difference must reach for its estimate to be trusted (see above)
 FD_AGREEMENT = math.sqrt(EPS)
 #: gradient error allowed of an adaptive solve, in units of rtol. An expanding neural field
-#: showed 100x rtol in the gradient and in the forward solution alike (shared/PITFALLS.md):
+#: showed 100x rtol in the gradient and in the forward solution alike (measured):
 #: adaptive control bounds local, not global, error.
 ACCURACY_FACTOR = 100.0
 #: oracle tolerances of the forward-mode reference, and the looser one for its error estimate

@@ -44,7 +44,7 @@ from ._common import backend_label, reference_final, run
 #: the default tolerances: seven decades, coarse to fine
 TOLERANCES = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
 #: a step limit so that no solve runs unbounded (an explicit method on a stiff problem
-#: takes 10^6-10^8 steps, PITFALLS); the point then records ``max_steps``
+#: takes 10^6-10^8 steps); the point then records ``max_steps``
 MAX_STEPS = 50_000
 #: repeat a solve for the median wall time only while one solve is cheaper than this (s)
 CHEAP_S = 0.2

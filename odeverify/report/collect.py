@@ -62,7 +62,7 @@ DRIFT_PROBLEMS = ("harmonic", "warped_real")
 #: the kinds of task a report runs (``collect(kinds=...)`` selects some)
 KINDS = ("conformance", "work_precision", "gradients", "drift", "stability")
 #: step limit of an explicit method on a stiff problem: enough to show it fails (max_steps)
-#: without spending minutes on it (PITFALLS: 10^6-10^8 steps otherwise)
+#: without spending minutes on it (it would take 10^6-10^8 steps otherwise)
 STIFF_EXPLICIT_MAX_STEPS = 2_000
 #: --quick checks only these methods: explicit adaptive methods of at least this order (the
 #: methods of work-precision diagrams; fixed-step-only methods come with the full run)
@@ -198,7 +198,7 @@ def _drift_tasks(backend: str, infos: Sequence[MethodInfo], quick: bool, weight:
                  ) -> tuple[list[Task], str | None]:
     """Reversibility drift (``properties.gradients.reversibility_drift``) of the reversible
     methods and of the first explicit adaptive method, on a conservative and a dissipative
-    problem (the backsolve's pitfall, PITFALLS)."""
+    problem (the backsolve's pitfall)."""
     try:
         fn = importlib.import_module("odeverify.properties.gradients").reversibility_drift
     except (ImportError, AttributeError) as exc:

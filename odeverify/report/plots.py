@@ -1,7 +1,7 @@
 """Figures of the report as inline SVG strings (matplotlib, no pyplot, no global state).
 
 Byte-determinism: every figure is saved inside ``rc_context({"svg.hashsalt": ...})`` with
-``metadata={"Date": None}``, so the same records give the same bytes (PITFALLS). Element
+``metadata={"Date": None}``, so the same records give the same bytes. Element
 ids are prefixed per figure, so several SVGs can share one HTML document without clashing
 ids (matplotlib derives clip-path ids from content, and two figures can produce the same).
 
