@@ -34,7 +34,7 @@ from odeverify.report import output, render  # noqa: E402
 collect_mod = importlib.import_module("odeverify.report.collect")
 
 SECTION_IDS = ("summary", "work-precision", "convergence", "tolerance", "dense-output", "gradients",
-               "reversibility", "stiffness", "stability", "other-checks", "environment")
+               "reversibility", "stiffness", "stability", "problems", "other-checks", "environment")
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,9 +71,11 @@ def test_same_records_give_identical_bytes(doc):
     # written to disk by write_report in another call: the same bytes again
     assert (small_report_dir() / "report.html").read_bytes() == a.encode("utf-8")
     assert (small_report_dir() / "records.json").read_text(encoding="utf-8") == small_document_text()
-    # and the bytes do depend on the records
+    # and the bytes do depend on the records (a few records: a cheaper page)
+    doc["records"] = doc["records"][:4]
+    before = render_html(doc)
     doc["records"][0]["message"] = "changed"
-    assert render_html(doc) != a
+    assert render_html(doc) != before
 
 
 def test_page_is_self_contained():
@@ -274,3 +276,210 @@ def test_a_missing_report_extra_is_named_before_any_check_runs(tmp_path, monkeyp
     with pytest.raises(MissingDependencyError, match=r"odeverify\[report\]"):
         build_report(tmp_path / "out", quick=True, progress=False)
     assert not ran, "the checks ran before the missing extra was reported"
+
+
+# ----------------------------------------------------------------------------- analyst's tables
+def test_cost_to_reach_interpolates_on_the_log_log_line_and_never_extrapolates():
+    # a line of slope -1/4 in log-log (work = 10 err^(-1/4)): interpolation between any two of
+    # its points lands on it exactly
+    errors = [1e-2, 1e-4, None, 1e-8]  # the third solve failed: dropped, not a point
+    work = [10 * e ** -0.25 if e else 999.0 for e in errors]
+    for target in (1e-3, 1e-5, 1e-6, 1e-7):
+        value, how = render.cost_to_reach(work, errors, target)
+        assert how == "interpolated" and value == pytest.approx(10 * target ** -0.25, rel=1e-12), target
+    assert render.cost_to_reach(work, errors, 1e-1) == (pytest.approx(work[0]), "bound")
+    assert render.cost_to_reach(work, errors, 1e-9) == (None, "not reached")  # below the finest point
+    assert render.cost_to_reach([], [], 1e-3) == (None, "not reached")
+    # a non-monotone line: the first crossing in sweep order is taken
+    value, how = render.cost_to_reach([10, 100, 1000], [1e-2, 1e-4, 1e-3], 1e-3)
+    assert how == "interpolated" and value == pytest.approx(10 ** 1.5)
+
+
+def _wp_record(backend: str, method: str, errors: list, nfev: list, wall: list) -> dict:
+    pts = [{"rtol": 10.0 ** -(3 + i), "status": "success", "message": "", "abs_error": e, "scd": None,
+            "nfev": n, "wall_s": w, "wall_min": w * 0.9, "wall_max": w * 1.2, "wall_repeats": 3, "load_1min": 1.5}
+           for i, (e, n, w) in enumerate(zip(errors, nfev, wall))]
+    return Record(property="work_precision", method=method, problem="toy", backend=backend, measured=None,
+                  expected=None, verdict="pass", details={"points": pts}).to_dict()
+
+
+def test_cost_table_marks_the_fastest_method_only_when_certain():
+    fast = _wp_record("reference", "dop853", [1e-4, 1e-8, 1e-10], [100, 200, 300], [0.01, 0.02, 0.03])
+    slow = _wp_record("scipy", "RK23", [1e-2, 1e-4, 1e-7], [100, 1000, 10000], [0.01, 0.1, 1.0])
+    table = render.cost_table("toy", [fast, slow], scd=False)
+    rows = {row[1]: row for row in table.rows}
+    nfe_1e6 = table.header.index("NFE to 1e-06")
+    assert rows["RK23"][nfe_1e6][0] == render.fmt(render.cost_to_reach([100, 1000, 10000],
+                                                                       [1e-2, 1e-4, 1e-7], 1e-6)[0])
+    assert "(fastest)" in rows["dop853"][nfe_1e6][0] and rows["dop853"][nfe_1e6][1] == "best"
+    assert rows["RK23"][table.header.index("NFE to 1e-09")][0] == "not reached"
+    # dop853 is already below 1e-3 at its loosest tolerance: a bound, and RK23's value at 1e-3
+    # cannot be compared with a bound -> nobody is marked in that column
+    # dop853 is below 1e-3 at its loosest tolerance already: at most 100 evaluations, fewer
+    # than RK23's interpolated 316, so it is certainly the fastest
+    col = table.header.index("NFE to 1e-03")
+    assert rows["dop853"][col][0] == "<= 100 (fastest)"
+    # a second method known only by a bound (<= 150) could be cheaper than 100: nobody is marked
+    other = _wp_record("diffrax", "Tsit5", [1e-4, 1e-6, 1e-8], [150, 300, 600], [0.01, 0.02, 0.03])
+    table = render.cost_table("toy", [fast, slow, other], scd=False)
+    assert not any("(fastest)" in r[col][0] for r in table.rows)
+    assert {r[col][0] for r in table.rows} >= {"<= 100", "<= 150"}
+
+
+def test_matrix_cell_is_ok_only_when_every_problem_passed():
+    assert render.matrix_verdict(["pass", "pass"]) == "pass"
+    assert render.matrix_verdict(["pass", "skip"]) == "skip"  # shown as "~", never "ok"
+    assert render.matrix_verdict(["skip", "deviation", "pass"]) == "deviation"
+    assert render.matrix_verdict(["skip", "fail"]) == "fail"
+    recs = [Record(property="convergence_order", method="tsit5", problem=p, backend="reference", measured=5.0,
+                   expected=5.0, verdict=v).to_dict() for p, v in (("warped_fast", "pass"),
+                                                                   ("warped_oscillatory", "skip"))]
+    doc = {"schema": collect_mod.SCHEMA, "version": "0", "quick": True, "records": recs, "environment": {},
+           "backends": [{"name": "reference", "available": True, "methods": ["tsit5"]}], "elapsed_s": 0.0}
+    html = render_html(doc)
+    assert '<td class="v-skip">~</td>' in html and '<td class="v-pass">ok</td>' not in html
+    assert "<b>~</b> at least one was inconclusive" in html  # "~" is explained on the page
+
+
+def test_header_and_backend_table_count_the_same_backends():
+    from odeverify.records import VERDICTS
+
+    if "unavailable" not in VERDICTS:
+        pytest.skip("the 'unavailable' verdict is not in odeverify.records.VERDICTS yet")
+    recs = [Record(property="convergence_order", method="dopri5", problem="p", backend="reference", measured=5.0,
+                   expected=5.0, verdict="pass").to_dict(),
+            Record(property="gradient_accuracy", method="dopri5/discrete", problem="p", backend="reference-torch",
+                   measured=1e-9, expected=1e-6, verdict="pass").to_dict(),
+            Record(property="available", method="*", problem="-", backend="diffrax", measured=None, expected=None,
+                   verdict="unavailable", status="unavailable", message="diffrax is not installed",
+                   details={"install_hint": "pip install 'odeverify[jax]'"}).to_dict()]
+    doc = {"schema": collect_mod.SCHEMA, "version": "0", "quick": True, "records": recs, "environment": {},
+           "backends": [{"name": "reference", "available": True, "methods": ["dopri5"]},
+                        {"name": "diffrax", "available": True, "methods": []}], "elapsed_s": 0.0}
+    html = render_html(doc)
+    assert "of 3 backend(s)\n(2 available)" in html
+    assert '<span class="v-unavailable">unavailable: 1</span>' in html
+    assert '<span class="v-error">ERROR: 0</span>' in html and '<span class="v-fail">FAIL: 0</span>' in html
+    assert "no: pip install &#39;odeverify[jax]&#39;" in html  # beside the backend, not an error row
+    table = html[html.index("Verdicts per backend"):html.index("</table>", html.index("Verdicts per backend"))]
+    assert table.count("<tr>") == 1 + 3
+
+
+def test_bdf_stability_angles_are_computed():
+    # Hairer & Wanner II, Table V.2.3 (A(alpha) of BDF, degrees); BDF6 is not in the report's check
+    printed = {1: 90.0, 2: 90.0, 3: 86.03, 4: 73.35, 5: 51.84, 6: 17.84}
+    for k, alpha in printed.items():
+        assert collect_mod.bdf_stability_angle(k) == pytest.approx(alpha, abs=0.006), k
+    assert all(r.verdict == "pass" for r in collect_mod.stability_angle_records())
+    with pytest.raises(ValueError, match="k=7"):
+        collect_mod.bdf_stability_angle(7)
+
+
+def test_bdf_region_is_the_outside_of_its_root_locus():
+    import numpy as np
+
+    from odeverify.report import plots
+
+    z = np.array([-1.0 + 0j, 0.5 + 0j, 3.0 + 0j, 10.0 + 0j])
+    # BDF1 is backward Euler: |1/(1 - z)|
+    assert plots.bdf_amplification(1, z) == pytest.approx(np.abs(1 / (1 - z)))
+    # on the locus of BDF3 one root has modulus 1
+    theta = np.linspace(0.3, 3.0, 7)
+    assert plots.bdf_amplification(3, collect_mod.bdf_boundary(3, theta)) == pytest.approx(np.ones(7), abs=1e-9)
+
+
+def test_work_precision_measures_the_error_along_the_solution():
+    import importlib
+
+    from odeverify.problems import PROBLEMS
+
+    wp = importlib.import_module("odeverify.properties.work_precision")
+    rec = wp.work_precision(PROBLEMS.get("warped_oscillatory"), "dopri5", tolerances=(1e-4, 1e-7), repeats=2,
+                            output_times=4)
+    pts = rec.details["points"]
+    assert rec.details["trajectory"]["source"] == "closed form"
+    assert len(rec.details["trajectory"]["output_times"]) == 4
+    for p in pts:
+        # t1 is one of the output times: the maximum over them includes the final-time error
+        assert p["max_abs_error"] >= p["abs_error"] > 0 and p["dense_abs_error"] > 0
+        assert p["wall_min"] <= p["wall_s"] <= p["wall_max"] and 1 <= p["wall_repeats"] <= 2
+    assert pts[1]["max_abs_error"] < pts[0]["max_abs_error"] / 10
+    assert pts[1]["dense_abs_error"] < pts[0]["dense_abs_error"] / 10
+    # and without output_times the record is as before
+    plain = wp.work_precision(PROBLEMS.get("warped_oscillatory"), "dopri5", tolerances=(1e-4,), repeats=1)
+    assert "max_abs_error" not in plain.details["points"][0] and "trajectory" not in plain.details
+    with pytest.raises(ValueError, match="output_times=0"):
+        wp.output_grid(PROBLEMS.get("warped_oscillatory"), 0)
+
+
+def test_sweeps_go_as_tight_as_the_reference_allows():
+    import importlib
+
+    from odeverify.problems import PROBLEMS
+
+    wp = importlib.import_module("odeverify.properties.work_precision")
+    assert wp.tightest_tolerance(PROBLEMS.get("warped_oscillatory")) == 1e-13  # closed form
+    assert wp.tightest_tolerance(PROBLEMS.get("pleiades")) == 1e-13  # 16 published digits
+    assert wp.tightest_tolerance(PROBLEMS.get("rober")) == 1e-10  # 11 digits reached
+    assert wp.tightest_tolerance(PROBLEMS.get("e5")) == 1e-6  # y2, y3 known to ~1e-3 only
+    assert min(wp.sweep_tolerances(PROBLEMS.get("vdpol"))) == 1e-12
+    # ROBER's span runs to 1e11: its output times are log-spaced, its transient is sampled
+    out, between = wp.output_grid(PROBLEMS.get("rober"), 10)
+    assert out[0] == pytest.approx(1e-4) and out[-1] == 1e11 and between.min() < 1e-3
+    info = next(i for i in backends_infos("reference") if i.name == "dop853")
+    assert min(collect_mod.nonstiff_tolerances(info, "pleiades", quick=False)) == pytest.approx(1e-13)
+    assert min(collect_mod.nonstiff_tolerances(info, "pleiades", quick=True)) == collect_mod.QUICK_TIGHTEST_TOL
+
+
+def backends_infos(name: str):
+    from odeverify import backends
+
+    return list(backends.get(name).capabilities().methods.values())
+
+
+def test_quick_stiff_work_precision_covers_the_implicit_solvers():
+    tasks, _, _ = collect_mod.plan(["reference", "scipy", "diffrax"], quick=True, kinds=("work_precision",))
+    stiff = {(t.backend, t.method, t.label.rsplit(" on ", 1)[1]) for t in tasks
+             if t.label.rsplit(" on ", 1)[1] in ("hires", "rober")}
+    wanted = ["radau_iia5", "bdf", "kvaerno3", "kvaerno4", "kvaerno5"]
+    for problem in ("hires", "rober"):
+        for m in wanted:
+            assert ("reference", m, problem) in stiff, (m, problem)
+        for m in ("Radau", "BDF", "LSODA"):
+            assert ("scipy", m, problem) in stiff, (m, problem)
+    from odeverify import backends
+
+    if backends.get("diffrax").available():
+        for m in ("Kvaerno3", "Kvaerno4", "Kvaerno5"):
+            assert ("diffrax", m, "hires") in stiff and ("diffrax", m, "rober") in stiff, m
+    full, _, _ = collect_mod.plan(["reference"], quick=False, methods=["radau_iia5"], kinds=("work_precision",))
+    covered = {t.label.rsplit(" on ", 1)[1] for t in full}
+    assert {"rober", "hires", "orego", "vdpol", "vdpol_mu1000", "pollution", "e5"} <= covered
+
+
+def test_diffrax_reversible_heun_drift_gets_its_fixed_steps(monkeypatch):
+    """Regression: a full report's drift task called reversibility_drift without n_steps, which
+    diffrax's ReversibleHeun (reconstructed through its inverse step) refuses."""
+    pytest.importorskip("diffrax")
+    from odeverify.backends import diffrax_gradients
+
+    seen = []
+
+    def reconstruction(problem, n_steps, **kw):  # the compiled reconstruction, without the compile
+        seen.append(n_steps)
+        return 1e-15
+
+    monkeypatch.setattr(diffrax_gradients, "reversible_reconstruction", reconstruction)
+    tasks, _, _ = collect_mod.plan(["diffrax"], quick=False, methods=["ReversibleHeun"], kinds=("drift",))
+    tasks = [t for t in tasks if t.method == "ReversibleHeun"]
+    assert tasks
+    recs = collect_mod.run_tasks(tasks)
+    assert recs and all(r.verdict == "pass" for r in recs), [r.message for r in recs]
+    assert seen and set(seen) == {collect_mod.DRIFT_N_STEPS}
+
+
+def test_problems_section_gives_definitions_and_provenance():
+    html = small_report()
+    section = html[html.index('id="problems"'):html.index('id="other-checks"')]
+    assert "Robertson" in section and "published at t = 1e+11" in section and "Mazzia" in section
+    assert "closed form" in section  # warped_oscillatory

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import math
 import os
 import platform
 import shutil
@@ -37,7 +38,7 @@ from typing import Any
 from .. import __version__, conformance
 from .. import backends as _backends
 from ..backends import MethodInfo
-from ..backends.base import is_implicit
+from ..backends.base import UnsupportedOption, is_implicit
 from ..problems import PROBLEMS
 from ..properties.tolerance import default_tols
 from ..records import Record
@@ -52,11 +53,19 @@ WORK_PRECISION_PROBLEMS = ("warped_oscillatory", "arenstorf", "pleiades")
 QUICK_WORK_PRECISION_PROBLEMS = ("warped_oscillatory", "arenstorf")
 #: tightest tolerance of a quick sweep (the full sweep goes to 1e-10, see default_tols)
 QUICK_TIGHTEST_TOL = 1e-8
-#: stiff problems of the scd-versus-work diagrams (published references, Bari test set)
-STIFF_PROBLEMS = ("hires", "vdpol")
-QUICK_STIFF_PROBLEMS = ("hires",)
-STIFF_TOLERANCES = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
+#: stiff problems of the scd-versus-work diagrams: the Bari test set (published references);
+#: a full sweep goes down to the tightest tolerance its reference supports
+#: (``work_precision.tightest_tolerance``: 1e-10 .. 1e-12, E5 1e-6)
+STIFF_PROBLEMS = ("hires", "rober", "orego", "vdpol", "vdpol_mu1000", "pollution", "e5")
+QUICK_STIFF_PROBLEMS = ("hires", "rober")
 QUICK_STIFF_TOLERANCES = (1e-4, 1e-6, 1e-8)
+#: the tightest tolerance of a full non-stiff sweep (where the reference allows it)
+FULL_TIGHTEST_TOL = 1e-13
+#: output intervals of the trajectory error measures (max over output times, dense output)
+OUTPUT_TIMES = 10
+#: fixed steps of an algebraically reversible method's reconstruction (diffrax ReversibleHeun
+#: reconstructs through its inverse step, which needs a fixed step count)
+DRIFT_N_STEPS = 64
 #: reversibility drift: a conservative and a dissipative problem
 DRIFT_PROBLEMS = ("harmonic", "warped_real")
 #: the kinds of task a report runs (``collect(kinds=...)`` selects some)
@@ -149,19 +158,52 @@ def _as_records(out: Any) -> list[Record]:
 def _wp_task(fn: Callable[..., Any], backend: str, info: MethodInfo, problem: str, tolerances: Sequence[float],
              weight: float, **options: Any) -> Task:
     def go() -> list[Record]:
-        return _as_records(fn(PROBLEMS.get(problem), info.name, backend=backend, tolerances=tuple(tolerances),
-                              **options))
+        try:
+            return _as_records(fn(PROBLEMS.get(problem), info.name, backend=backend, tolerances=tuple(tolerances),
+                                  **options))
+        except UnsupportedOption as exc:  # e.g. diffrax's KenCarp needs a split no problem supplies
+            return [Record(property="work_precision", method=info.name, problem=problem, backend=backend,
+                           measured=None, expected=None, verdict="skip", status="unsupported",
+                           message=f"not applicable: {exc}")]
 
     return Task(f"{backend}: {info.name} work-precision on {problem}", weight, go, backend, info.name,
                 "work_precision")
 
 
+def nonstiff_tolerances(info: MethodInfo, problem: str, quick: bool) -> tuple[float, ...]:
+    """The tolerances of a non-stiff sweep: ``default_tols`` of the method's order (1e-3 down
+    to 1e-10 at most), with --quick not below :data:`QUICK_TIGHTEST_TOL`; a full sweep of a
+    method of order >= 5 continues to 1e-12 and 1e-13 where the problem's reference allows it
+    (``work_precision.tightest_tolerance``), as in Hairer & Wanner's diagrams."""
+    tols = [t for t in default_tols(info.order) if not quick or t >= QUICK_TIGHTEST_TOL]
+    if not quick and info.order >= 5:
+        floor = max(FULL_TIGHTEST_TOL, _tightest(problem))
+        t = min(tols)
+        while t / 10 >= floor * (1 - 1e-9):
+            t /= 10
+            tols.append(float(f"{t:.0e}"))
+    return tuple(tols)
+
+
+def stiff_tolerances(problem: str, quick: bool) -> tuple[float, ...]:
+    """--quick: :data:`QUICK_STIFF_TOLERANCES`; full: every decade from 1e-4 down to the
+    tightest tolerance the problem's reference supports (``work_precision.sweep_tolerances``)."""
+    if quick:
+        return QUICK_STIFF_TOLERANCES
+    return importlib.import_module("odeverify.properties.work_precision").sweep_tolerances(PROBLEMS.get(problem))
+
+
+def _tightest(problem: str) -> float:
+    return importlib.import_module("odeverify.properties.work_precision").tightest_tolerance(PROBLEMS.get(problem))
+
+
 def _stiff_methods(infos: Sequence[MethodInfo], selected: Sequence[MethodInfo], quick: bool) -> list[MethodInfo]:
-    """Implicit adaptive methods (with --quick the highest-order one), and one explicit
+    """Implicit adaptive methods (with --quick those of order >= 3: radau_iia5, BDF, the
+    Kvaerno methods, scipy's Radau/BDF/LSODA, diffrax's Kvaerno3/4/5), and one explicit
     method of the selection, to show how an explicit method fails on a stiff problem."""
     implicit = [i for i in infos if i.adaptive and is_implicit(i)]
-    if quick and implicit:
-        implicit = [max(implicit, key=lambda i: i.order)]
+    if quick:
+        implicit = [i for i in implicit if i.order >= QUICK_MIN_ORDER]
     explicit = [i for i in selected if i.adaptive and not is_implicit(i)][:1]
     return implicit + explicit
 
@@ -176,7 +218,30 @@ def _gradient_tasks(backend: str, quick: bool, weight: float) -> tuple[list[Task
         return [], "no gradient records: odeverify.conformance.run_gradient_conformance not available"
     modes = _quick_gradient_modes(backend) if quick else None
     kwargs = {"backend": backend, "quick": quick, **({"modes": modes} if modes else {})}
-    return [Task(f"{backend}: gradients", weight, lambda: _as_records(fn(**kwargs)), backend, "*", "gradients")], None
+    tasks = [Task(f"{backend}: gradients", weight, lambda: _as_records(fn(**kwargs)), backend, "*", "gradients")]
+    if quick and modes and len(modes) == 2:
+        # the figures of gradient error and adjoint mismatch against the tolerance need a
+        # sweep, which the quick conformance run leaves out: one adjoint mode per backend
+        tasks.append(Task(f"{backend}: gradient tolerance sweep", weight / 2,
+                          lambda: _gradient_sweep(backend, modes[1], modes[0]), backend, modes[1], "gradients"))
+    return tasks, None
+
+
+def _gradient_sweep(backend: str, mode: str, discrete: str) -> list[Record]:
+    """``adjoint_convergence`` of one continuous-adjoint ``mode`` (errors and the gap to the
+    ``discrete`` mode per tolerance) on the conformance run's convergence problem."""
+    grads = importlib.import_module("odeverify.properties.gradients")
+    name = "reference-torch" if backend == "reference" else backend
+    method = conformance.GRADIENT_METHODS.get(name, conformance.DEFAULT_GRADIENT_METHODS)[0]
+    problem = PROBLEMS.get(conformance.ADJOINT_CONVERGENCE_PROBLEM)
+    loss = grads.default_loss(problem, times=2)
+    return [grads.adjoint_convergence(problem, method, mode, backend=name, loss=loss,
+                                      oracle=grads.gradient_oracle(problem, loss), discrete_mode=discrete,
+                                      tols=QUICK_GRADIENT_TOLS, count_nfev=False)]
+
+
+#: the tolerances of the quick gradient sweep
+QUICK_GRADIENT_TOLS = (1e-3, 1e-5, 1e-7, 1e-9)
 
 
 def _quick_gradient_modes(backend: str) -> list[str] | None:
@@ -207,9 +272,13 @@ def _drift_tasks(backend: str, infos: Sequence[MethodInfo], quick: bool, weight:
     chosen += [i for i in infos if i.adaptive and not is_implicit(i) and i not in chosen][:1]
     tasks = []
     for info in chosen:
+        # a reversible method is measured at fixed steps: diffrax's ReversibleHeun reconstructs
+        # through its inverse step, which the property refuses without a step count
+        kw = {"n_steps": DRIFT_N_STEPS} if "revers" in info.name.lower() else {}
         for pname in DRIFT_PROBLEMS[:1] if quick else DRIFT_PROBLEMS:
             tasks.append(Task(f"{backend}: {info.name} reversibility on {pname}", weight,
-                              lambda m=info.name, pname=pname: _as_records(fn(PROBLEMS.get(pname), m, backend=backend)),
+                              lambda m=info.name, pname=pname, kw=kw: _as_records(fn(PROBLEMS.get(pname), m,
+                                                                                     backend=backend, **kw)),
                               backend, info.name, "drift"))
     return tasks, None
 
@@ -235,6 +304,87 @@ def stability_records() -> list[Record]:
             out.append(Record(property="stability_region", method=name, problem="-", backend="reference",
                               measured=None, expected=None, verdict="error", status="failed",
                               message=f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+#: A(alpha) angles of BDF1..5 in degrees as printed in Hairer & Wanner II, Sect. V.2 (Table
+#: 2.3, to two decimals): the check for :func:`bdf_stability_angle`, which computes them
+BDF_ALPHA_LITERATURE = {1: 90.0, 2: 90.0, 3: 86.03, 4: 73.35, 5: 51.84}
+
+
+def bdf_boundary(k: int, theta: Any) -> Any:
+    """The root-locus curve of BDFk: the z = h*lambda where a root of the characteristic
+    polynomial has modulus one, z(θ) = Σ_{j=1..k} (1 - e^{-iθ})^j / j."""
+    import numpy as np
+
+    w = 1.0 - np.exp(-1j * np.asarray(theta, dtype=np.float64))
+    return sum(w ** j / j for j in range(1, int(k) + 1))
+
+
+def bdf_stability_angle(k: int, samples: int = 20_001) -> float:
+    """A(α) of BDFk in degrees: the largest α such that the sector |arg(-z)| < α lies in the
+    stability region. The region is the outside of the root locus (:func:`bdf_boundary`) and
+    contains small negative z, so the sector is stable up to the first locus point it meets:
+    α = min over θ of |arg(-z(θ))|. Sampled on θ in (0, π] (the locus is symmetric), then the
+    minimum refined by a bounded scalar search between the neighbours of the best sample."""
+    import numpy as np
+    from scipy.optimize import minimize_scalar
+
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 6:
+        raise ValueError(f"k={k!r}, but BDF is zero-stable for orders 1..6 only")
+
+    def angle(theta: float) -> float:
+        return float(np.abs(np.angle(-bdf_boundary(k, theta))))
+
+    theta = np.linspace(0.0, np.pi, samples)[1:]
+    values = np.abs(np.angle(-bdf_boundary(k, theta)))
+    i = int(np.argmin(values))
+    lo, hi = theta[max(i - 1, 0)], theta[min(i + 1, theta.size - 1)]
+    best = min(float(values[i]), minimize_scalar(angle, bounds=(lo, hi), method="bounded",
+                                                 options={"xatol": 1e-12}).fun)
+    # the locus leaves the origin tangent to the imaginary axis (z = iθ + O(θ^2)), so the
+    # infimum over θ -> 0 is 90 degrees, which no sample reaches exactly
+    return min(math.degrees(best), 90.0)
+
+
+def stability_angle_records() -> list[Record]:
+    """One record per BDF order 1..5: the computed A(α) angle, with the printed value as
+    ``expected`` (pass within 0.01 degree, the printed precision)."""
+    out = []
+    for k, printed in BDF_ALPHA_LITERATURE.items():
+        alpha = bdf_stability_angle(k)
+        ok = abs(alpha - printed) <= 0.01
+        out.append(Record(property="stability_angle", method=f"bdf{k}", problem="-", backend="reference",
+                          measured=alpha, expected=printed, verdict="pass" if ok else "fail",
+                          message="" if ok else f"A(alpha) {alpha:.4f} deg differs from the printed {printed}",
+                          details={"order": k, "source": "Hairer & Wanner II, Sect. V.2 (printed value)",
+                                   "locus": "z(θ) = Σ_j (1 - e^{-iθ})^j / j"}))
+    return out
+
+
+def problem_definitions(names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Each named registered problem as data for the report: its description (equation),
+    span, dimension, scalar parameters (arrays by shape), citation, and the provenance of its
+    reference solution (closed form, or each reference's kind, time, digits and source)."""
+    import numpy as np
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(names)):
+        if name not in PROBLEMS.names():
+            continue
+        p = PROBLEMS.get(name)
+        params = {}
+        for key, value in p.params.items():
+            if isinstance(value, np.ndarray):
+                params[key] = f"array of shape {tuple(value.shape)}"
+            elif isinstance(value, (int, float)):
+                params[key] = f"{value:.10g}"
+            else:
+                params[key] = type(value).__name__
+        refs = [{"kind": r.kind, "t": r.t, "digits": r.digits, "source": r.source} for r in p.references]
+        out[name] = {"description": p.description, "t_span": list(p.t_span), "n": p.n, "params": params,
+                     "tags": sorted(p.tags), "citation": p.citation, "closed_form": p.exact is not None,
+                     "references": refs, "jacobian": p.jac is not None}
     return out
 
 
@@ -312,7 +462,6 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
         missing["stiffness"] = why.replace("work-precision", "stiffness work-precision")
     wp_problems = QUICK_WORK_PRECISION_PROBLEMS if quick else WORK_PRECISION_PROBLEMS
     stiff_problems = QUICK_STIFF_PROBLEMS if quick else STIFF_PROBLEMS
-    stiff_tols = QUICK_STIFF_TOLERANCES if quick else STIFF_TOLERANCES
     repeats = 3  # the median of 3 while a solve is cheap (work_precision.CHEAP_S), else 1
     for name in backend_names:
         b = _backends.get(name)
@@ -341,16 +490,23 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
         if wp_fn is not None:
             for info in infos:
                 if info.adaptive and not is_implicit(info):
-                    tols = tuple(t for t in default_tols(info.order) if not quick or t >= QUICK_TIGHTEST_TOL)
                     for pname in wp_problems:
-                        tasks.append(_wp_task(wp_fn, name, info, pname, tols, w_wp, repeats=repeats))
+                        tols = nonstiff_tolerances(info, pname, quick)
+                        tasks.append(_wp_task(wp_fn, name, info, pname, tols, w_wp, repeats=repeats,
+                                              output_times=OUTPUT_TIMES))
+            jac = b.capabilities().options.get("jac")
             for info in stiff_infos:
                 # an explicit method fails at every tolerance: its loosest one shows it, with why
                 implicit = is_implicit(info)
-                extra = {} if implicit else {"max_steps": STIFF_EXPLICIT_MAX_STEPS}
+                extra: dict[str, Any] = {"output_times": OUTPUT_TIMES}
+                if not implicit:
+                    extra["max_steps"] = STIFF_EXPLICIT_MAX_STEPS
+                elif not isinstance(jac, str):  # the analytic Jacobian where the library takes one
+                    extra["jac"] = True
                 for pname in stiff_problems:
-                    tasks.append(_wp_task(wp_fn, name, info, pname, stiff_tols if implicit else stiff_tols[:1],
-                                          2 * w_wp, repeats=repeats, **extra))
+                    tols = stiff_tolerances(pname, quick)
+                    tasks.append(_wp_task(wp_fn, name, info, pname, tols if implicit else tols[:1],
+                                          2 * w_wp * (1 if quick else len(tols) / 3), repeats=repeats, **extra))
         grad, why = _gradient_tasks(name, quick, w_grad)
         tasks += grad
         if why:
@@ -359,7 +515,8 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
         tasks += drift
         if why:
             missing["drift"] = why
-    tasks.append(Task("stability regions", 0.5, stability_records, "reference", "*", "stability"))
+    tasks.append(Task("stability regions", 0.5, lambda: stability_records() + stability_angle_records(),
+                      "reference", "*", "stability"))
     if kinds is not None:
         wanted = set(kinds)
         unknown = wanted - set(KINDS)
@@ -384,14 +541,24 @@ def _failed(task: Task, exc: BaseException) -> Record:
 
 
 def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
-              warned: list[str] | None = None, timings: list[dict[str, Any]] | None = None) -> list[Record]:
+              warned: list[str] | None = None, timings: list[dict[str, Any]] | None = None, *,
+              journal: Any = None, resume: Any = None) -> list[Record]:
     """Run every task; one that raises becomes an ``error`` record (never a crash).
+
+    ``journal`` (:class:`odeverify.journal.Journal`) gets every finished task; the tasks of
+    ``resume`` (a journal's contents) are not run again.
 
     Warnings raised inside a task (a stiffness warning for an explicit method on a stiff
     problem, a library's own) are collected into ``warned`` as "task: category: message",
     once each, instead of interleaving with the progress bar."""
     records: list[Record] = []
     for task in tasks:
+        if resume is not None and task.label in resume.tasks:  # finished before an interruption
+            records += resume.tasks[task.label]
+            if progress is not None:
+                progress.update(task.label, weight=task.weight)
+            continue
+        first = len(records)
         if progress is not None:
             progress.update(task.label)
         wall, cpu = time.perf_counter(), time.process_time()
@@ -410,6 +577,8 @@ def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
                 text = f"{task.label}: {w.category.__name__}: {str(w.message).splitlines()[0][:300]}"
                 if text not in warned:
                     warned.append(text)
+        if journal is not None:
+            journal.task(task.label, records[first:])
         if progress is not None:
             progress.update(task.label, weight=task.weight)
     return records
@@ -417,9 +586,13 @@ def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
 
 def collect(*, backends: Sequence[str] | str | None = None, quick: bool = False,
             methods: Sequence[str] | None = None, progress: bool | Progress | None = None,
-            stream: Any = None, kinds: Iterable[str] | None = None) -> dict[str, Any]:
+            stream: Any = None, kinds: Iterable[str] | None = None, journal: Any = None,
+            resume: Any = None) -> dict[str, Any]:
     """Run the report's checks and return the document (schema :data:`SCHEMA`) that
     :func:`odeverify.report.render.render_html` turns into HTML.
+
+    ``journal`` gets every finished task and conformance case as it completes, and the tasks
+    and cases of ``resume`` (the contents of an interrupted run's journal) are not run again.
 
     ``progress=True`` shows a bar on ``stream`` (stderr by default). ``kinds`` runs only
     some of :data:`KINDS`; the others' sections then say they were not part of the run.
@@ -434,7 +607,14 @@ def collect(*, backends: Sequence[str] | str | None = None, quick: bool = False,
     warned: list[str] = []
     timings: list[dict[str, Any]] = []
     cpu = time.process_time()
-    records = run_tasks(tasks, bar, warned, timings)
+    try:
+        with conformance.case_hooks(None if journal is None else (lambda r, key: journal.case(key, r)),
+                                    resume=resume.cases if resume is not None else None):
+            records = run_tasks(tasks, bar, warned, timings, journal=journal, resume=resume)
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        raise
     elapsed = time.perf_counter() - start
     if bar is not None:
         bar.close(f"odeverify report: {len(records)} records from {len(tasks)} tasks in {elapsed:.1f} s")
@@ -451,5 +631,6 @@ def collect(*, backends: Sequence[str] | str | None = None, quick: bool = False,
         "cpu_s": time.process_time() - cpu,
         "timings": timings,
         "warnings": warned,
+        "problems": problem_definitions(r.problem for r in records),
         "records": [r.to_dict() for r in records],
     }

@@ -11,6 +11,7 @@ marker and line style encode the backend; every axis names its quantity and unit
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -31,9 +32,14 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#0
 BACKEND_STYLE = {"reference": ("o", "-"), "scipy": ("s", "--"), "torchdiffeq": ("^", "-."),
                  "diffrax": ("D", ":")}
 _EXTRA_STYLES = (("v", "-"), ("P", "--"), ("X", "-."), ("*", ":"))
-#: single-panel and two-panel figure sizes in inches (about 720 and 1050 px wide at 96 dpi)
+#: single-panel and two-panel figure sizes in inches (about 770 and 1150 px wide at 96 dpi)
 SIZE = (8.0, 4.3)
 WIDE = (12.0, 4.6)
+#: tick-label size in points (13.3 px at the figure's natural size)
+TICK_PT = 10.0
+#: the smallest scale a figure is shown at (CSS min-width): tick labels stay >= 9 px on a
+#: 360 px phone, where a wider figure scrolls inside its own box instead of shrinking
+MIN_SCALE = 0.7
 
 
 def floats(values: Iterable[Any]) -> np.ndarray:
@@ -88,6 +94,7 @@ def _figure(size: tuple[float, float], ncols: int = 1) -> tuple[Any, list[Any]]:
                         wspace=0.3)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     for ax in axes:
+        ax.tick_params(labelsize=TICK_PT)
         ax.grid(True, which="major", color="#d0d0d0", linewidth=0.6)
         ax.grid(True, which="minor", color="#ececec", linewidth=0.4)
         ax.set_axisbelow(True)
@@ -107,8 +114,12 @@ def to_svg(fig: Any, figure_id: str) -> str:
     text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
     text = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}{m.group(1)}"', text)
     text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
-    # a readable size that shrinks with the page; role/aria make it an image for assistive tech
-    return text.replace("<svg ", f'<svg class="figure" role="img" data-figure="{figure_id}" ', 1)
+    # a readable size that shrinks with the page down to MIN_SCALE of its natural width (below
+    # that it scrolls in its box); role/aria make it an image for assistive tech
+    width_pt = float(fig.get_figwidth()) * 72.0
+    min_px = round(width_pt * 4.0 / 3.0 * MIN_SCALE)
+    return text.replace("<svg ", f'<svg class="figure" role="img" data-figure="{figure_id}"'
+                                 f' data-min-scale="{MIN_SCALE}" style="min-width: {min_px}px" ', 1)
 
 
 def _legend(ax: Any, n: int) -> None:
@@ -120,8 +131,15 @@ def _legend(ax: Any, n: int) -> None:
 
 
 # ----------------------------------------------------------------------------- figures
+def _note(fig: Any, note: str | None) -> None:
+    """A caption line inside the figure (bottom left): it stays with the figure when the
+    figure is copied out of the page (the machine's load, the repeat count)."""
+    if note:
+        fig.text(0.01, 0.012, note, fontsize=8.5, color="#444", ha="left", va="bottom")
+
+
 def series_figure(series: Sequence[dict[str, Any]], *, xlabel: str, ylabel: str, title: str, figure_id: str,
-                  xlog: bool = True, ylog: bool = True, invert_x: bool = False) -> str:
+                  xlog: bool = True, ylog: bool = True, invert_x: bool = False, note: str | None = None) -> str:
     """One panel of lines; each series is ``{"x", "y", "label", "colour", "marker", "linestyle"}``
     with optional ``"window": (xmin, xmax)`` (drawn thick) and ``"fit": (slope, intercept)``
     (a dotted fitted line log10 y = slope log10 x + intercept over the window)."""
@@ -133,6 +151,7 @@ def series_figure(series: Sequence[dict[str, Any]], *, xlabel: str, ylabel: str,
     if invert_x:
         ax.invert_xaxis()
     _legend(ax, n)
+    _note(fig, note)
     return to_svg(fig, figure_id)
 
 
@@ -146,6 +165,13 @@ def _draw(ax: Any, series: Sequence[dict[str, Any]], *, xlog: bool, ylog: bool) 
             continue
         ax.plot(x, y, marker=s.get("marker", "o"), linestyle=s.get("linestyle", "-"), color=s["colour"],
                 markersize=4, linewidth=1.3, label=s["label"], alpha=0.95)
+        if s.get("x_lo") is not None and s.get("x_hi") is not None:
+            # whiskers: the spread (min..max) of repeated timings around the median
+            lo, hi = floats(s["x_lo"])[keep], floats(s["x_hi"])[keep]
+            ok = np.isfinite(lo) & np.isfinite(hi) & (hi > lo)
+            if ok.any():
+                ax.errorbar(x[ok], y[ok], xerr=np.vstack([x[ok] - lo[ok], hi[ok] - x[ok]]), fmt="none",
+                            ecolor=s["colour"], elinewidth=1.0, capsize=2.5, alpha=0.8)
         win = s.get("window")
         if win is not None:
             lo, hi = min(win), max(win)
@@ -170,29 +196,74 @@ def _draw(ax: Any, series: Sequence[dict[str, Any]], *, xlog: bool, ylog: bool) 
 
 
 def work_precision_figure(series: Sequence[dict[str, Any]], *, title: str, figure_id: str,
-                          ylabel: str = "max relative error at t1", ylog: bool = True) -> str:
-    """Two panels: accuracy versus NFE and versus wall time (x log). Each series is
-    ``{"nfev", "time", "y", "label", "colour", "marker", "linestyle"}``; ``y`` is an error
-    (log axis) or significant digits (``ylog=False``)."""
-    fig, (a1, a2) = _figure(WIDE, ncols=2)
-    n = _draw(a1, [dict(s, x=s["nfev"]) for s in series], xlog=True, ylog=ylog)
-    _draw(a2, [dict(s, x=s["time"]) for s in series], xlog=True, ylog=ylog)
-    a1.set_xlabel("function evaluations (NFE)")
-    a2.set_xlabel("wall time [s]")
-    for ax in (a1, a2):
-        ax.set_ylabel(ylabel)
-    a1.set_title("accuracy vs work", fontsize=10)
-    a2.set_title("accuracy vs time", fontsize=10)
+                          ylabel: str = "max relative error at t1", ylog: bool = True, note: str | None = None,
+                          panels: tuple[str, str] = ("accuracy vs work", "accuracy vs time"),
+                          xkeys: tuple[str, str] = ("nfev", "time"),
+                          xlabels: tuple[str, str] = ("function evaluations (NFE)", "wall time [s]"),
+                          ylabels: tuple[str, str] | None = None) -> str:
+    """Two panels: accuracy versus NFE and versus wall time (x log) by default. Each series is
+    ``{"nfev", "time", "y", "label", "colour", "marker", "linestyle"}`` with optional
+    ``"time_lo"``/``"time_hi"`` (the spread of repeated timings, drawn as whiskers); ``y`` is
+    an error (log axis) or significant digits (``ylog=False``). ``xkeys``/``ylabels`` and a
+    series' ``"y2"`` draw other quantities (the right panel then plots ``y2``); ``note`` is a
+    line of text inside the figure."""
+    fig, (a1, a2) = _figure((WIDE[0], WIDE[1] + (0.25 if note else 0.0)), ncols=2)
+    if note:
+        fig.subplots_adjust(bottom=0.85 / fig.get_figheight())
+    k1, k2 = xkeys
+    n = _draw(a1, [dict(s, x=s[k1], x_lo=s.get(f"{k1}_lo"), x_hi=s.get(f"{k1}_hi")) for s in series],
+              xlog=True, ylog=ylog)
+    _draw(a2, [dict(s, x=s[k2], y=s.get("y2", s["y"]), x_lo=s.get(f"{k2}_lo"), x_hi=s.get(f"{k2}_hi"))
+               for s in series], xlog=True, ylog=ylog)
+    a1.set_xlabel(xlabels[0])
+    a2.set_xlabel(xlabels[1])
+    for ax, lab in zip((a1, a2), ylabels or (ylabel, ylabel)):
+        ax.set_ylabel(lab)
+    a1.set_title(panels[0], fontsize=10)
+    a2.set_title(panels[1], fontsize=10)
     fig.suptitle(title, fontsize=11, y=0.995)
     _legend(a2, n)
+    _note(fig, note)
     return to_svg(fig, figure_id)
+
+
+def bdf_amplification(k: int, Z: np.ndarray) -> np.ndarray:
+    """max |ζ| over the roots of BDFk's characteristic equation Σ_{j=1..k} (1 - 1/ζ)^j / j = z
+    at every z of ``Z``: the step is stable where it is <= 1. With w = 1 - 1/ζ the equation is
+    a polynomial in w; its roots are the eigenvalues of the companion matrix (batched)."""
+    z = np.asarray(Z, dtype=np.complex128).ravel()
+    # monic in w: w^k + sum_{j<k} (k/j) w^j - k z = 0
+    comp = np.zeros((z.size, k, k), dtype=np.complex128)
+    if k > 1:
+        comp[:, 1:, :-1] = np.eye(k - 1)
+    coeffs = [(-k * z) if j == 0 else np.full(z.size, k / j, dtype=np.complex128) for j in range(k)]
+    for j, c in enumerate(coeffs):
+        comp[:, j, -1] = -c
+    w = np.linalg.eigvals(comp)
+    with np.errstate(all="ignore"):
+        zeta = np.abs(1.0 / (1.0 - w))
+    amp = np.max(np.where(np.isfinite(zeta), zeta, 1e6), axis=-1)
+    return amp.reshape(np.shape(Z))
+
+
+@functools.lru_cache(maxsize=16)
+def _bdf_grid(k: int, x0: float, x1: float, y0: float, y1: float, n: int = 161
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`bdf_amplification` on an n x n grid, cached: batched eigenvalues cost ~10 us a
+    point, so the grid is coarser than the rational functions' and computed once a process."""
+    gx, gy = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
+    amp = bdf_amplification(k, gx[None, :] + 1j * gy[:, None])
+    for a in (gx, gy, amp):
+        a.flags.writeable = False
+    return gx, gy, amp
 
 
 def stability_figure(regions: Sequence[dict[str, Any]], *, title: str, figure_id: str,
                      extent: tuple[float, float, float, float] = (-7.0, 1.5, -5.0, 5.0)) -> str:
     """Boundaries |R(z)| = 1 in the complex plane z = h*lambda, one contour per method, for
     ``{"label", "numerator", "denominator", "colour", "linestyle"}`` (coefficients lowest
-    power first). The stable side is the one containing small negative real z."""
+    power first), or ``{"label", "bdf_order", ...}`` for a BDF method (its roots' largest
+    modulus, :func:`bdf_amplification`). The stable side (|R| <= 1) is shaded."""
     from matplotlib.lines import Line2D
 
     fig, (ax,) = _figure((7.2, 4.9))
@@ -202,13 +273,19 @@ def stability_figure(regions: Sequence[dict[str, Any]], *, title: str, figure_id
     Z = xs[None, :] + 1j * ys[:, None]
     handles = []
     for r in regions:
-        p, q = floats(r["numerator"])[::-1], floats(r["denominator"])[::-1]
-        with np.errstate(all="ignore"):
-            amp = np.abs(np.polyval(p, Z) / np.polyval(q, Z))
+        gx, gy = xs, ys
+        if r.get("bdf_order"):
+            gx, gy, amp = _bdf_grid(int(r["bdf_order"]), x0, x1, y0, y1)
+        else:
+            p, q = floats(r["numerator"])[::-1], floats(r["denominator"])[::-1]
+            with np.errstate(all="ignore"):
+                amp = np.abs(np.polyval(p, Z) / np.polyval(q, Z))
         amp = np.where(np.isfinite(amp), amp, 1e6)
         if not (amp.min() < 1.0 < amp.max()):
             continue
-        ax.contour(xs, ys, amp, levels=[1.0], colors=[r["colour"]], linewidths=1.4,
+        # the stable side |R| <= 1, lightly shaded (overlaps darken: stable for several methods)
+        ax.contourf(gx, gy, amp, levels=[0.0, 1.0], colors=[r["colour"]], alpha=0.10)
+        ax.contour(gx, gy, amp, levels=[1.0], colors=[r["colour"]], linewidths=1.4,
                    linestyles=[r.get("linestyle", "-")])
         handles.append(Line2D([], [], color=r["colour"], linestyle=r.get("linestyle", "-"), label=r["label"]))
     ax.axhline(0, color="#888", linewidth=0.7)

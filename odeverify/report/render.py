@@ -23,13 +23,21 @@ CHECK_COLUMNS = {"algebraic_order": "algebraic", "convergence_order": "order", "
                  "embedded_estimate_bound": "estimate", "tolerance_proportionality": "tolerance",
                  "backend_agreement": "agreement", "batch_behaviour": "batch", "precision_agreement": "float32",
                  "reference_accuracy": "published"}
-VERDICT_ORDER = ("pass", "deviation", "fail", "error", "skip")
-VERDICT_LABEL = {"pass": "pass", "deviation": "deviation", "fail": "FAIL", "error": "ERROR", "skip": "inconclusive"}
-#: a matrix cell shows the worst verdict of its records
-_RANK = {"fail": 0, "error": 0, "deviation": 1, "pass": 2, "skip": 3}
-_SYMBOL = {"fail": "FAIL", "error": "ERROR", "deviation": "dev", "skip": "~", "pass": "ok"}
+VERDICT_ORDER = ("pass", "deviation", "fail", "error", "skip", "unavailable")
+VERDICT_LABEL = {"pass": "pass", "deviation": "deviation", "fail": "FAIL", "error": "ERROR", "skip": "inconclusive",
+                 "unavailable": "unavailable"}
+#: a matrix cell shows the worst verdict of its records, in this order: "ok" only when every
+#: record passed, "~" when one is inconclusive and none failed or deviated (MATRIX_RULE)
+_RANK = {"fail": 0, "error": 0, "deviation": 1, "skip": 2, "pass": 3, "unavailable": 4}
+MATRIX_RULE = ("A cell sums up the check's records over its problems: <b>ok</b> every problem passed;"
+               " <b>~</b> at least one was inconclusive (the data could not decide) and none failed or"
+               " deviated; <b>dev</b> a documented deviation and no failure; <b>FAIL</b>/<b>ERROR</b> at least"
+               " one failed or crashed; <b>n/a</b> the library is not installed; empty: not applicable.")
+_SYMBOL = {"fail": "FAIL", "error": "ERROR", "deviation": "dev", "skip": "~", "pass": "ok", "unavailable": "n/a"}
 #: measurements for figures rather than pass/fail checks: left out of the verdict counts
-MEASUREMENTS = ("work_precision", "stability_region", "reversibility_drift")
+MEASUREMENTS = ("work_precision", "stability_region", "reversibility_drift", "stability_angle")
+#: the errors of the "cost to reach an error" tables
+COST_TARGETS = (1e-3, 1e-6, 1e-9)
 
 
 @dataclass
@@ -134,30 +142,50 @@ def message_rows(records: Sequence[dict], *, with_status: bool = False) -> list[
 
 
 # ----------------------------------------------------------------------------- sections
+def backend_rows(doc: dict, records: list[dict]) -> list[dict[str, Any]]:
+    """One row per backend of the summary, from the records themselves (the header counts the
+    same rows): the backends the run listed, then any other a record names (gradients of
+    "reference" run on reference-torch). A backend is unavailable when a record says so
+    (verdict ``unavailable``) or the run found it missing; the install hint comes along."""
+    checks = [r for r in records if r["property"] not in MEASUREMENTS]
+    declared = {b["name"]: b for b in doc.get("backends", [])}
+    names = list(dict.fromkeys([*declared, *(r["backend"] for r in checks)]))
+    rows = []
+    for name in names:
+        b = declared.get(name, {})
+        mine = [r for r in checks if r["backend"] == name]
+        missing = [r for r in mine if r["verdict"] == "unavailable"]
+        available = bool(b.get("available", True)) and not missing
+        hint = b.get("install_hint") or next(((r.get("details") or {}).get("install_hint") for r in missing), "") or ""
+        methods = b.get("methods") or sorted({r["method"] for r in mine if r["method"] != "*"})
+        rows.append({"name": name, "available": available, "install_hint": hint, "methods": methods,
+                     "records": mine})
+    return rows
+
+
 def summary_section(doc: dict, records: list[dict]) -> Section:
     sec = Section("summary", "Summary verdicts",
                   "Each check compares a measurement with what theory says. <b>pass</b>: confirmed;"
                   " <b>deviation</b>: a known, documented departure (reason below, from"
                   " odeverify/data/expected_failures.toml); <b>FAIL</b>/<b>ERROR</b>: a finding or a crash;"
-                  " <b>inconclusive</b>: the data could not decide (e.g. no asymptotic window above round-off).")
+                  " <b>inconclusive</b> (<b>~</b> in the matrices): the data could not decide (e.g. no"
+                  " asymptotic window above round-off); <b>unavailable</b>: the library is not installed, so"
+                  " nothing was checked and nothing failed (the install hint is beside it).")
     if not records:
         sec.empty = "no records: no backend, method or check ran"
     checks = [r for r in records if r["property"] not in MEASUREMENTS]
     rows = []
-    declared = {b["name"]: b for b in doc.get("backends", [])}
-    # records may name a backend the run did not list (gradients of "reference" run on reference-torch)
-    names = list(dict.fromkeys([*declared, *(r["backend"] for r in checks)]))
-    for name in names:
-        b = declared.get(name, {"available": True, "methods": sorted({r["method"] for r in checks
-                                                                      if r["backend"] == name})})
-        mine = [r for r in checks if r["backend"] == name]
+    for b in backend_rows(doc, records):
+        mine = b["records"]
         counts = [str(sum(r["verdict"] == v for r in mine)) for v in VERDICT_ORDER]
-        avail = "yes" if b["available"] else f"no ({b.get('install_hint', '')})"
-        worst = min((r["verdict"] for r in mine), key=_RANK.__getitem__, default="skip")
-        rows.append([name, avail, str(len(b.get("methods", []))), *counts, verdict_cell(worst)])
+        avail = "yes" if b["available"] else (f"no: {b['install_hint']}" if b["install_hint"] else "no")
+        worst = min((r["verdict"] for r in mine), key=lambda v: _RANK.get(v, 0), default="skip")
+        rows.append([b["name"], (avail, "" if b["available"] else "v-unavailable"), str(len(b["methods"])),
+                     *counts, verdict_cell(worst)])
     sec.tables.append(Table("Verdicts per backend (checks; measurements such as work-precision excluded)",
                             ["backend", "available", "methods", *[VERDICT_LABEL[v] for v in VERDICT_ORDER],
                              "worst"], rows))
+    sec.notes.append(MATRIX_RULE)
     for (backend,), recs in by(checks, "backend").items():
         props = [p for p in CHECK_COLUMNS if any(r["property"] == p for r in recs)]
         extra = sorted({r["property"] for r in recs} - set(CHECK_COLUMNS))
@@ -169,13 +197,13 @@ def summary_section(doc: dict, records: list[dict]) -> Section:
             for p in props:
                 vs = [r["verdict"] for r in recs if r["method"] == m and r["property"] == p]
                 if vs:
-                    worst = min(vs, key=_RANK.__getitem__)
+                    worst = matrix_verdict(vs)
                     row.append((_SYMBOL.get(worst, worst), f"v-{worst}"))
                 else:
                     row.append("")
             mrows.append(row)
-        sec.tables.append(Table(f"{backend}: methods x checks (worst verdict over the check's problems)",
-                                ["method", *[CHECK_COLUMNS.get(p, p) for p in props]], mrows))
+        sec.tables.append(Table(f"{backend}: methods x checks (ok: every problem passed; ~: some inconclusive,"
+                                " none failed)", ["method", *[CHECK_COLUMNS.get(p, p) for p in props]], mrows))
     devs = [r for r in records if r["verdict"] == "deviation"]
     sec.tables.append(Table(f"Expected deviations ({len(devs)}), with their reasons",
                             ["backend", "property", "method", "problem", "reason"], message_rows(devs)))
@@ -189,26 +217,135 @@ def summary_section(doc: dict, records: list[dict]) -> Section:
     return sec
 
 
+def matrix_verdict(verdicts: Sequence[str]) -> str:
+    """The verdict a methods x checks cell shows for its records (:data:`MATRIX_RULE`)."""
+    return min(verdicts, key=lambda v: _RANK.get(v, 0))
+
+
 def wp_points(record: dict) -> dict[str, list]:
-    """The points of a work-precision record as columns: rtol, nfev, time, abs_error, scd,
-    status, message (``details["points"]``, odeverify.properties.work_precision)."""
+    """The points of a work-precision record as columns: rtol, nfev, time (median), its spread
+    (time_lo, time_hi), repeats, load, abs_error, scd, the trajectory measures, status, message
+    (``details["points"]``, odeverify.properties.work_precision)."""
     pts = (record.get("details") or {}).get("points") or []
-    col = {"rtol": "rtol", "nfev": "nfev", "time": "wall_s", "abs_error": "abs_error", "scd": "scd",
-           "status": "status", "message": "message"}
+    col = {"rtol": "rtol", "nfev": "nfev", "time": "wall_s", "time_lo": "wall_min", "time_hi": "wall_max",
+           "repeats": "wall_repeats", "load": "load_1min", "abs_error": "abs_error", "scd": "scd",
+           "max_abs_error": "max_abs_error", "dense_abs_error": "dense_abs_error", "max_mescd": "max_mescd",
+           "dense_mescd": "dense_mescd", "status": "status", "message": "message"}
     return {k: [p.get(v) for p in pts] for k, v in col.items()}
 
 
-def _wp_figures(sec: Section, recs: list[dict], style: Style, ids: list[int], *, what: str, scd: bool) -> None:
+def cost_to_reach(work: Sequence[Any], errors: Sequence[Any], target: float) -> tuple[float | None, str]:
+    """The work at which a work-precision line reaches the error ``target``.
+
+    The points come in sweep order (loosest tolerance first); failed or non-finite ones are
+    dropped. Between the first pair of consecutive points whose errors bracket the target,
+    log10 work is interpolated linearly in log10 error (the log-log line between measured
+    points). Returns ``(work, "interpolated")``; ``(w0, "bound")`` when the loosest point is
+    already at or below the target (the cost is at most w0); ``(None, "not reached")`` when no
+    measured point reaches it. Never extrapolated."""
+    w, e = floats(work), floats(errors)
+    keep = np.isfinite(w) & np.isfinite(e) & (w > 0) & (e > 0)
+    w, e = w[keep], e[keep]
+    if w.size == 0:
+        return None, "not reached"
+    if e[0] <= target:
+        return float(w[0]), "bound"
+    lt, lw, le = math.log10(target), np.log10(w), np.log10(e)
+    for i in range(w.size - 1):
+        if e[i] > target >= e[i + 1]:
+            frac = (le[i] - lt) / (le[i] - le[i + 1])
+            return float(10.0 ** (lw[i] + frac * (lw[i + 1] - lw[i]))), "interpolated"
+    return None, "not reached"
+
+
+def _cost_cells(values: list[tuple[float | None, str]], digits: int) -> list[Any]:
+    """Cells of one column; the fastest is marked when it is certain: no other entry is a mere
+    upper bound (whose true cost could be anything below it)."""
+    known = [(v, how) for v, how in values if v is not None]
+    best = None
+    if known:
+        i = min(range(len(values)), key=lambda j: math.inf if values[j][0] is None else values[j][0])
+        others_bounded = any(how == "bound" for j, (v, how) in enumerate(values) if j != i and v is not None)
+        if not others_bounded and sum(v is not None for v, _ in values) > 1:
+            best = i
+    cells: list[Any] = []
+    for j, (v, how) in enumerate(values):
+        text = "not reached" if v is None else (f"<= {fmt(v, digits)}" if how == "bound" else fmt(v, digits))
+        cells.append((text + (" (fastest)" if j == best else ""), "best" if j == best else
+                      ("na" if v is None else "")))
+    return cells
+
+
+def cost_table(problem: str, recs: list[dict], *, scd: bool) -> Table:
+    """NFE and median time to reach each of :data:`COST_TARGETS`, per backend x method."""
+    rows, columns = [], []
+    for r in recs:
+        pts = wp_points(r)
+        err = [None if v is None else 10.0 ** -float(v) for v in floats(pts["scd"])] if scd else pts["abs_error"]
+        columns.append([cost_to_reach(pts[key], err, t) for key in ("nfev", "time") for t in COST_TARGETS])
+        rows.append([r["backend"], r["method"]])
+    if columns:
+        for c in range(len(columns[0])):
+            cells = _cost_cells([col[c] for col in columns], 3 if c < len(COST_TARGETS) else 2)
+            for row, cell in zip(rows, cells):
+                row.append(cell)
+    what = "relative error 10^-scd" if scd else "max abs error at t1"
+    head = [f"NFE to {t:.0e}" for t in COST_TARGETS] + [f"time [s] to {t:.0e}" for t in COST_TARGETS]
+    return Table(f"{problem}: cost to reach a {what} of {', '.join(f'{t:.0e}' for t in COST_TARGETS)}"
+                 " (interpolated on the log-log line between measured points; '<=': reached at the loosest"
+                 " tolerance already; never extrapolated)", ["backend", "method", *head], rows)
+
+
+def timing_note(doc: dict, recs: list[dict]) -> str:
+    """What the wall-time panel's numbers are: the repeat counts, and the machine's load."""
+    reps = sorted({int(v) for r in recs for v in floats(wp_points(r)["repeats"]) if np.isfinite(v)})
+    loads = [v for r in recs for v in floats(wp_points(r)["load"]) if np.isfinite(v)]
+    env = doc.get("environment") or {}
+    rep = "-".join(str(v) for v in (reps[0], reps[-1])) if len(reps) > 1 else (str(reps[0]) if reps else "?")
+    load = (f"1-min load average {min(loads):.1f}-{max(loads):.1f}" if loads else "load not recorded")
+    cores = env.get("cpu_count")
+    return (f"time: median of {rep} repeat(s) per point, whiskers min-max (1 repeat where a solve"
+            f" takes > 0.2 s); {load} during these sweeps{f' on {cores} cores' if cores else ''}")
+
+
+def _wp_figures(sec: Section, recs: list[dict], style: Style, ids: list[int], doc: dict, *, what: str,
+                scd: bool) -> None:
     for (problem,), group in by(recs, "problem").items():
-        series = []
+        group = [r for r in group if (r.get("details") or {}).get("points")]
+        if not group:
+            continue
+        series, traj = [], []
         for r in group:
             pts = wp_points(r)
-            series.append(dict(style.line(r["backend"], r["method"]), nfev=pts["nfev"], time=pts["time"],
-                               y=pts["scd"] if scd else pts["abs_error"], label=f"{r['method']} ({r['backend']})"))
+            line = style.line(r["backend"], r["method"])
+            label = f"{r['method']} ({r['backend']})"
+            series.append(dict(line, nfev=pts["nfev"], time=pts["time"], time_lo=pts["time_lo"],
+                               time_hi=pts["time_hi"], y=pts["scd"] if scd else pts["abs_error"], label=label))
+            key = "mescd" if scd else "abs_error"
+            if any(v is not None for v in pts[f"max_{key}"]):
+                traj.append(dict(line, nfev=pts["nfev"], y=pts[f"max_{key}"], y2=pts[f"dense_{key}"], label=label))
+        note = timing_note(doc, group)
         sec.figures.append({"svg": plots.work_precision_figure(
             series, title=f"{problem}: {what}", figure_id=_figure_id(ids),
             ylabel="significant correct digits (scd)" if scd else "max abs error at t1",
-            ylog=not scd), "caption": f"{what} on {problem}"})
+            ylog=not scd, note=note), "caption": f"{what} on {problem}; {note}"})
+        if traj:
+            tinfo = next(((r.get("details") or {}).get("trajectory") for r in group
+                          if (r.get("details") or {}).get("trajectory")), {}) or {}
+            n_out = len(tinfo.get("output_times") or [])
+            ylabels = (("digits over the output times (mixed error)", "digits between the output times")
+                       if scd else ("max abs error over the output times", "max abs error between output times"))
+            sec.figures.append({"svg": plots.work_precision_figure(
+                traj, title=f"{problem}: error along the solution", figure_id=_figure_id(ids), ylog=not scd,
+                panels=(f"max over {n_out} output times", "dense output (points between them)"),
+                xkeys=("nfev", "nfev"), xlabels=("function evaluations (NFE)", "function evaluations (NFE)"),
+                ylabels=ylabels),
+                "caption": f"error along the solution on {problem}: the maximum over {n_out} output times and at"
+                           f" the points between them ({', '.join(fmt(f) for f in tinfo.get('dense_fractions', []))}"
+                           f" of each interval, served by the solver's dense output); reference: {tinfo.get('source', '-')},"
+                           f" its own error at t1 {fmt(tinfo.get('error_at_t1'))} (errors near it measure the"
+                           " reference)"})
+        sec.tables.append(cost_table(problem, group, scd=scd))
 
 
 def _failed_points(recs: list[dict]) -> list[list[Any]]:
@@ -229,13 +366,18 @@ def work_precision_section(doc: dict, records: list[dict], style: Style, ids: li
                   " rtol scaled to the smallest reference component). Lower and further left is better."
                   " Colour: method (one tableau has one colour in every library); marker and line style:"
                   " backend. The left panel counts function evaluations (hardware-independent); the right"
-                  " panel is wall time on this machine (median of repeats, JIT compilation excluded).")
+                  " panel is wall time on this machine (median of repeats with min-max whiskers, JIT"
+                  " compilation excluded; the repeat count and the machine's load are printed in the figure)."
+                  " The second figure of a problem shows the error along the solution: the maximum over the"
+                  " output times, and at points between them (the dense output). The table under them reads"
+                  " off the cost to reach a given error: the fastest method at equal accuracy is marked.")
     stiff = set(doc.get("stiff_problems", []))
-    wp = [r for r in records if r["property"] == "work_precision" and r["problem"] not in stiff]
+    wp = [r for r in records if r["property"] == "work_precision" and r["problem"] not in stiff
+          and (r.get("details") or {}).get("points")]
     if not wp:
         sec.empty = empty_line(doc, "work-precision", "work_precision", "no explicit adaptive method was selected")
         return sec
-    _wp_figures(sec, wp, style, ids, what="error vs work", scd=False)
+    _wp_figures(sec, wp, style, ids, doc, what="error vs work", scd=False)
     failed = _failed_points(wp)
     if failed:
         sec.tables.append(Table("Failed solves of the sweeps", ["backend", "method", "problem", "rtols", "status",
@@ -359,24 +501,29 @@ def _records_table(title: str, recs: list[dict]) -> Table:
 
 
 def _sweep_figures(sec: Section, recs: list[dict], style: Style, ids: list[int], *, x: str, y: str, xlabel: str,
-                   ylabel: str, what: str, invert_x: bool = False) -> None:
-    """One figure per (backend, problem): ``details[y]`` against ``details[x]``, a line per record."""
-    for (backend, problem), group in by(recs, "backend", "problem").items():
+                   ylabel: str, what: str, invert_x: bool = False, across_backends: bool = False) -> None:
+    """One figure per (backend, problem), or per problem ``across_backends`` (then each line
+    is labelled with its library): ``details[y]`` against ``details[x]``, a line per record."""
+    keys = ("problem",) if across_backends else ("backend", "problem")
+    for key, group in by(recs, *keys).items():
         series = []
         for r in group:
             d = r.get("details") or {}
             xs, ys = d.get(x) or [], d.get(y) or []
             if xs and len(xs) == len(ys):
                 base = r["method"].split("/")[0]
-                series.append(dict(style.line(backend, base), x=xs, y=ys, label=r["method"]))
+                label = f"{r['backend']}: {r['method']}" if across_backends else r["method"]
+                series.append(dict(style.line(r["backend"], base), x=xs, y=ys, label=label))
         if series:
-            # several modes share a method's colour: tell them apart by line style
-            for i, srs in enumerate(series):
-                srs["linestyle"] = ("-", "--", "-.", ":")[i % 4]
+            if not across_backends:
+                # several modes share a method's colour: tell them apart by line style
+                for i, srs in enumerate(series):
+                    srs["linestyle"] = ("-", "--", "-.", ":")[i % 4]
+            where = f"{key[0]} on {key[1]}" if len(key) == 2 else f"{key[0]} (every library)"
             sec.figures.append({"svg": plots.series_figure(series, xlabel=xlabel, ylabel=ylabel,
-                                                           title=f"{what}: {backend} on {problem}",
+                                                           title=f"{what}: {where}",
                                                            figure_id=_figure_id(ids), invert_x=invert_x),
-                                "caption": f"{what}: {backend} on {problem}"})
+                                "caption": f"{what}: {where}"})
 
 
 def gradient_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
@@ -390,9 +537,14 @@ def gradient_section(doc: dict, records: list[dict], style: Style, ids: list[int
         return sec
     conv = [r for r in recs if r["property"] == "adjoint_convergence"]
     _sweep_figures(sec, conv, style, ids, x="tols", y="errors", xlabel="tolerance (rtol)",
-                   ylabel="relative gradient error", what="gradient error vs tolerance", invert_x=True)
+                   ylabel="relative gradient error", what="gradient error vs tolerance", invert_x=True,
+                   across_backends=True)
     _sweep_figures(sec, conv, style, ids, x="tols", y="gap_to_discrete", xlabel="tolerance (rtol)",
-                   ylabel="|g_adjoint - g_discrete| / |g_discrete|", what="adjoint mismatch", invert_x=True)
+                   ylabel="|g_adjoint - g_discrete| / |g_discrete|", what="adjoint mismatch", invert_x=True,
+                   across_backends=True)
+    if not conv:
+        sec.notes.append("no gradient tolerance sweep in this run (adjoint_convergence records), so no figure of"
+                         " gradient error or adjoint mismatch against the tolerance")
     gap = [r for r in recs if r["property"] == "fixed_step_adjoint_gap"]
     _sweep_figures(sec, gap, style, ids, x="n_steps", y="gap", xlabel="fixed steps n",
                    ylabel="|g_adjoint - g_discrete| / |g_discrete|", what="adjoint mismatch, fixed steps")
@@ -445,21 +597,29 @@ def _is_drift(r: dict) -> bool:
 def stiffness_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
     sec = Section("stiffness", "Stiffness",
                   "Significant correct digits (scd = -log10 of the max relative error at t1) against the"
-                  " work on stiff problems: higher and further left is better. An explicit method is"
+                  " work on stiff problems of the Bari test set: higher and further left is better; then"
+                  " the digits along the solution (mixed error |e|/(s + |y|) over the output times and"
+                  " between them) and the cost to reach 3, 6 and 9 digits. An explicit method is"
                   " run with a small step limit to show that it fails; every failure is listed with why."
                   " Then the work (NFE) against the stiffness ratio of a linear problem, and the order of"
                   " implicit methods on Prothero-Robinson (order reduction to the stage order).")
     stiff = set(doc.get("stiff_problems", []))
     wp = [r for r in records if r["property"] == "work_precision" and r["problem"] in stiff]
+    not_applicable = [r for r in wp if not (r.get("details") or {}).get("points")]
+    wp = [r for r in wp if (r.get("details") or {}).get("points")]
     handling = [r for r in records if r["property"] == "stiffness_handling"]
     order = [r for r in records if r["property"] == "stiff_order"]
     if not (wp or handling or order):
         sec.empty = empty_line(doc, "stiffness", "stiffness", "no stiffness records in this run")
         return sec
     if wp:
-        _wp_figures(sec, wp, style, ids, what="scd vs work", scd=True)
+        _wp_figures(sec, wp, style, ids, doc, what="scd vs work", scd=True)
     else:
         sec.notes.append(empty_line(doc, "stiff work-precision", "stiffness", "none in this run"))
+    if not_applicable:
+        sec.tables.append(Table("Methods that cannot take these problems", ["backend", "property", "method",
+                                                                            "problem", "message"],
+                                message_rows(not_applicable)))
     failed = _failed_points(wp)
     if failed:
         sec.tables.append(Table("Failed solves on stiff problems, and why", ["backend", "method", "problem", "rtols",
@@ -492,8 +652,8 @@ def stability_section(doc: dict, records: list[dict], style: Style, ids: list[in
     sec = Section("stability", "Stability regions",
                   "Boundaries |R(hλ)| = 1 of the exact stability functions R(z) = P(z)/Q(z): a step is"
                   " stable for the test equation y' = λy where |R(hλ)| <= 1, the side containing small"
-                  " negative real hλ. Explicit methods have bounded regions; A-stable implicit methods"
-                  " contain the whole left half-plane.")
+                  " negative real hλ (shaded). Explicit methods have bounded regions; A-stable implicit"
+                  " methods contain the whole left half-plane; BDF3-5 are A(α)-stable only (table).")
     recs = [r for r in records if r["property"] == "stability_region" and r["verdict"] == "pass"]
     if not recs:
         sec.empty = empty_line(doc, "stability-region", "stability", "no tableau records")
@@ -529,10 +689,55 @@ def stability_section(doc: dict, records: list[dict], style: Style, ids: list[in
              else f"[{fmt(r.get('measured'), 4)}, 0]"] for r in recs]
     sec.tables.append(Table("Real stability interval (largest [-r, 0] with |R(x)| <= 1)",
                             ["method", "order", "explicit", "real interval"], rows))
+    angles = [r for r in records if r["property"] == "stability_angle"]
+    if angles:
+        regions = [{"label": f"{r['method'].upper()} (A({fmt(r.get('measured'), 4)}°))",
+                    "bdf_order": (r.get("details") or {}).get("order"), "colour": colours(r["method"]),
+                    "linestyle": "-"} for r in angles if (r.get("details") or {}).get("order")]
+        if regions:
+            sec.figures.append({"svg": plots.stability_figure(regions, title="BDF1-5: stable outside each curve",
+                                                              figure_id=_figure_id(ids),
+                                                              extent=(-10.0, 30.0, -20.0, 20.0)),
+                                "caption": "stability regions of BDF1-5 (the root locus; stable where every root"
+                                           " of the characteristic equation has modulus <= 1, shaded)"})
+        sec.tables.append(Table(
+            "A(α) stability of BDF: the largest α such that the sector |arg(-z)| < α is stable (computed from"
+            " the root locus; the printed values of Hairer & Wanner II, Sect. V.2 as the check)",
+            ["method", "A(α) computed [deg]", "printed [deg]", "verdict", "message"],
+            [[r["method"], fmt(r.get("measured"), 6), fmt(r.get("expected"), 4), verdict_cell(r["verdict"]),
+              r.get("message") or ""] for r in angles]))
     bad = [r for r in records if r["property"] == "stability_region" and r["verdict"] != "pass"]
     if bad:
         sec.tables.append(Table("Tableaus whose stability function failed",
                                 ["backend", "property", "method", "problem", "message"], message_rows(bad)))
+    return sec
+
+
+def problems_section(doc: dict, records: list[dict]) -> Section:
+    """Each problem of the report's records: its definition and where its reference comes from."""
+    sec = Section("problems", "Problems and reference solutions",
+                  "The definition of every problem used above (equation, span, parameters) and the provenance"
+                  " of the reference solution each error is measured against: a closed form, or published"
+                  " values (source and printed digits), or a computed solve (its solver and tolerances).")
+    probs = doc.get("problems") or {}
+    if not probs:
+        sec.empty = "no problem definitions in this document (records from an older run, or no problem ran)"
+        return sec
+    rows = []
+    for name, p in probs.items():
+        span = p.get("t_span") or ["-", "-"]
+        params = ", ".join(f"{k} = {v}" for k, v in (p.get("params") or {}).items()) or "-"
+        if p.get("closed_form"):
+            ref = "closed form"
+        else:
+            ref = "; ".join(f"{r.get('kind')} at t = {fmt(r.get('t'), 8)}"
+                            + (f" ({r.get('digits')} digits)" if r.get("digits") else "") + f": {r.get('source')}"
+                            for r in p.get("references") or []) or "none"
+        rows.append([name, p.get("description") or "-", f"[{fmt(span[0], 8)}, {fmt(span[1], 8)}]", str(p.get("n")),
+                     params, ("yes" if p.get("jacobian") else "no"), ref, p.get("citation") or "-"])
+    sec.tables.append(Table(f"{len(rows)} problems", ["problem", "definition", "span", "n", "parameters",
+                                                      "analytic Jacobian", "reference solution", "citation"],
+                            rows))
     return sec
 
 
@@ -569,8 +774,9 @@ def sections(doc: dict) -> list[Section]:
         stiffness_section(doc, records, style, ids),
         stability_section(doc, records, style, ids),
     ]
+    out.append(problems_section(doc, records))
     shown = {"work_precision", "convergence_order", "dense_output_order", "tolerance_proportionality",
-             "stability_region", "stiffness_handling", "stiff_order"} | {
+             "stability_region", "stability_angle", "stiffness_handling", "stiff_order"} | {
         r["property"] for r in records if _is_gradient(r) or _is_drift(r)}
     out.append(other_checks_section(records, shown))
     return out
@@ -590,10 +796,13 @@ def render_html(doc: dict) -> str:
         for f in s.figures:
             f["svg"] = _markup(f["svg"])  # produced by matplotlib from our own labels
         s.intro = _markup(s.intro)
-    counts = {v: sum(r["verdict"] == v for r in doc.get("records", []) if r["property"] not in MEASUREMENTS)
-              for v in VERDICT_ORDER}
+        s.notes = [_markup(n) if n is MATRIX_RULE else n for n in s.notes]
+    records = list(doc.get("records", []))
+    # the header counts what the summary's backend table lists, from the same records
+    rows = backend_rows(doc, records)
+    counts = {v: sum(r["verdict"] == v for b in rows for r in b["records"]) for v in VERDICT_ORDER}
     return template.render(doc=doc, sections=secs, env=doc.get("environment", {}), counts=counts,
-                           verdict_label=VERDICT_LABEL, verdict_order=VERDICT_ORDER,
+                           verdict_label=VERDICT_LABEL, verdict_order=VERDICT_ORDER, backends=rows,
                            n_figures=sum(len(s.figures) for s in secs))
 
 
