@@ -148,6 +148,28 @@ def deviations_table() -> str:
             " deviations -->\n\n" + _table(rows, ["backend", "method", "property", "problem", "reason (measured)"]))
 
 
+def _optional(module: str) -> Any | None:
+    """A module that a release may not have yet: None, and the page says so."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("odeverify"):
+            return None
+        raise
+
+
+def explorations_table() -> str:
+    """The properties ``odeverify explore`` searches (``odeverify.explore.EXPLORATIONS``)."""
+    mod = _optional("odeverify.explore")
+    if mod is None:
+        return "No explorations in this build (odeverify.explore is not there).\n"
+    rows = [[f"`{name}`", _first_line(e.description) or e.description] for name, e in mod.EXPLORATIONS.items()]
+    return ("<!-- generated from odeverify.explore.EXPLORATIONS by docs/_generate.py -->\n\n"
+            + _table(rows, ["property", "what it searches for"]))
+
+
 def write_all(out: Path) -> list[Path]:
     """Write every generated table into ``out``; a file is rewritten only when it changed,
     so Sphinx rebuilds only the pages whose tables did."""
@@ -165,6 +187,7 @@ def write_all(out: Path) -> list[Path]:
         "gradient_modes.md": gradient_modes_table(),
         "properties.md": properties_table(),
         "deviations.md": deviations_table(),
+        "explorations.md": explorations_table(),
     }
     written = []
     for name, text in pages.items():

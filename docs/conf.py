@@ -46,7 +46,8 @@ extensions = [
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "_generated/README.md", "Thumbs.db", ".DS_Store"]
+# the generated tables are included into the pages, not pages of their own
+exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 
 # MyST: tables, definition lists, heading anchors for cross-page links such as
 # [text](verdicts.md#inconclusive)
