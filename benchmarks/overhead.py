@@ -9,7 +9,7 @@ Measures (float64, one thread, medians of interleaved repeats):
    (solve time - nfev x bare evaluation time) / steps;
 3. NFE needed for a given error on mlp_tanh_2x16: reference dopri5 vs scipy RK45 vs
    torchdiffeq dopri5 over a tolerance sweep.
-Prints a Markdown table; the figures in the README come from this script.
+Prints a Markdown table (docs/results.md says what it measures).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The ``odeverify`` command: ``list``, ``solve``, ``check`` and ``report``.
 
-``--json`` output is stable (see README, "Machine-readable output"): every document carries
+``--json`` output is stable (``docs/schemas.md``): every document carries
 ``"schema": "odeverify.<command>/<version>"``; fields are only ever added within a version.
 """
 from __future__ import annotations
