@@ -8,12 +8,14 @@ from . import backends, expectations
 from .backends import Backend, MethodInfo, UnsupportedOption
 from .backends.base import is_implicit
 from .problems import PROBLEMS
+from .properties.stiffness import TIGHT_PROBLEMS
 from .properties import (
     backend_agreement,
     batch_behaviour,
     precision_agreement,
     reference_accuracy,
     stiff_order,
+    stiff_precision,
     stiffness_handling,
     convergence_order,
     dense_output_order,
@@ -156,7 +158,37 @@ def run_conformance(*, backend: str = "reference", library: str = "numpy", quick
             records.append(_safe(precision_agreement, PROBLEMS.get(TOLERANCE_PROBLEM), m, label=b.name, **kw,
                                  **fixed_kw))
         records.extend(_stiff_records(b, info, kw, quick))
+        if is_reference:
+            records.extend(_work_records(info, lib, b.name))
+        if not quick:
+            records.extend(_option_records(b, info, kw))
     return [expectations.apply(r) for r in records]
+
+
+def _option_records(b: Backend, info: MethodInfo, kw: dict) -> list[Record]:
+    """A method whose order an option changes (``max_order`` in ``MethodInfo.option_ranges``):
+    the order for each value (``properties/options.py``). A fixed-step predictor-corrector
+    (torchdiffeq's implicit Adams) iterates its corrector to rtol 1e-13, atol 1e-15, so that the
+    order measured is the formula's, not the iteration's."""
+    from .properties.options import max_order_sweep
+
+    if not any(name == "max_order" for name, _, _ in info.option_ranges):
+        return []
+    extra = {"rtol": 1e-13, "atol": 1e-15} if info.fixed and not info.adaptive else {}
+    return [_safe(max_order_sweep, None, info.name, label=b.name, **kw, **extra)]
+
+
+def _work_records(info: MethodInfo, library: str, label: str) -> list[Record]:
+    """The reference method's exact work counters against the loop's identities and the recorded
+    baseline (``properties/work.py``), one record per case; on another array library than NumPy
+    one ``skip`` (the baseline is NumPy's)."""
+    from .properties.work import cases, work
+
+    todo = cases(info.name)
+    if library != "numpy":
+        todo = todo[:1]
+    return [_safe(work, c.problem, info.name, n_steps=c.n_steps, rtol=c.rtol, atol=c.atol, jac=c.jac,
+                  library=library, label=label) for c in todo]
 
 
 def _quick_implicit_records(b: Backend, info: MethodInfo, kw: dict) -> list[Record]:
@@ -167,26 +199,25 @@ def _quick_implicit_records(b: Backend, info: MethodInfo, kw: dict) -> list[Reco
     out.extend(_stiff_records(b, info, kw, quick=True))
     out.append(Record(property="conformance", method=info.name, problem="-", measured=None, expected=None,
                       verdict="skip", backend=b.name,
-                      message="quick run: only the stiff order of this implicit method (each further property"
-                              " compiles again); run without quick for the full set"))
+                      message="quick run: only the stiff order and HIRES at a tight tolerance of this implicit"
+                              " method (each further property compiles again); run without quick for the full set"))
     return out
 
 
 def _stiff_records(b: Backend, info: MethodInfo, kw: dict, quick: bool) -> list[Record]:
-    """Stiffness checks: the order on Prothero-Robinson (implicit methods with fixed steps) and
-    the work against the stiffness ratio (adaptive methods; not in a quick run). diffrax's
-    handling sweep is left out: every stiffness ratio is a new vector field, compiled again."""
+    """Stiffness checks: the order on Prothero-Robinson (implicit methods with fixed steps), the
+    digits reached on the Bari problems at a tight tolerance (adaptive implicit methods: HIRES and
+    ROBER, HIRES alone in a quick run) and the work against the stiffness ratio (adaptive
+    methods; not in a quick run; diffrax compiles once per method for it: the stiffness ratio's
+    matrix is a traced argument)."""
     out: list[Record] = []
     if is_implicit(info) and info.fixed:
         out.append(_safe(stiff_order, method=info.name, label=b.name, **kw))
+    if is_implicit(info) and info.adaptive:
+        for pname in TIGHT_PROBLEMS[:1] if quick else TIGHT_PROBLEMS:
+            out.append(_safe(stiff_precision, PROBLEMS.get(pname), info.name, label=b.name, **kw))
     if info.adaptive and not quick:
-        if b.name == "diffrax":
-            out.append(Record(property="stiffness_handling", method=info.name, problem="stiff_linear",
-                              measured=None, expected=None, verdict="skip", backend=b.name,
-                              message="not run in the conformance run: each stiffness ratio compiles a new diffrax"
-                                      " solve; call stiffness_handling(method, backend='diffrax') directly"))
-        else:
-            out.append(_safe(stiffness_handling, method=info.name, label=b.name, **kw))
+        out.append(_safe(stiffness_handling, method=info.name, label=b.name, **kw))
     return out
 
 

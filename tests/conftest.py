@@ -29,6 +29,16 @@ def namespace_or_skip(library: str):
     return _xp.get_namespace(library)
 
 
+def backend_or_skip(name: str):
+    """The backend ``name``; the test is skipped when its library is not installed."""
+    from odeverify import backends
+
+    b = backends.get(name)
+    if not b.available():
+        pytest.skip(f"{name} is not installed: {b.install_hint}")
+    return b
+
+
 @pytest.fixture(params=LIBRARIES)
 def xp(request):
     """Every array library the reference runs on (skipped when not installed)."""

@@ -47,7 +47,13 @@ from ..solution import Solution, Stats, Status
 
 #: solver options every backend's ``solve`` accepts (and must honour or refuse)
 OPTIONS = ("rtol", "atol", "dt", "n_steps", "first_step", "max_steps", "safety", "factor_min", "factor_max",
-           "dtmin", "dtmax", "t_eval", "batch", "jac")
+           "dtmin", "dtmax", "t_eval", "batch", "jac", "max_order", "max_order_stiff")
+#: options that change a method itself (its order), not the solve: only the methods whose
+#: ``MethodInfo.option_ranges`` name one take it, an int in the declared range.
+#: ``max_order``: the highest order of a variable-order or multistep method (the reference BDF,
+#: scipy LSODA's Adams part (``max_order_ns``), torchdiffeq's Adams methods);
+#: ``max_order_stiff``: the highest order of LSODA's stiff (BDF) part (``max_order_s``)
+METHOD_OPTIONS = ("max_order", "max_order_stiff")
 #: ``jac``: None (the library's default), True (use the problem's analytic Jacobian
 #: ``Problem.jac``; only implicit methods use one, and only backends whose
 #: ``Capabilities.options["jac"]`` is True can take it), False (do not use it: the library's
@@ -269,6 +275,8 @@ class MethodInfo:
     notes: str = ""
     #: whether the method solves (non)linear systems with df/dy (only such a method takes ``jac``)
     implicit: bool = False
+    #: the METHOD_OPTIONS this method takes, each with its inclusive int range: (name, lo, hi)
+    option_ranges: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.adaptive or self.fixed):
@@ -316,6 +324,19 @@ def classify_exception(exc: BaseException) -> Status:
     return Status.FAILED
 
 
+def check_method_option(backend: str, caps: Capabilities, method: MethodInfo, key: str, value: Any) -> None:
+    """A METHOD_OPTIONS value: refused (``UnsupportedOption``, naming the methods that take it)
+    by a method that does not declare it; an int in the declared range, else ``ValueError``."""
+    ranges = {name: (lo, hi) for name, lo, hi in method.option_ranges}
+    if key not in ranges:
+        takers = [m.name for m in caps.methods.values() if any(o[0] == key for o in m.option_ranges)]
+        raise UnsupportedOption(f"{backend} method {method.name!r} has no option {key}={value!r}"
+                                f" ({'methods that take it: ' + ', '.join(takers) if takers else 'no method takes it'})")
+    lo, hi = ranges[key]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ValueError(f"{key}={value!r}, but {backend} method {method.name!r} takes an int in {lo} .. {hi}")
+
+
 class Backend(ABC):
     """Base class of every backend; see the module docstring for the contract."""
 
@@ -349,9 +370,12 @@ class Backend(ABC):
             if key == "jac" and not is_implicit(method):
                 raise UnsupportedOption(f"{self.name} method {method.name!r} is explicit: it uses no Jacobian,"
                                         " so jac=True cannot be honoured")
-            support = caps.options.get(key, True)
+            default: bool | str = True if key not in METHOD_OPTIONS else "no method of this backend takes it"
+            support = caps.options.get(key, default)
             if support is not True:
                 raise UnsupportedOption(f"{self.name} cannot honour {key}={value!r}: {support}")
+            if key in METHOD_OPTIONS:
+                check_method_option(self.name, caps, method, key, value)
         if options.get("batch") not in (None, "shared") and not caps.per_sample:
             raise UnsupportedOption(f"{self.name} has one step size per batch: batch={options['batch']!r} is not"
                                     " possible")

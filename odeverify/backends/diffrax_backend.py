@@ -214,6 +214,8 @@ class DiffraxBackend(Backend):
                                                               "dtmin", "dtmax", "t_eval")}
         options["jac"] = ("diffrax's implicit solvers build df/dy by forward-mode autodiff of the vector field"
                           " (exact to round-off) and take no user Jacobian")
+        for key in ("max_order", "max_order_stiff"):
+            options[key] = "diffrax's solvers are one-step methods of a fixed order: none has a maximum-order option"
         return Capabilities(
             methods=methods, dtypes=("float64", "float32"), devices=devices, options=options, per_sample=True,
             gradient_modes=("recursive_checkpoint", "direct", "backsolve", "backsolve_seminorm", "forward"),
@@ -304,7 +306,7 @@ class DiffraxBackend(Backend):
         if method.name in _IMEX and getattr(problem, "imex", None) is None:
             raise UnsupportedOption(f"diffrax method {method.name!r} is an IMEX method: it needs an explicit/implicit"
                                     f" split of the vector field, and problem {problem.name!r} supplies none")
-        key = (_field_key(problem), method.name, mode, struct, len(ts), batch, dtype, max_steps,
+        key = (_field_key(problem), method.name, mode, struct, len(ts), batch, n, dtype, max_steps,
                device, count is not False)
         entry = self._cache.get(key)
         # implicit methods: evaluations counted by a host callback kept with the compiled solve
@@ -316,7 +318,8 @@ class DiffraxBackend(Backend):
         def arr(v: Any, shape: tuple = ()) -> Any:
             return jnp.broadcast_to(jnp.asarray(np.asarray(v, dtype=np.float64), dtype=jdt), shape)
 
-        args: dict[str, Any] = {"y0": arr(y0n, y0n.shape), "ts": arr(ts, ts.shape), "t0": arr(t0), "t1": arr(t1)}
+        args: dict[str, Any] = {"y0": arr(y0n, y0n.shape), "ts": arr(ts, ts.shape), "t0": arr(t0), "t1": arr(t1),
+                                "params": {k: arr(v, v.shape) for k, v in _traced_params(problem).items()}}
         if mode == "fixed":
             args["dt0"] = arr(span / nsteps)
         elif mode == "fixed-grid":
@@ -361,16 +364,29 @@ class DiffraxBackend(Backend):
         return run
 
 
+def _traced_params(problem: Problem) -> dict[str, np.ndarray]:
+    """The parameters passed to a compiled solve as traced arguments: the float arrays of
+    ``problem.params`` (their values are not compiled in, so a family of problems that differ
+    only in them, such as ``stiff_linear_problem(ratio)``, shares one compilation); Python
+    scalars and other values are constants of the compiled field."""
+    return {k: np.asarray(v, dtype=np.float64) for k, v in problem.params.items()
+            if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating)}
+
+
 def _field_key(problem: Problem) -> tuple:
-    """What a compiled solve depends on: the vector field (rhs and parameter values), not
-    y0 or the time span, which are traced arguments. Problems re-based at another start
-    (one-step properties) therefore share one compilation."""
+    """What a compiled solve depends on: the vector field's function and its constant
+    parameters, and the shapes of its traced ones (:func:`_traced_params`); not y0, the time
+    span or the traced parameter values, which are arguments. Problems re-based at another start
+    (one-step properties) and problems that differ only in array parameters (the stiffness
+    ratios of ``stiffness_handling``) therefore share one compilation."""
     def fp(v: Any) -> Any:
         if isinstance(v, np.ndarray):
+            if np.issubdtype(v.dtype, np.floating):
+                return ("traced", v.shape)
             return (v.shape, str(v.dtype), hashlib.sha1(np.ascontiguousarray(v).tobytes()).hexdigest())
         return repr(v)
 
-    return (problem.name, id(problem.rhs), tuple((k, fp(v)) for k, v in sorted(problem.params.items())))
+    return (id(problem.rhs), tuple((k, fp(v)) for k, v in sorted(problem.params.items())))
 
 
 # ---------------------------------------------------------------------------- building
@@ -382,15 +398,20 @@ def _build(problem: Problem, method: str, mode: str, max_steps: int, jdt: Any, b
     import jax.numpy as jnp
 
     xp = _xp.get_namespace("jax")
-    f = problem.vector_field(xp, jdt)
+    traced = set(_traced_params(problem))
+    constants = {k: v for k, v in problem.converted_params(xp, jdt).items() if k not in traced}
+    rhs = problem.rhs
+
+    def f(t: Any, y: Any, params: Any) -> Any:  # params: the traced arrays (args["params"])
+        return rhs(xp, t, y, {**constants, **params})
 
     if count is not False:
         def bump(*_: Any) -> None:
             count[0] += 1
 
-        def field(t: Any, y: Any) -> Any:
+        def field(t: Any, y: Any, params: Any) -> Any:
             jax.debug.callback(bump, ordered=False)
-            return f(t, y)
+            return f(t, y, params)
     else:
         field = f
 
@@ -399,14 +420,14 @@ def _build(problem: Problem, method: str, mode: str, max_steps: int, jdt: Any, b
         m = problem.n // 2
 
         def vq(t: Any, p: Any, args: Any) -> Any:
-            return field(t, jnp.concatenate([jnp.zeros_like(p), p], axis=-1))[..., :m]
+            return field(t, jnp.concatenate([jnp.zeros_like(p), p], axis=-1), args)[..., :m]
 
         def vp(t: Any, q: Any, args: Any) -> Any:
-            return field(t, jnp.concatenate([q, jnp.zeros_like(q)], axis=-1))[..., m:]
+            return field(t, jnp.concatenate([q, jnp.zeros_like(q)], axis=-1), args)[..., m:]
 
         terms: Any = (diffrax.ODETerm(vq), diffrax.ODETerm(vp))
     else:
-        terms = diffrax.ODETerm(lambda t, y, args: field(t, y))
+        terms = diffrax.ODETerm(lambda t, y, args: field(t, y, args))
 
     def one(a: dict[str, Any], y0: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -429,7 +450,7 @@ def _build(problem: Problem, method: str, mode: str, max_steps: int, jdt: Any, b
             y_init: Any = (y0[..., :m], y0[..., m:])
         else:
             y_init = y0
-        sol = diffrax.diffeqsolve(terms, solver, a["t0"], a["t1"], dt0, y_init,
+        sol = diffrax.diffeqsolve(terms, solver, a["t0"], a["t1"], dt0, y_init, args=a["params"],
                                   saveat=diffrax.SaveAt(ts=a["ts"], t1=True), stepsize_controller=controller,
                                   max_steps=max_steps, throw=False)
         ys = sol.ys

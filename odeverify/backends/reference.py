@@ -38,10 +38,14 @@ class ReferenceBackend(Backend):
                                        dense=True, dense_order=s.dense_order, embedded_order=s.embedded_order,
                                        tableau=None if variable else name,
                                        error_order=s.error_order if s.adaptive and not variable else None,
-                                       implicit=bool(getattr(s, "implicit", False)))
+                                       implicit=bool(getattr(s, "implicit", False)),
+                                       option_ranges=(("max_order", 1, s.max_order),) if variable else ())
         modes, discrete = _gradient_modes(self.library)
         return Capabilities(methods=methods, dtypes=("float64", "float32"), devices=("cpu",),
-                            options={}, per_sample=True, gradient_modes=modes, discrete_gradient_modes=discrete,
+                            options={"max_order": True,
+                                     "max_order_stiff": "no reference method switches between a non-stiff and"
+                                                        " a stiff formula (bdf takes max_order)"},
+                            per_sample=True, gradient_modes=modes, discrete_gradient_modes=discrete,
                             notes="batch='shared' (default) or 'per-sample'; per_sample refers to the latter;"
                                   " gradient modes (odeverify.gradients) on the PyTorch and JAX libraries")
 
@@ -63,11 +67,17 @@ class ReferenceBackend(Backend):
         # jac: True or None -> the problem's analytic Jacobian where it has one; False -> the
         # integrator's own (automatic differentiation on PyTorch/JAX, finite differences on NumPy)
         use_jac = options.pop("jac", None)
+        max_order = options.pop("max_order", None)
+        options.pop("max_order_stiff", None)  # refused by check_options: no reference method takes it
         kwargs = {k: v for k, v in options.items() if v is not None}
+        solver: Any = method.name
+        if max_order is not None:  # a variable-order method limited to max_order (check_options: bdf only)
+            base = SOLVERS.get(method.name)
+            solver = type(base)(max_order=int(max_order), ndf=base.ndf, name=method.name)
         if (use_jac is not False and getattr(SOLVERS.get(method.name), "implicit", False)
                 and getattr(problem, "jac", None) is not None):
             kwargs["jac"] = problem.jacobian_field(xp, dt)
-        return solve(f, y, problem.t_span, method=method.name, controller=controller, **kwargs)
+        return solve(f, y, problem.t_span, method=solver, controller=controller, **kwargs)
 
 
 def _gradient_modes(library: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -58,11 +58,14 @@ _METHODS = (
                " dense output is the current interpolating polynomial. jac as for Radau (finite-difference"
                " Jacobian evaluations counted in nfev, not in scipy's nfev)"),
     MethodInfo(name="LSODA", order=12, adaptive=True, fixed=False, dense=True, dense_order=None,
-               embedded_order=None, implicit=True,
+               embedded_order=None, implicit=True, option_ranges=(("max_order", 1, 12), ("max_order_stiff", 1, 5)),
                notes="ODEPACK LSODA: Adams 1-12 (non-stiff) / BDF 1-5 (stiff), automatic switching; order=12"
                " is the maximum; Nordsieck-array dense output; step counting is per internal step."
                " jac=True passes the analytic Jacobian (used in its BDF phase); otherwise LSODA's internal"
-               " finite differences, which call the wrapped field and are counted in nfev"),
+               " finite differences, which call the wrapped field and are counted in nfev. max_order (1-12) and"
+               " max_order_stiff (1-5) are ODEPACK's MXORDN and MXORDS, the highest Adams and BDF orders"
+               " (scipy.integrate.ode's max_order_ns and max_order_s; solve_ivp's LSODA drops them, so this"
+               " adapter sets them in the integrator's iwork before the first step)"),
 )
 
 _OPTIONS: dict[str, bool | str] = {
@@ -80,7 +83,11 @@ _OPTIONS: dict[str, bool | str] = {
     "factor_max": "scipy's step-size controller has a fixed maximum factor (MAX_FACTOR = 10)",
     "dtmin": "scipy has no minimum step option: its only floor is 10 ulps of t"
              " ('Required step size is less than spacing between numbers.')",
+    "max_order": True,  # LSODA only (MethodInfo.option_ranges): the highest Adams order, MXORDN
+    "max_order_stiff": True,  # LSODA only: the highest BDF order, MXORDS
 }
+#: LSODA's iwork slots of MXORDN and MXORDS (ODEPACK's lsoda.f; scipy.integrate._ode.lsoda.reset)
+_LSODA_IWORK = {"max_order": 7, "max_order_stiff": 8}
 
 
 class _StepBudget(Exception):
@@ -129,6 +136,17 @@ def _jacobian(problem: Problem, xp: Any, shape: tuple[int, ...]) -> Any:
         return out
 
     return jac
+
+
+def _set_lsoda_orders(solver: Any, options: dict[str, Any]) -> None:
+    """LSODA's highest Adams (``max_order``) and BDF (``max_order_stiff``) orders: written into
+    the integrator's iwork, which scipy allocated for the defaults 12 and 5 (lower orders need
+    less work space) and passes to every call (check_options allowed them for LSODA only)."""
+    for key, slot in _LSODA_IWORK.items():
+        if options.get(key) is not None:
+            integrator = solver._lsoda_solver._integrator
+            integrator.iwork[slot] = int(options[key])
+            setattr(integrator, "max_order_ns" if key == "max_order" else "max_order_s", int(options[key]))
 
 
 class ScipyBackend(Backend):
@@ -195,6 +213,7 @@ class ScipyBackend(Backend):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             solver = cls(field, t0, y_init.reshape(-1), t1, **kwargs)
             init_nfev = field.nfev
+            _set_lsoda_orders(solver, options)
             if explicit:
                 field.n_stages = int(cls.n_stages)
                 field.max_attempts = None if max_steps is None else int(max_steps)

@@ -75,7 +75,11 @@ _ADAPTIVE_ONLY = ("first_step", "safety", "factor_min", "factor_max", "dtmin", "
 
 _OPTIONS: dict[str, bool | str] = {k: True for k in
                                    ("rtol", "atol", "t_eval", "first_step", "max_steps", "safety", "factor_min",
-                                    "factor_max", "dtmin", "dtmax", "dt", "n_steps")}
+                                    "factor_max", "dtmin", "dtmax", "dt", "n_steps", "max_order")}
+_OPTIONS["max_order_stiff"] = "torchdiffeq has no method with a separate stiff formula"
+#: methods that take ``max_order`` (torchdiffeq's AdamsBashforthMoulton: at most 12; below 4 it
+#: warns and runs rk4), with the range declared in their MethodInfo.option_ranges
+_MAX_ORDER = {"explicit_adams": (1, 12), "implicit_adams": (1, 12), "fixed_adams": (1, 12)}
 
 
 class _StepLimit(Exception):
@@ -162,9 +166,10 @@ class TorchdiffeqBackend(Backend):
             else:  # a method this adapter does not know yet (another torchdiffeq version)
                 order, emb, dense_order, tab = int(order_attr or 1), None, None, None
                 notes = "not reviewed by this adapter: order is torchdiffeq's class attribute, no tableau claimed"
+            ranges = (("max_order", *_MAX_ORDER[name]),) if name in _MAX_ORDER else ()
             methods[name] = MethodInfo(name=name, order=order, adaptive=not fixed, fixed=fixed, dense=True,
                                        dense_order=dense_order, embedded_order=None if fixed else emb,
-                                       tableau=tab, notes=notes)
+                                       tableau=tab, notes=notes, option_ranges=ranges)
         devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
         return Capabilities(
             methods=methods, dtypes=("float64", "float32"), devices=devices, options=_OPTIONS, per_sample=False,
@@ -233,6 +238,8 @@ class TorchdiffeqBackend(Backend):
                 grid = grid[: max_steps + 1]  # the same steps as the full solve, up to the limit
                 t_end = float(grid[-1])
                 status = Status.MAX_STEPS
+            if options.get("max_order") is not None:  # check_options: the Adams methods only
+                solver_opts["max_order"] = int(options["max_order"])
             grid_t = torch.as_tensor(grid, dtype=torch.float64, device=dev)
             solver_opts["grid_constructor"] = lambda func, y, t: grid_t.to(dtype=t.dtype, device=t.device)
             field: _Field = _FixedField(f, None, None)

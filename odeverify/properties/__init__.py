@@ -14,7 +14,8 @@ from .local import dense_output_order, embedded_estimate_bound, local_error_orde
 from .tolerance import expected_exponent, tolerance_proportionality
 from .work_precision import work_precision
 from .work import work
-from .stiffness import stiff_order, stiffness_estimate, stiffness_handling
+from .options import max_order_sweep
+from .stiffness import stiff_order, stiff_precision, stiffness_estimate, stiffness_handling
 from .gradients import (adjoint_convergence, discrete_gradient_exactness, fixed_step_adjoint_gap, gradient_accuracy,
                         gradient_oracle, memory_scaling, reversibility_drift, reversible_stability_region,
                         reversible_use)
@@ -23,7 +24,7 @@ PROPERTIES: Registry = Registry("property")
 for _f in (convergence_order, local_error_order, dense_output_order, embedded_estimate_bound,
            tolerance_proportionality, library_agreement, backend_agreement, batch_behaviour,
            precision_agreement, reference_accuracy, work_precision, stiffness_estimate, stiffness_handling,
-           stiff_order, work):
+           stiff_order, stiff_precision, work, max_order_sweep):
     PROPERTIES.register(_f.__name__, _f)
 for _f in (gradient_accuracy, discrete_gradient_exactness, adjoint_convergence, fixed_step_adjoint_gap,
            reversibility_drift, reversible_stability_region, reversible_use, memory_scaling):
@@ -55,7 +56,9 @@ __all__ = [
     "reference_accuracy",
     "work_precision",
     "work",
+    "max_order_sweep",
     "stiffness_estimate",
     "stiffness_handling",
     "stiff_order",
+    "stiff_precision",
 ]

@@ -8,6 +8,9 @@
   region is bounded, so once the fast mode is resolved its step is capped at ~C/|lambda_max|
   and its work grows linearly with the ratio; an A-stable (or A(alpha)-stable on the real
   axis) method's work stays bounded (Hairer & Wanner, *Solving ODEs II*, Sect. IV.1-IV.3).
+- :func:`stiff_precision`: an implicit method on a Bari problem (HIRES, ROBER) at a tight
+  tolerance (:func:`tight_rtol`): fails when the solve fails or reaches fewer significant
+  correct digits than :func:`scd_floor` derives from the tolerance and the order.
 - :func:`stiff_order`: the order of fixed-step solves on the Prothero-Robinson problem
   y' = lambda (y - g(t)) + g'(t) with lambda = -1e6 (Prothero & Robinson, Math. Comp. 28
   (1974) 145-162), where implicit Runge-Kutta methods show order reduction to their stage
@@ -30,7 +33,7 @@ from ..problems import Problem
 from ..records import Record
 from ..tableaus import TABLEAUS, theory
 from ..tableaus.theory import stage_order
-from ._common import backend_label, method_info, run
+from ._common import backend_for, backend_label, method_info, run
 from .convergence import judge_slope, order_sweep
 
 #: eigenvalues are computed up to this dimension; above it, power iteration gives the spectral radius
@@ -199,7 +202,8 @@ def stiffness_handling(method: str, *, backend: str = "reference", library: str 
     ratio is the non-stiff baseline;
     the explosion ratio is the first one whose nfev exceeds ``explode_factor`` times it, or
     whose solve stops at ``max_steps`` (default: LIMIT_FACTOR x the baseline's steps, at least
-    MIN_LIMIT, so an explicit method stops early). After the explosion one more ratio is run
+    MIN_LIMIT, so an explicit method stops early; the least stiff solve itself runs under
+    MIN_LIMIT, or ``max_steps``). After the explosion one more ratio is run
     (for the slope) and larger ones are not: they only cost more. Also fitted: the
     slope of log(steps) against log(ratio) over the ratios after the baseline.
 
@@ -226,8 +230,10 @@ def stiffness_handling(method: str, *, backend: str = "reference", library: str 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", StiffnessWarning)  # the sweep is about exactly that
             try:
+                # the least stiff solve runs under MIN_LIMIT too: a jitted backend whose step limit
+                # is static (diffrax) then compiles once for the whole sweep when the limit stays there
                 sol = run(problem, method, backend=backend, library=library, rtol=rtol, atol=atol,
-                          **({} if limit is None else {"max_steps": limit}))
+                          max_steps=MIN_LIMIT if limit is None else limit)
             except UnsupportedOption as exc:
                 return Record(property="stiffness_handling", method=method, problem="stiff_linear",
                               backend=backend_label(backend, library), library=library, measured=None,
@@ -269,6 +275,73 @@ def stiffness_handling(method: str, *, backend: str = "reference", library: str 
     return Record(property="stiffness_handling", method=method, problem="stiff_linear",
                   backend=backend_label(backend, library), library=library, measured=exploded_at,
                   expected=None, verdict="pass" if ok else "fail", message=msg, details=details)
+
+
+# ---------------------------------------------------------------------------- tight tolerance
+#: the Bari problems of the tight-tolerance check (full run; the quick run takes the first)
+TIGHT_PROBLEMS = ("hires", "rober")
+#: the step limit of a tight-tolerance solve (work_precision's)
+TIGHT_MAX_STEPS = 50_000
+
+
+def tight_rtol(order: int) -> float:
+    """The tight tolerance of an order-p method: max(1e-10, 10^-(2p + 2)), i.e. 1e-10 for p >= 4,
+    1e-8 for p = 3, 1e-6 for p = 2 and 1e-4 for p = 1 (an order-p method's steps grow like
+    rtol^(-1/(p+1)): a first-order method at 1e-10 would need ~1e5 times the steps of one at 1e-4)."""
+    return max(1e-10, 10.0 ** -(2 * int(order) + 2))
+
+
+def scd_floor(rtol: float, order: int) -> float:
+    """The fewest significant correct digits an order-p solve at ``rtol`` may reach:
+    p/(p+1) * (-log10 rtol) - 1. Error-per-step control makes the global error ~ rtol^(p/(p+1))
+    (Hairer, Norsett & Wanner I, Sect. II.4; the exponent tolerance_proportionality checks),
+    and one digit is left for the error constant and the accumulation over the span."""
+    p = int(order)
+    return p / (p + 1) * -math.log10(rtol) - 1.0
+
+
+def stiff_precision(problem: Problem, method: str, *, backend: str = "reference", library: str = "numpy",
+                    rtol: float | None = None, max_steps: int = TIGHT_MAX_STEPS, **options: Any) -> Record:
+    """An implicit method on a Bari problem at a tight tolerance (:func:`tight_rtol` of its
+    order unless ``rtol`` is given; atol by :func:`~odeverify.properties.work_precision.default_atol`),
+    through :func:`~odeverify.properties.work_precision.work_precision`: ``fail`` when the solve
+    fails (its status: ``max_steps`` at ``max_steps`` steps, a Newton failure ...) or reaches
+    fewer significant correct digits than :func:`scd_floor`; ``measured`` is the scd,
+    ``expected`` the floor. The analytic Jacobian is passed where the backend takes one.
+    Explicit methods are ``skip`` (a stiff problem at a tight tolerance takes them 10^6+ steps)."""
+    from .work_precision import work_precision
+
+    info = method_info(method, backend=backend, library=library)
+    common = dict(property="stiff_precision", method=method, problem=problem.name,
+                  backend=backend_label(backend, library), library=library)
+    if not is_implicit(info):
+        return Record(measured=None, expected=None, verdict="skip",
+                      message=f"not applicable: {method} is explicit", **common)
+    if not info.adaptive:
+        return Record(measured=None, expected=None, verdict="skip",
+                      message=f"not applicable: {method} has no adaptive mode", **common)
+    tol = tight_rtol(info.order) if rtol is None else float(rtol)
+    floor = scd_floor(tol, info.order)
+    opts = dict(options)
+    caps = backend_for(backend, library).capabilities()
+    if "jac" not in opts and getattr(problem, "jac", None) is not None and caps.options.get("jac", True) is True:
+        opts["jac"] = True
+    wp = work_precision(problem, method, backend=backend, library=library, tolerances=(tol,), repeats=1,
+                        max_steps=max_steps, **opts)
+    pt = wp.details["points"][0]
+    details = {"point": pt, "rtol": tol, "atol": pt["atol"], "floor": floor, "order": info.order,
+               "max_steps": max_steps, "options": wp.details["options"], "atol_rule": wp.details["atol_rule"]}
+    work = f"nfev {pt['nfev']}, {pt['accepted']} accepted / {pt['rejected']} rejected steps"
+    if pt["status"] != "success":
+        return Record(measured=None, expected=floor, verdict="fail", status=pt["status"], details=details,
+                      message=f"rtol={tol:g}: the solve ended with {pt['status']} ({work}): {pt['message'][:300]}",
+                      **common)
+    scd_v = pt["scd"]
+    ok = scd_v is not None and math.isfinite(scd_v) and scd_v >= floor
+    msg = (f"scd {scd_v:.2f} at rtol={tol:g} ({work}); floor {floor:.2f} = p/(p+1) * {-math.log10(tol):g} - 1"
+           f" with p = {info.order}")
+    return Record(measured=scd_v, expected=floor, verdict="pass" if ok else "fail",
+                  message=msg if ok else f"too few digits: {msg}", details=details, **common)
 
 
 # ---------------------------------------------------------------------------- order
