@@ -6,18 +6,43 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
 from ._xp import ARRAY_LIBRARIES, MissingDependencyError
+from .records import FAILING
 
 SOLVE_SCHEMA = "odeverify.solve/1"
 LIST_SCHEMA = "odeverify.list/1"
 CHECK_SCHEMA = "odeverify.check/1"
+
+#: exit statuses (``odeverify --help`` lists them)
+EXIT_OK = 0
+EXIT_FAILED = 1  #: a check failed or raised (an ``error`` record)
+EXIT_USAGE = 2  #: an option was refused before any work started
+EXIT_SOLVE_FAILED = 3  #: ``solve`` stopped before t1
+EXIT_UNAVAILABLE = 4  #: ``check``: nothing could be checked, the backend's library is not installed
+EXIT_INTERNAL = 70  #: the run stopped on an unexpected exception (finished records kept)
+EXIT_INTERRUPTED = 130  #: Ctrl-C (finished records kept)
+EXIT_HELP = """exit status:
+  0    success: every check passed, was inconclusive or an expected deviation
+  1    a check failed, or raised an error
+  2    usage error: an option was refused before any work started
+  3    solve: the solve stopped before the end of the interval (the status says why)
+  4    check: nothing could be checked, the backend's library is not installed (the
+       message says what to install)
+  70   check/report stopped on an unexpected error; the finished records are kept
+  130  interrupted (Ctrl-C); check/report keep the finished records in a journal and
+       print the command that resumes the run (--resume)
+"""
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -166,6 +191,8 @@ def solve_data(args: argparse.Namespace) -> dict[str, Any]:
         "t_span": list(t_span),
         "status": sol.status.code,
         "message": sol.message,
+        # where the solve stopped: t_span[1] on success; a failed solve's rows past it are NaN
+        "t_final": _t_final(sol.t_final),
         "ts": [float(t) for t in sol.ts],
         "ys": [[float(v) for v in row] for row in ys],
         "stats": sol.stats.to_dict(),
@@ -184,6 +211,13 @@ def solve_data(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _t_final(t: Any) -> float | list[float] | None:
+    if t is None:
+        return None
+    arr = np.asarray(t, dtype=np.float64)
+    return float(arr) if arr.ndim == 0 else [float(v) for v in arr.ravel()]
+
+
 def cmd_solve(args: argparse.Namespace) -> int:
     data = solve_data(args)
     if args.json:
@@ -191,6 +225,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
     else:
         print(f"{data['problem']} with {data['method']} ({data['backend']}/{data['library']}/{data['dtype']}):"
               f" {data['status']} - {data['message']}")
+        if data["status"] != "success":
+            t0, t1 = data["t_span"]
+            where = "an unknown time" if data["t_final"] is None else f"t = {data['t_final']:.10g}"
+            print(f"  stopped at {where} of [{t0:g}, {t1:g}]; output times after it are NaN")
         st = data["stats"]
         print(f"  nfev={st['nfev']} accepted={st['accepted']} rejected={st['rejected']}")
         for t, y in zip(data["ts"], data["ys"]):
@@ -199,53 +237,234 @@ def cmd_solve(args: argparse.Namespace) -> int:
             e = data["error"]
             print(f"  error at t1 against the {e['against']} solution: {e['scaled_max_error']:.3e}"
                   f" (max |y - y_ref| / max(1, max |y_ref|); {e['digits']:.1f} digits)")
-    return 0 if data["status"] == "success" else 3
+    return EXIT_OK if data["status"] == "success" else EXIT_SOLVE_FAILED
 
 
 # ----------------------------------------------------------------------------- check
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "odeverify"
+
+
+def check_plan(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, Any]]:
+    """Validate ``check``'s options before any work: (backend, the methods or gradient modes it
+    will run, the run's description for the journal). A bad option raises ``ValueError``
+    naming it, with the closest match."""
+    from . import backends
+
+    name = args.backend
+    if args.gradients and name == "reference":
+        name = "reference-torch" if args.library == "numpy" else f"reference-{args.library}"
+    elif name == "reference" and args.library != "numpy":
+        name = f"reference-{args.library}"
+    b = backends.get(name)
+    if args.library != "numpy" and not b.name.startswith("reference"):
+        raise ValueError(f"--library={args.library!r}, but the array library is chosen only for the reference"
+                         f" backend; {b.name} uses its own (expected --backend reference or no --library)")
+    if args.modes is not None and not args.gradients:
+        raise ValueError(f"--modes={args.modes!r}, but gradient modes are graded only with --gradients;"
+                         " expected --gradients --modes ... (or --methods for solver methods)")
+    if args.methods is not None and args.gradients:
+        raise ValueError(f"--methods={args.methods!r}, but check --gradients grades gradient modes (with one adaptive"
+                         " and one fixed-step method); expected --modes")
+    if args.gradients:
+        units = _split(args.modes, "--modes")
+        if b.available():
+            caps = b.capabilities()
+            known = list(caps.gradient_modes or ())
+            for m in units:
+                if m not in known:
+                    raise ValueError(f"--modes={m!r}, but {b.name} has no such gradient mode; expected some of:"
+                                     f" {', '.join(known) or '(none)'}{_did_you_mean(m, known)}")
+            units = units or known
+    else:
+        caps = b.capabilities()
+        units = _split(args.methods, "--methods")
+        for m in units:
+            caps.method(m, b.name)  # raises naming the method, with the closest match
+        units = units or list(caps.methods)
+    run = {"command": "check --gradients" if args.gradients else "check", "backend": b.name,
+           "library": args.library, "quick": bool(args.quick), "units": units, "version": __version__}
+    return b, units, run
+
+
+def _split(text: str | None, option: str) -> list[str]:
+    if text is None:
+        return []
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"{option}={text!r}, but it names nothing; expected comma-separated names")
+    return names
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def journal_path(run: dict[str, Any]) -> Path:
+    """Where a run's journal lives unless ``--journal`` says: the user's cache directory, one
+    file per set of options (so ``--resume`` finds the run it continues)."""
+    digest = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:12]
+    return _cache_dir() / f"{run['command'].replace(' --', '-')}-{run['backend']}-{digest}.jsonl"
+
+
+def _open_journal(path: Path, run: dict[str, Any], resume: bool, command: str) -> tuple[Any, Any]:
+    """(journal, its contents when resumed, else None)."""
+    from .journal import Journal, read
+
+    if resume:
+        if path.exists():
+            journal, contents = Journal.resume(path, run)
+            print(f"odeverify {command}: resuming from {path}: {contents.n_records} records already done",
+                  file=sys.stderr)
+            return journal, contents
+        print(f"odeverify {command}: --resume, but there is no journal at {path}; starting from the beginning",
+              file=sys.stderr)
+    elif path.exists():
+        try:
+            n = read(path).n_records
+        except ValueError:
+            n = 0
+        if n:
+            print(f"odeverify {command}: starting over; the {n} records of an interrupted run in {path} are"
+                  " discarded (--resume continues it)", file=sys.stderr)
+    try:
+        return Journal(path, run), None
+    except OSError as exc:
+        raise ValueError(f"--journal={str(path)!r}: cannot write the journal there ({exc})") from exc
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    return "odeverify " + shlex.join(argv if "--resume" in argv else [*argv, "--resume"])
+
+
+def stopped_line(command: str, n_kept: int, path: Path, args: argparse.Namespace, exc: BaseException) -> str:
+    """The one line an interrupted (or crashed) run prints."""
+    why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}: {exc}"
+    return (f"odeverify {command}: {why}; {n_kept} finished records are kept in {path};"
+            f" resume with: {resume_command(args)}")
+
+
+def _verdict_word(v: str) -> str:
+    return {"skip": "inconclusive", "fail": "FAIL", "error": "ERROR"}.get(v, v)
+
+
+def _summary(counts: dict[str, int]) -> str:
+    text = (f"{counts['pass']} passed, {counts['fail'] + counts['error']} failed, {counts['skip']} inconclusive,"
+            f" {counts['deviation']} expected deviations")
+    return text + (f", {counts['unavailable']} unavailable" if counts.get("unavailable") else "")
+
+
+def _record_row(r: Any) -> list[str]:
+    m = "-" if r.measured is None else f"{r.measured:.3g}" if abs(r.measured) < 1e-2 else f"{r.measured:.3f}"
+    e = "-" if r.expected is None else f"{r.expected:.3g}"
+    return [r.property, r.method, r.problem, m, e, _verdict_word(r.verdict)]
+
+
+def _record_line(r: Any) -> str:
+    p, m, prob, meas, exp, v = _record_row(r)
+    return f"{v:<12} {p:<26} {m:<14} {prob:<20} measured {meas:>8}  expected {exp:>6}"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .conformance import run_conformance, run_gradient_conformance
+    from .records import count_verdicts
+    from .report.progress import Progress
 
-    if getattr(args, "gradients", False):
-        records = run_gradient_conformance(args.backend, args.quick, library=args.library, modes=args.modes)
-    else:
-        records = run_conformance(backend=args.backend, library=args.library, quick=args.quick, methods=args.methods)
-    failures = [r for r in records if r.verdict in ("fail", "error")]
+    backend, units, run = check_plan(args)  # every option is checked before any work
+    live = not args.json and sys.stdout.isatty() and sys.stderr.isatty()
+    journal = contents = None
+    path = Path(args.journal) if args.journal else journal_path(run)
+    if backend.available():
+        journal, contents = _open_journal(path, run, args.resume, "check")
+    counts = count_verdicts(contents.cases.values() if contents else [])
+    # a short bar leaves an 80-column terminal room for the counts and the case running
+    bar = Progress(max(len(units), 1), tty=live, label="odeverify check", width=10) \
+        if units and backend.available() else None
+    if bar is not None:
+        bar.unit = "modes" if args.gradients else "methods"
+        bar.heartbeat()
+    started: list[str] = []
+
+    def on_unit(name: str) -> None:  # a method (or gradient mode) starts: the previous one is done
+        if bar is not None:
+            bar.update(name, weight=1.0 if started else 0.0)
+        started.append(name)
+
+    def on_case(prop: str, method: str, problem: str) -> None:
+        if bar is not None:
+            bar.update(f"{prop} {method} on {problem}")
+
+    def on_record(r: Any, key: str) -> None:
+        if journal is not None:
+            journal.case(key, r)
+        counts[r.verdict] += 1
+        if bar is not None:
+            bar.status = ", ".join(f"{n} {_verdict_word(v)}" for v, n in counts.items() if n)
+            if live:
+                bar.write_above(_record_line(r))
+
+    hooks = dict(on_record=on_record, on_case=on_case, resume=contents.cases if contents else {}, progress=on_unit)
+    try:
+        if args.gradients:
+            records = run_gradient_conformance(backend.name, args.quick, modes=units or None, **hooks)
+        else:
+            records = run_conformance(backend=backend.name, quick=args.quick, methods=units, **hooks)
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, the work kept, no traceback
+        if bar is not None:
+            bar.close()
+        if journal is None or isinstance(exc, (ValueError, TypeError)) and not journal.written and not contents:
+            raise
+        journal.close()
+        kept = journal.written + (contents.n_records if contents else 0)
+        print(stopped_line("check", kept, path, args, exc), file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_INTERNAL
+    if bar is not None:
+        bar.update("", weight=bar.total - bar.done)
+        bar.close()
+    if journal is not None:
+        journal.discard()  # finished: the output below is the result
+    counts = count_verdicts(records)
+    failures = [r for r in records if r.verdict in FAILING]
+    unavailable = [r for r in records if r.verdict == "unavailable"]
     if args.json:
-        print(json.dumps({"schema": CHECK_SCHEMA, "version": __version__, "backend": args.backend,
-                          "records": [r.to_dict() for r in records],
-                          "summary": {v: sum(r.verdict == v for r in records)
-                                      for v in ("pass", "fail", "deviation", "error", "skip")}},
+        print(json.dumps({"schema": CHECK_SCHEMA, "version": __version__, "backend": backend.name,
+                          "records": [r.to_dict() for r in records], "summary": counts},
                          indent=2, sort_keys=True))
-    elif args.matrix:
-        print(verdict_matrix(records))
-        print(f"\n{sum(r.verdict == 'pass' for r in records)} passed, {len(failures)} failed,"
-              f" {sum(r.verdict == 'skip' for r in records)} inconclusive,"
-              f" {sum(r.verdict == 'deviation' for r in records)} expected deviations")
     else:
-        rows = []
-        for r in records:
-            m = "-" if r.measured is None else f"{r.measured:.3g}" if abs(r.measured) < 1e-2 else f"{r.measured:.3f}"
-            e = "-" if r.expected is None else f"{r.expected:.3g}"
-            rows.append([r.property, r.method, r.problem, m, e, r.verdict])
-        backend = records[0].backend if records else args.backend
-        print(f"odeverify {__version__} conformance of the {backend} backend")
-        print(_table(rows, ["property", "method", "problem", "measured", "expected", "verdict"]))
-        print(f"\n{sum(r.verdict == 'pass' for r in records)} passed, {len(failures)} failed,"
-              f" {sum(r.verdict == 'skip' for r in records)} inconclusive,"
-              f" {sum(r.verdict == 'deviation' for r in records)} expected deviations")
+        if args.matrix:
+            print(verdict_matrix(records))
+            print()
+        elif not live:
+            print(f"odeverify {__version__} conformance of the {backend.name} backend")
+            print(_table([_record_row(r) for r in records],
+                         ["property", "method", "problem", "measured", "expected", "verdict"]))
+            print()
+        print(_summary(counts))
         for r in failures:
             print(f"  FAIL {r.describe()}")
         for r in records:
             if r.verdict in ("deviation", "skip"):
                 print(f"  {'deviation' if r.verdict == 'deviation' else 'inconclusive'}: {r.describe()}")
-    return 1 if failures else 0
+            elif r.verdict == "unavailable":
+                print(f"  unavailable: {r.message}")
+    if failures:
+        return EXIT_FAILED
+    if unavailable and len(unavailable) == len(records):
+        for r in unavailable:
+            print(f"odeverify check: nothing could be checked: {r.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return EXIT_OK
 
 
-#: a cell: FAIL/ERROR if any problem failed, else dev if any deviation, else ok if any
-#: problem confirmed the property, else ~ (inconclusive everywhere)
-_RANK = {"fail": 0, "error": 0, "deviation": 1, "pass": 2, "skip": 3}
-_SYMBOL = {"fail": "FAIL", "error": "ERROR", "deviation": "dev", "skip": "~", "pass": "ok"}
+#: a cell: FAIL/ERROR if any problem failed, else dev if any deviation, else ~ if any problem
+#: was inconclusive, else ok (every problem confirmed the property); n/a: not installed
+_RANK = {"fail": 0, "error": 0, "deviation": 1, "skip": 2, "pass": 3, "unavailable": 4}
+_SYMBOL = {"fail": "FAIL", "error": "ERROR", "deviation": "dev", "skip": "~", "pass": "ok", "unavailable": "n/a"}
 _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_output_order": "dense",
           "backend_agreement": "agreement", "embedded_estimate_bound": "estimate",
           "tolerance_proportionality": "tolerance", "batch_behaviour": "batch",
@@ -253,13 +472,14 @@ _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_o
           "gradient_accuracy": "grad-accuracy", "discrete_gradient_exactness": "grad-exact",
           "adjoint_convergence": "adjoint-conv", "fixed_step_adjoint_gap": "adjoint-gap",
           "reversibility_drift": "reversibility", "memory_scaling": "memory",
-          "stiff_order": "stiff-order", "stiffness_handling": "stiffness"}
+          "stiff_order": "stiff-order", "stiffness_handling": "stiffness", "available": "installed"}
 
 
 def verdict_matrix(records: list) -> str:
-    """Methods x properties. A cell is FAIL/ERROR if any of the property's problems failed,
-    else dev (a documented deviation), else ok (confirmed on at least one problem, refuted on
-    none), else ~ (inconclusive on every problem)."""
+    """Methods x properties: the worst verdict over the property's problems. A cell is
+    FAIL/ERROR if any problem failed, else dev (a documented deviation), else ~ (inconclusive
+    on at least one problem), else ok (confirmed on every problem); n/a: the library is not
+    installed. The report's matrix follows the same rule."""
     props = [p for p in _SHORT if any(r.property == p for r in records)]
     methods: list[str] = []
     for r in records:
@@ -277,7 +497,8 @@ def verdict_matrix(records: list) -> str:
 
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="odeverify", description="Verify and benchmark ODE solvers and their gradients.")
+    p = argparse.ArgumentParser(prog="odeverify", description="Verify and benchmark ODE solvers and their gradients.",
+                                epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"odeverify {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -302,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.solve/1)")
     ps.set_defaults(func=cmd_solve)
 
-    pc = sub.add_parser("check", help="conformance run: orders, dense output, estimates, tolerance proportionality")
+    pc = sub.add_parser("check", help="conformance run: orders, dense output, estimates, tolerance proportionality",
+                        epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     pc.add_argument("--backend", default="reference",
                     help="reference, reference-torch, reference-jax, scipy, torchdiffeq, diffrax or a plug-in")
     pc.add_argument("--library", default="numpy", choices=list(ARRAY_LIBRARIES),
@@ -316,9 +538,16 @@ def build_parser() -> argparse.ArgumentParser:
                          " exactness, adjoint convergence); --backend reference means reference-torch")
     pc.add_argument("--modes", default=None, help="with --gradients: comma-separated gradient modes (default: all)")
     pc.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.check/1)")
+    pc.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run with the same options from its journal (finished cases are"
+                         " not run again)")
+    pc.add_argument("--journal", default=None, metavar="PATH",
+                    help="where finished records are appended as they complete (default: a file per set of"
+                         " options under $XDG_CACHE_HOME/odeverify, removed when the run finishes)")
     pc.set_defaults(func=cmd_check)
 
-    pr = sub.add_parser("report", help="run the checks and write a self-contained HTML accuracy report")
+    pr = sub.add_parser("report", help="run the checks and write a self-contained HTML accuracy report",
+                        epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("--out", default="reports", help="output directory (default reports/): report.html, records.json")
     pr.add_argument("--backends", nargs="+", default=None,
                     help="backends to check (space or comma separated; default: every installed one)")
@@ -327,31 +556,58 @@ def build_parser() -> argparse.ArgumentParser:
                     help="explicit adaptive methods of order >= 3, fewer problems and tolerances (minutes)")
     pr.add_argument("--from-records", default=None, metavar="JSON",
                     help="render an existing records.json instead of running the checks")
+    pr.add_argument("--resume", action="store_true",
+                    help="continue an interrupted report with the same options from OUT/records.journal.jsonl")
     pr.set_defaults(func=cmd_report)
     return p
 
 
 # ----------------------------------------------------------------------------- report
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report, load_document, write_report
+    from .report import load_document, write_report
 
     if args.from_records:
+        for flag, value in (("--resume", args.resume), ("--quick", args.quick), ("--methods", args.methods),
+                            ("--backends", args.backends)):
+            if value:
+                raise ValueError(f"{flag}={value!r} together with --from-records, but a saved document is only"
+                                 " rendered; expected --from-records JSON [--out DIR] alone")
         paths = write_report(load_document(args.from_records), args.out)
     else:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-        paths = build_report(args.out, backends=args.backends, quick=args.quick, methods=methods)
+        from .journal import read
+        from .report.output import open_report_run
+
+        methods = _split(args.methods, "--methods") if args.methods is not None else None
+        report = open_report_run(args.out, backends=args.backends, quick=args.quick, methods=methods,
+                                 resume=args.resume)  # every option checked before any work
+        try:
+            paths = report.build()
+        except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, the work kept, no traceback
+            report.journal.close()
+            try:
+                kept = read(report.journal.path).n_records
+            except ValueError:
+                kept = 0
+            print(stopped_line("report", kept, report.journal.path, args, exc) + f"; the previous report in"
+                  f" {args.out} is unchanged", file=sys.stderr)
+            return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_INTERNAL
     print(f"wrote {paths.html} and {paths.records} ({paths.n_records} records)")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # for the command that resumes an interrupted run
     try:
         return int(args.func(args))
     except (ValueError, TypeError, MissingDependencyError) as exc:
         print(f"odeverify {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"odeverify {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

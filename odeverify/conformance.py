@@ -2,7 +2,12 @@
 of one backend, as records (failures inside a property become ``error`` records)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
 from . import backends, expectations
 from .backends import Backend, MethodInfo, UnsupportedOption
@@ -22,7 +27,8 @@ from .properties import (
     embedded_estimate_bound,
     tolerance_proportionality,
 )
-from .records import Record
+from .journal import case_key
+from .records import Record, unavailable_record
 from .tableaus import TABLEAUS, theory
 
 #: default problems: nonlinear, time-dependent, with closed forms (see problems/generated.py)
@@ -67,7 +73,7 @@ def algebraic_order(info: MethodInfo, backend: str = "reference") -> Record:
                   **common)
 
 
-def _safe(fn: Callable[..., Record], *args, label: str = "reference", **kwargs) -> Record:
+def _run_case(fn: Callable[..., Record], *args, label: str = "reference", **kwargs) -> Record:
     """A property that raises becomes an ``error`` record, never a crash of the run. A
     method that cannot take the problem (``UnsupportedOption``) is retried on
     :data:`FALLBACK_PROBLEMS`, and recorded as not applicable if none fits."""
@@ -99,6 +105,117 @@ def _error_record(fn: Callable[..., Record], args: tuple, kwargs: dict, label: s
                   library=kwargs.get("library", "numpy"))
 
 
+# ----------------------------------------------------------------------------- streaming, resumption
+@dataclass
+class CaseHooks:
+    """What a run does around each case (one property on one method and problem).
+
+    ``on_case(property, method, problem)`` is called before a case runs, ``on_record(record,
+    key)`` when it is finished (expected deviations applied), in order; an exception raised
+    there (Ctrl-C) stops the run. Cases whose key is in ``resume`` are not run again: their
+    record is used as it is."""
+
+    on_record: Callable[[Record, str], None] | None = None
+    on_case: Callable[[str, str, str], None] | None = None
+    resume: Mapping[str, Record] = field(default_factory=dict)
+    emitted: set[int] = field(default_factory=set)  #: ids of the records already handed on
+
+    def emit(self, record: Record, key: str) -> Record:
+        record = expectations.apply(record)
+        self.emitted.add(id(record))
+        if self.on_record is not None:
+            self.on_record(record, key)
+        return record
+
+
+_HOOKS: ContextVar[CaseHooks | None] = ContextVar("odeverify_case_hooks", default=None)
+
+
+@contextmanager
+def case_hooks(on_record: Callable[[Record, str], None] | None = None, *,
+               on_case: Callable[[str, str, str], None] | None = None,
+               resume: Mapping[str, Record] | None = None) -> Iterator[CaseHooks]:
+    """Every conformance case run inside (by :func:`run_conformance` and
+    :func:`run_gradient_conformance`, however nested) goes through these :class:`CaseHooks`."""
+    hooks = CaseHooks(on_record, on_case, dict(resume or {}))
+    token = _HOOKS.set(hooks)
+    try:
+        yield hooks
+    finally:
+        _HOOKS.reset(token)
+
+
+def _streaming(run: Callable[..., list[Record]]) -> Callable[..., list[Record]]:
+    """Gives a run the keywords ``on_record``, ``on_case`` and ``resume`` of :func:`case_hooks`
+    (without them, a run inherits the hooks of its caller)."""
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, on_record: Callable[[Record, str], None] | None = None,
+                on_case: Callable[[str, str, str], None] | None = None,
+                resume: Mapping[str, Record] | None = None, **kwargs: Any) -> list[Record]:
+        if on_record is None and on_case is None and resume is None:
+            return run(*args, **kwargs)
+        with case_hooks(on_record, on_case=on_case, resume=resume):
+            return run(*args, **kwargs)
+
+    return wrapper
+
+
+def _case_key(fn: Callable[..., Record], args: tuple, kwargs: dict, label: str) -> str:
+    """What a case computes: backend, property, method, problem, further arguments and options
+    (an option that is not a plain value by its type: a loss or oracle follows from the problem)."""
+    method = args[1] if len(args) > 1 else kwargs.get("method", "?")
+    plain = (str, int, float, bool, type(None))
+    return case_key(backend=label, property=getattr(fn, "__name__", "property"),
+                    method=str(getattr(method, "name", method)),
+                    problem=str(getattr(args[0], "name", "-") if args else "-"), args=[str(a) for a in args[2:]],
+                    options={k: v if isinstance(v, plain) else type(v).__name__ for k, v in kwargs.items()})
+
+
+def _record_key(r: Record) -> str:
+    """The key of a record made outside :func:`_safe` (cheap and deterministic: recomputed)."""
+    return case_key(backend=r.backend, property=r.property, method=r.method, problem=r.problem, library=r.library,
+                    dtype=r.dtype, made="outside a case")
+
+
+def _safe(fn: Callable[..., Record], *args, label: str = "reference", **kwargs) -> Record:
+    """:func:`_run_case` under the run's :class:`CaseHooks`: a finished case is not run again."""
+    hooks = _HOOKS.get()
+    if hooks is None:
+        return _run_case(fn, *args, label=label, **kwargs)
+    key = _case_key(fn, args, kwargs, label)
+    done = hooks.resume.get(key)
+    if done is not None:
+        hooks.emitted.add(id(done))
+        return done
+    if hooks.on_case is not None:
+        method = args[1] if len(args) > 1 else kwargs.get("method", "?")
+        hooks.on_case(getattr(fn, "__name__", "property"), str(method),
+                      str(getattr(args[0], "name", "-") if args else "-"))
+    return hooks.emit(_run_case(fn, *args, label=label, **kwargs), key)
+
+
+class _Sink(list):
+    """A run's record list: a record appended that did not come through :func:`_safe` goes
+    through the hooks here."""
+
+    def append(self, r: Record) -> None:
+        hooks = _HOOKS.get()
+        if hooks is not None and id(r) not in hooks.emitted:
+            key = _record_key(r)
+            done = hooks.resume.get(key)
+            if done is not None:
+                hooks.emitted.add(id(done))
+                r = done
+            else:
+                r = hooks.emit(r, key)
+        super().append(r)
+
+    def extend(self, rs: Iterable[Record]) -> None:
+        for r in rs:
+            self.append(r)
+
+
 def _methods(b: Backend, methods: str | Iterable[str] | None) -> list[MethodInfo]:
     caps = b.capabilities()
     if methods is None:
@@ -107,23 +224,26 @@ def _methods(b: Backend, methods: str | Iterable[str] | None) -> list[MethodInfo
     return [caps.method(m, b.name) for m in names]
 
 
+@_streaming
 def run_conformance(*, backend: str = "reference", library: str = "numpy", quick: bool = False,
                     methods: str | Iterable[str] | None = None,
                     progress: Callable[[str], None] | None = None) -> list[Record]:
-    """Records of every applicable property for every method (or ``methods``) of ``backend``."""
+    """Records of every applicable property for every method (or ``methods``) of ``backend``.
+
+    ``on_record(record, key)`` streams each record as it is finished, ``on_case(property,
+    method, problem)`` names each case as it starts, and cases in ``resume`` (key -> record,
+    from a journal) are not run again (:func:`case_hooks`)."""
     if backend == "reference" and library != "numpy":
         backend = f"reference-{library}"
     b = backends.get(backend)
     infos = _methods(b, methods)  # unknown names fail early with the list of choices
     if not b.available():
-        return [Record(property="available", method="*", problem="-", measured=None, expected=None,
-                       verdict="error", status="unavailable", backend=b.name,
-                       message=f"{b.name} is not installed: {b.install_hint}")]
+        return [unavailable_record(b.name, b.install_hint)]
     caps = b.capabilities()
     is_reference = b.name.startswith("reference")
     lib = b.library if is_reference else "numpy"
     kw = dict(backend="reference", library=lib) if is_reference else dict(backend=b.name)
-    records: list[Record] = []
+    records: list[Record] = _Sink()
     order_problems = QUICK_ORDER_PROBLEMS if quick else ORDER_PROBLEMS
     for info in infos:
         m = info.name
@@ -242,6 +362,7 @@ def _fixed_step_only(b: Backend, mode: str) -> bool:
     return mode in GRADIENT_MODES and GRADIENT_MODES.get(mode).fixed_step
 
 
+@_streaming
 def run_gradient_conformance(backend: str = "torchdiffeq", quick: bool = False, *, library: str = "numpy",
                              modes: str | Iterable[str] | None = None,
                              progress: Callable[[str], None] | None = None) -> list[Record]:
@@ -257,9 +378,7 @@ def run_gradient_conformance(backend: str = "torchdiffeq", quick: bool = False, 
         backend = "reference-torch" if library == "numpy" else f"reference-{library}"
     b = backends.get(backend)
     if not b.available():
-        return [Record(property="available", method="*", problem="-", measured=None, expected=None,
-                       verdict="error", status="unavailable", backend=b.name,
-                       message=f"{b.name} is not installed: {b.install_hint}")]
+        return [unavailable_record(b.name, b.install_hint)]
     caps = b.capabilities()
     if not caps.gradient_modes:
         return [Record(property="gradient_modes", method="*", problem="-", measured=None, expected=None,
@@ -277,7 +396,7 @@ def run_gradient_conformance(backend: str = "torchdiffeq", quick: bool = False, 
     for p in problems:
         loss = default_loss(p, times=2)
         cases[p.name] = (p, loss, gradient_oracle(p, loss))
-    records: list[Record] = []
+    records: list[Record] = _Sink()
     for mode in names:
         if progress:
             progress(mode)

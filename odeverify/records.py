@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-VERDICTS = ("pass", "fail", "deviation", "error", "skip")
+#: ``unavailable``: the library under test is not installed, so nothing was checked and
+#: nothing failed (its record carries the install hint); never counted as a failure
+VERDICTS = ("pass", "fail", "deviation", "error", "skip", "unavailable")
+#: the verdicts that make a run fail
+FAILING = ("fail", "error")
 
 
 def _clean(x: Any) -> Any:
@@ -60,6 +64,20 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Record:
+        """The record of :meth:`to_dict`'s output (``"inf"``/``"nan"`` strings of ``measured``
+        and ``expected`` back to floats), so ``from_dict(r.to_dict()).to_dict() == r.to_dict()``."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"record fields {sorted(unknown)}; expected some of {sorted(names)}")
+        d = dict(d)
+        for k in ("measured", "expected"):
+            if isinstance(d.get(k), str):
+                d[k] = float(d[k])
+        return cls(**d)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
@@ -71,3 +89,21 @@ class Record:
             f" measured={m}, expected={e}, verdict={self.verdict}"
             + (f" ({self.message})" if self.message else "")
         )
+
+
+def unavailable_record(backend: str, install_hint: str, *, property: str = "available") -> Record:
+    """The one record of a backend that is not installed: verdict ``unavailable``, with the
+    install hint in the message and in ``details["install_hint"]``."""
+    hint = f"; install with: {install_hint}" if install_hint else ""
+    return Record(property=property, method="*", problem="-", measured=None, expected=None, verdict="unavailable",
+                  status="unavailable", backend=backend, message=f"{backend} is not installed{hint}",
+                  details={"install_hint": install_hint})
+
+
+def count_verdicts(records: Any) -> dict[str, int]:
+    """``{verdict: count}`` over :data:`VERDICTS` (every key present) of records or their dicts."""
+    out = dict.fromkeys(VERDICTS, 0)
+    for r in records:
+        v = r["verdict"] if isinstance(r, dict) else r.verdict
+        out[v] = out.get(v, 0) + 1
+    return out

@@ -5,12 +5,17 @@ prints a whole line at most every ``interval`` seconds, and always for the last 
 logs stay short but show that the run is alive. :meth:`Progress.heartbeat` keeps the
 elapsed time moving during a long task (a daemon thread; writes are serialised by a lock).
 
+:meth:`Progress.write_above` prints a finished item (a record of ``odeverify check``) on its
+own line above the bar, which is then redrawn below it; :attr:`Progress.status` (counts so
+far) is shown after the bar.
+
 The ETA assumes the remaining tasks cost what the finished ones did per unit of weight:
 ``eta = elapsed * remaining_weight / done_weight``. Tasks carry weights because they differ
 by orders of magnitude (a diffrax method compiles; a scipy method does not).
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -52,6 +57,8 @@ class Progress:
         self._last_print = -float("inf")
         self._last_len = 0
         self._what = ""
+        self.status = ""  #: shown after the counts, e.g. verdicts so far
+        self.unit = "tasks"
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -65,8 +72,8 @@ class Progress:
     def line(self, what: str = "") -> str:
         frac = min(self.done / self.total, 1.0)
         elapsed = self.clock() - self.start
-        head = f"{self.label}: {100 * frac:3.0f}% ({self.count} tasks) elapsed {format_seconds(elapsed)}" \
-               f" eta {format_seconds(self.eta())}"
+        head = f"{self.label}: {100 * frac:3.0f}% ({self.count} {self.unit}) elapsed {format_seconds(elapsed)}" \
+               f" eta {format_seconds(self.eta())}" + (f" | {self.status}" if self.status else "")
         if self.tty:
             filled = int(round(frac * self.width))
             head = f"[{'#' * filled}{'.' * (self.width - filled)}] " + head
@@ -76,6 +83,20 @@ class Progress:
         """Record ``weight`` more units done and show ``what`` (the task now running)."""
         with self._lock:
             self._update(what, weight)
+
+    def write_above(self, text: str, out: TextIO | None = None) -> None:
+        """Print ``text`` as a line of ``out`` (stdout by default); on a terminal the bar is
+        cleared first and redrawn below it, so the two never share a line."""
+        out = out if out is not None else sys.stdout
+        with self._lock:
+            if self.tty and self._last_len:
+                self.stream.write("\r" + " " * self._last_len + "\r")
+                self.stream.flush()
+                self._last_len = 0
+            out.write(text + "\n")
+            out.flush()
+            if self.tty:
+                self._update(self._what, 0.0)
 
     def heartbeat(self) -> threading.Thread:
         """Redraw (terminal) or print (log, at most every ``interval`` s) while a task runs;
@@ -98,7 +119,8 @@ class Progress:
         now = self.clock()
         finished = self.done >= self.total
         if self.tty:
-            text = self.line(what)
+            # one screen line, or the carriage return redraws only its last part
+            text = self.line(what)[: max(shutil.get_terminal_size().columns - 1, 20)]
             pad = max(self._last_len - len(text), 0)
             self.stream.write("\r" + text + " " * pad)
             self._last_len = len(text)
@@ -111,8 +133,9 @@ class Progress:
     def close(self, message: str = "") -> None:
         """End the bar (a newline on a terminal) and print ``message`` on its own line."""
         self._stop.set()
-        if self.tty:
+        if self.tty and self._last_len:
             self.stream.write("\n")
+            self._last_len = 0
         if message:
             self.stream.write(message + "\n")
         self.stream.flush()
