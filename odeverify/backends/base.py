@@ -331,7 +331,7 @@ def check_method_option(backend: str, caps: Capabilities, method: MethodInfo, ke
     if key not in ranges:
         takers = [m.name for m in caps.methods.values() if any(o[0] == key for o in m.option_ranges)]
         raise UnsupportedOption(f"{backend} method {method.name!r} has no option {key}={value!r}"
-                                f" ({'methods that take it: ' + ', '.join(takers) if takers else 'no method takes it'})")
+                                f" ({'methods that take it: ' + ', '.join(takers) if takers else 'no method does'})")
     lo, hi = ranges[key]
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
         raise ValueError(f"{key}={value!r}, but {backend} method {method.name!r} takes an int in {lo} .. {hi}")

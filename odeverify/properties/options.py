@@ -14,11 +14,11 @@ form (``warped_real``: a real spectrum, inside the stability regions of BDF 1-5)
 The expected order is the value itself, except where the method's construction says otherwise
 (:func:`expected_order`: torchdiffeq's Adams methods run rk4 below max_order 4; from 4 on its
 Adams-Bashforth uses max_order - 1 past values after lower-order start steps, so explicit_adams
-has global order min(max_order - 1, 4) and implicit_adams (one more with its corrector) 4). A value whose order is more than ``band`` below the
-expected one fails (the option does not reach that order), one whose order is more than
-``band + 1`` above fails too (the option is not honoured: the method runs at a higher order than
-allowed), and so does a value whose solves fail; in between a slope above the expected order is
-inconclusive.
+has global order min(max_order - 1, 4) and implicit_adams (one more with its corrector) 4).
+A value whose order is more than ``band`` below the expected one fails (the option does not
+reach that order), one whose order is more than ``band + 1`` above fails too (the option is not
+honoured: the method runs at a higher order than allowed), and so does a value whose solves
+fail; in between a slope above the expected order is inconclusive.
 """
 from __future__ import annotations
 
