@@ -178,7 +178,14 @@ def solve_data(args: argparse.Namespace) -> dict[str, Any]:
     if args.n_steps is not None:
         kwargs["n_steps"] = args.n_steps
     if args.t_eval:
-        kwargs["t_eval"] = [float(v) for v in args.t_eval.split(",")]
+        try:
+            kwargs["t_eval"] = [float(v) for v in args.t_eval.split(",")]
+        except ValueError:
+            raise ValueError(f"--t-eval={args.t_eval!r}, but expected comma-separated numbers (e.g. 0,0.5,1)"
+                             ) from None
+    if args.library != "numpy" and not args.backend.startswith("reference"):
+        raise ValueError(f"--library={args.library!r}, but the array library is chosen only for the reference"
+                         f" backend; {args.backend} uses its own (expected --backend reference or no --library)")
     sol = run(problem, args.method, backend=args.backend, library=args.library, dtype=args.dtype, **kwargs)
     ys = as_numpy(sol.ys)
     out: dict[str, Any] = {

@@ -196,8 +196,10 @@ def open_report_run(out: str | os.PathLike[str] = "reports", *, backends: Sequen
         journal, contents = Journal.resume(path, run)
         note = f"resuming from {path}: {contents.n_records} records already done"
     else:
-        journal = Journal(path, run)
         note = f"--resume, but there is no journal at {path}; starting from the beginning" if resume else ""
+        if not resume and path.exists():
+            note = f"starting over; the journal of an interrupted run in {path} is discarded (--resume continues it)"
+        journal = Journal(path, run)
     if note:
         print(f"odeverify report: {note}", file=stream if stream is not None else sys.stderr)
     return ReportRun(out_dir, run, journal, contents)
