@@ -89,15 +89,12 @@ def trajectory_samples(problem: Problem, count: int = 16) -> np.ndarray:
     return sol.y.T, sol.t
 
 
-def spectral_radius_bound(problem: Problem, count: int = 16) -> float:
-    """max over samples of the trajectory of the spectral radius of df/dy (central differences).
-
-    Used to start step sweeps where h * rho <= 1, i.e. where the step resolves the fastest
-    local time scale; growth of the error at coarser steps is instability, not a finding.
-    """
+def jacobian_eigenvalues(problem: Problem, count: int = 16) -> np.ndarray:
+    """Eigenvalues of df/dy (central differences) at ``count`` states along the solution,
+    concatenated: the linearised spectrum the step sweeps must resolve and stay stable on."""
     f = problem.vector_field(_xp.get_namespace("numpy"), np.float64)
     ys, ts = trajectory_samples(problem, count)
-    rho = 0.0
+    out = []
     for t, y in zip(ts, ys):
         n = y.size
         J = np.empty((n, n))
@@ -106,5 +103,14 @@ def spectral_radius_bound(problem: Problem, count: int = 16) -> float:
             e = np.zeros(n)
             e[j] = d
             J[:, j] = (np.asarray(f(np.asarray(t), y + e)) - np.asarray(f(np.asarray(t), y - e))) / (2 * d)
-        rho = max(rho, float(np.max(np.abs(np.linalg.eigvals(J)))))
-    return rho
+        out.append(np.linalg.eigvals(J))
+    return np.concatenate(out)
+
+
+def spectral_radius_bound(problem: Problem, count: int = 16) -> float:
+    """max over samples of the trajectory of the spectral radius of df/dy (central differences).
+
+    Used to start step sweeps where h * rho <= 1, i.e. where the step resolves the fastest
+    local time scale; growth of the error at coarser steps is instability, not a finding.
+    """
+    return float(np.max(np.abs(jacobian_eigenvalues(problem, count))))

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ..metrics import as_numpy, loglog_slope, roundoff_floor, scaled_error
 from ..problems import Problem
 from ..records import Record
-from ._common import backend_label, reference_final, run, solver_order, spectral_radius_bound
+from ..tableaus import TABLEAUS, theory
+from ._common import backend_label, jacobian_eigenvalues, method_info, reference_final, run, solver_order
 
 #: default tolerance band around the claimed order
 ORDER_BAND = 0.15
@@ -17,11 +20,66 @@ ORDER_BAND = 0.15
 RESOLVED = 0.1
 
 
-def stable_n_min(problem: Problem) -> int:
-    """Fewest power-of-two steps with h * rho <= 1 (rho: spectral radius of df/dy along the solution)."""
+#: the largest spurious linear amplification over the span that a sweep may start with
+AMPLIFICATION_LIMIT = 10.0
+
+
+def stability_function(method: Any, *, backend: str = "reference", library: str = "numpy"
+                       ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """R(z) of a method, and where it comes from: the exact stability function of the
+    tableau it shares with the reference (a solver object: its own tableau), else the
+    degree-p Taylor polynomial of exp(z), which every explicit method of order p <= 4 with p
+    stages has (and an approximation of higher-order ones near the origin)."""
+    tab = getattr(method, "tableau", None) if not isinstance(method, str) else None
+    if tab is None:
+        info = method_info(method, backend=backend, library=library)
+        if info.tableau is not None and info.tableau in TABLEAUS.names():
+            tab = TABLEAUS.get(info.tableau)
+        p = info.order
+    else:
+        p = tab.order
+    if tab is not None:
+        return (lambda z: theory.stability_value(tab, z)), f"tableau {tab.name}"
+    coeffs = [1.0 / math.factorial(k) for k in range(p, -1, -1)]
+    return (lambda z: np.polyval(coeffs, np.asarray(z, dtype=np.complex128))), f"Taylor polynomial of degree {p}"
+
+
+def linear_amplification(R: Callable[[np.ndarray], np.ndarray], eigenvalues: np.ndarray, span: float,
+                         n: int) -> float:
+    """max over the eigenvalues of (max(1, |R(h lam)|) / max(1, |exp(h lam)|))^n, h = span/n:
+    how much n steps of the method amplify a linearised mode beyond the exact flow."""
+    z = np.asarray(eigenvalues, dtype=np.complex128) * (span / n)
+    r = np.maximum(1.0, np.abs(R(z))) / np.maximum(1.0, np.abs(np.exp(z)))
+    with np.errstate(over="ignore"):
+        return float(np.max(r) ** n)
+
+
+def stable_n_min(problem: Problem, method: Any = None, *, backend: str = "reference", library: str = "numpy",
+                 n_cap: int = 4096, info: dict | None = None) -> int:
+    """Fewest power-of-two steps inside the method's stability region on this problem.
+
+    First h * rho <= 1 (rho: spectral radius of df/dy along the solution); then, given a
+    method, doubled until its linearised spurious amplification over the span
+    (:func:`linear_amplification` with :func:`stability_function`) is at most
+    :data:`AMPLIFICATION_LIMIT`: Euler on an oscillatory problem needs h * rho well below 1.
+    A blow-up from there on is the method's fault, never the sweep's. ``info`` (a dict)
+    receives how the start was chosen.
+    """
     span = abs(problem.t_span[1] - problem.t_span[0])
-    rho = spectral_radius_bound(problem)
-    return 2 ** max(0, math.ceil(math.log2(max(rho * span, 1.0))))
+    eigs = jacobian_eigenvalues(problem)
+    rho = float(np.max(np.abs(eigs)))
+    n = 2 ** max(0, math.ceil(math.log2(max(rho * span, 1.0))))
+    if info is not None:
+        info.update({"rho": rho, "h_rho_n": n})
+    if method is None:
+        return n
+    R, source = stability_function(method, backend=backend, library=library)
+    while n < n_cap and linear_amplification(R, eigs, span, n) > AMPLIFICATION_LIMIT:
+        n *= 2
+    if info is not None:
+        info.update({"n": n, "stability_function": source,
+                     "amplification": linear_amplification(R, eigs, span, n)})
+    return n
 
 
 def floor_for(y_scale: np.ndarray, dtype: str, n: int) -> float:
@@ -46,15 +104,16 @@ def check_times(problem: Problem, n_min: int) -> np.ndarray:
 
 def order_sweep(problem: Problem, method: str, *, backend: str = "reference", library: str = "numpy",
                 dtype: str = "float64", n_min: int | None = None,
-                n_max: int = 4096) -> tuple[list[int], list[float], np.ndarray]:
+                n_max: int = 4096, statuses: list[str] | None = None) -> tuple[list[int], list[float], np.ndarray]:
     """Errors of fixed-step solves with n = n_min, 2 n_min, ... steps.
 
     The error of a solve is the largest scaled error over :func:`check_times`. The sweep runs
     from coarse to fine and stops one step after the error reaches the round-off floor, or at
-    ``n_max``. ``n_min`` defaults to :func:`stable_n_min`. Returns (ns, errors, floors).
+    ``n_max``. ``n_min`` defaults to :func:`stable_n_min` for the method. Returns (ns, errors, floors);
+    the solver status of each solve is appended to ``statuses`` when a list is given.
     """
     if n_min is None:
-        n_min = stable_n_min(problem)
+        n_min = stable_n_min(problem, method, backend=backend, library=library, n_cap=n_max)
     times = check_times(problem, n_min)
     if problem.exact is not None:
         refs = np.asarray(problem.exact(times))
@@ -73,6 +132,8 @@ def order_sweep(problem: Problem, method: str, *, backend: str = "reference", li
         err = max(scaled_error(ys[i], refs[i]) for i in range(len(refs))) if sol.success else math.inf
         ns.append(n)
         errs.append(err)
+        if statuses is not None:
+            statuses.append(sol.status.code)
         floors.append(floor_for(refs, dtype, n))
         if err < floors[-1]:
             break
@@ -105,20 +166,36 @@ def fit_window(hs: np.ndarray, errs: np.ndarray, floor: float | np.ndarray, wind
 BLOWUP = 1e3
 
 
-def growth_findings(ns: list[int], errs: list[float], floors: np.ndarray, factor: float = 1.0) -> list[str]:
-    """Places where the error grew while the step shrank: instability at moderate step sizes.
+def growth_findings(ns: list[int], errs: list[float], floors: np.ndarray, factor: float = 1.0,
+                    statuses: list[str] | None = None) -> list[str]:
+    """What the sweep says against the method, whatever the fit: instability and growth.
 
-    Growth counts in the resolved range (errors below :data:`RESOLVED`, above round-off),
-    and wherever the solution blows up (error above :data:`BLOWUP`, or non-finite after a
-    finite coarser error). Between the two, an unresolved solution (orbit phases wrapping
-    around, for example) may move either way without saying anything about the method.
+    - Instability: any error far above the solution's scale (> :data:`BLOWUP`) or a failed
+      solve, anywhere in the sweep. The sweep starts inside the method's stability region
+      (:func:`stable_n_min`), so a blow-up there is never inconclusive: the finding names
+      the coarsest and finest unstable step counts and where the error is back below
+      :data:`RESOLVED`.
+    - Growth: the error grew while the step shrank in the resolved range (errors below
+      :data:`RESOLVED`, above round-off). Between the two, an unresolved solution (orbit
+      phases wrapping around, for example) may move either way without saying anything
+      about the method.
     """
     out = []
+    bad = [i for i, e in enumerate(errs) if not (math.isfinite(e) and e <= BLOWUP)]
+    if bad:
+        worst = max((errs[i] for i in bad), key=lambda e: e if math.isfinite(e) else math.inf)
+        status = ""
+        if statuses is not None:
+            failed = sorted({statuses[i] for i in bad if statuses[i] not in ("success", "")})
+            status = f", solver status {', '.join(failed)}" if failed else ""
+        fine = [i for i, e in enumerate(errs) if i > bad[-1] and math.isfinite(e) and e < RESOLVED]
+        recovered = f"; resolved again from n={ns[fine[0]]}" if fine else "; never resolved again in the sweep"
+        out.append(f"unstable: error {worst:.3e} (above {BLOWUP:g} times the solution's scale{status}) at n="
+                   f"{', '.join(str(ns[i]) for i in bad)} inside the step range where the method must be"
+                   f" stable{recovered}")
     for i in range(len(errs) - 1):
         a, b = errs[i], errs[i + 1]
-        resolved = math.isfinite(b) and floors[i + 1] < b < RESOLVED and b > factor * a
-        blowup = (b > BLOWUP and b > factor * a) if math.isfinite(a) else False
-        if resolved or blowup:
+        if math.isfinite(b) and floors[i + 1] < b < RESOLVED and b > factor * a:
             out.append(f"error grew from {a:.3e} (n={ns[i]}) to {b:.3e} (n={ns[i + 1]}) as the step shrank")
     return out
 
@@ -128,6 +205,14 @@ def approaching(slopes: list[float], target: float, step: float = 0.02) -> bool:
     halving (a pre-asymptotic approach; a settled slope does not move)."""
     d = [abs(s - target) for s in slopes]
     return len(d) >= 2 and all(b < a - step for a, b in zip(d, d[1:]))
+
+
+def receding(slopes: list[float], target: float, step: float = 0.02) -> bool:
+    """Local slopes that move monotonically away from ``target`` as the step shrinks, by at
+    least ``step`` per halving: the signature of an error term of lower order taking over
+    (a wrong coefficient), never of a pre-asymptotic approach."""
+    d = [abs(s - target) for s in slopes]
+    return len(d) >= 2 and all(b > a + step for a, b in zip(d, d[1:]))
 
 
 def judge_slope(hs: np.ndarray, errs: np.ndarray, floors: np.ndarray, expected: float, *, band: float,
@@ -164,8 +249,18 @@ def judge_slope(hs: np.ndarray, errs: np.ndarray, floors: np.ndarray, expected: 
     if slope > expected + band:
         return slope, "skip", (f"inconclusive: slope above the order, local slopes {[round(v, 2) for v in lead]}:"
                                f" higher-order terms still dominate where round-off begins ({msg})")
+    # below the order: the finest resolved local slopes decide (they are the most asymptotic)
+    inner = [v for v in local[a:b - 1] if v is not None]
+    finest = inner[-2:]
+    shown = [round(v, 2) for v in lead]
+    if len(finest) == 2 and all(v < expected - band for v in finest) and abs(finest[1] - finest[0]) <= band / 3:
+        return slope, "fail", (f"stable order deficit: the finest resolved local slopes {[round(v, 2) for v in finest]}"
+                               f" agree with each other and lie below {expected:g} - {band} ({msg})")
+    if receding(lead, expected) and lead[-1] < expected - band:
+        return slope, "fail", (f"order deficit: local slopes {shown} fall away from {expected:g} as the step"
+                               f" shrinks (a lower-order error term takes over; {msg})")
     if spread > 2 * band or approaching(lead, expected):
-        return slope, "skip", f"inconclusive: local slopes {[round(v, 2) for v in lead]} still drift ({msg})"
+        return slope, "skip", f"inconclusive: local slopes {shown} still drift ({msg})"
     return slope, "fail", msg
 
 
@@ -179,22 +274,31 @@ def convergence_order(problem: Problem, method: str, *, backend: str = "referenc
 
     - ``pass``: the fitted slope is within ``band`` of the method's order and the error never
       grew as the step shrank in the resolved range;
-    - ``fail``: the error grew as the step shrank (instability), or a stable order deficit:
-      the slope is below ``order - band`` while the window's local slopes and the two
-      leading into it (three or more) agree within ``2 * band`` (what a wrong coefficient
-      produces);
+    - ``fail``: instability (an error above :data:`BLOWUP` times the solution's scale, or a
+      failed solve, anywhere in the sweep, which starts inside the stability region; or
+      the error grew as the step shrank in the resolved range), or an order deficit: the
+      slope is below ``order - band`` and either the two finest resolved local slopes agree
+      within ``band / 3`` below ``order - band`` (a stable deficit), or the local slopes fall
+      away from the order as the step shrinks (a lower-order term taking over: what a wrong
+      coefficient produces), or the window's local slopes and the two leading into it agree
+      within ``2 * band``;
     - ``skip`` (inconclusive): no window between round-off and :data:`RESOLVED`; or a slope
       above ``order + band`` (higher-order terms still dominate where round-off begins: the
-      order conditions prove the order is not higher than claimed; Tsit5
-      approaches its order from above); or a deficit whose local slopes still drift.
+      order conditions prove the order is not higher than claimed; Tsit5 approaches its
+      order from above); or a deficit whose local slopes still move towards the order.
     """
     p = solver_order(method, backend=backend, library=library)
+    statuses: list[str] = []
+    start: dict = {}
+    if n_min is None:
+        n_min = stable_n_min(problem, method, backend=backend, library=library, n_cap=n_max, info=start)
     ns, errs, floors = order_sweep(problem, method, backend=backend, library=library, dtype=dtype, n_min=n_min,
-                                   n_max=n_max)
+                                   n_max=n_max, statuses=statuses)
     span = abs(problem.t_span[1] - problem.t_span[0])
     hs = np.asarray([span / n for n in ns])
-    details = {"n": ns, "h": hs.tolist(), "error": errs, "floors": floors.tolist(), "band": band}
-    findings = growth_findings(ns, errs, floors)
+    details = {"n": ns, "h": hs.tolist(), "error": errs, "floors": floors.tolist(), "band": band,
+               "status": statuses, "start": start}
+    findings = growth_findings(ns, errs, floors, statuses=statuses)
     slope, verdict, msg = judge_slope(hs, np.asarray(errs), floors, float(p), band=band, window=window,
                                       details=details, findings=findings)
     return Record(property="convergence_order", method=method, problem=problem.name, expected=float(p),
