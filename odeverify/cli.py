@@ -341,7 +341,8 @@ def _open_journal(path: Path, run: dict[str, Any], resume: bool, command: str) -
     try:
         return Journal(path, run), None
     except OSError as exc:
-        raise ValueError(f"--journal={str(path)!r}: cannot write the journal there ({exc})") from exc
+        raise ValueError(f"--journal={str(path)!r}, but the journal cannot be written there ({exc}); expected a"
+                         " writable file path") from exc
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -387,7 +388,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     journal = contents = None
     path = Path(args.journal) if args.journal else journal_path(run)
     if backend.available():
-        journal, contents = _open_journal(path, run, args.resume, "check")
+        try:
+            journal, contents = _open_journal(path, run, args.resume, "check")
+        except ValueError:
+            if args.journal or args.resume:
+                raise
+            # the default place is not writable: the check runs, it just cannot be resumed
+            print(f"odeverify check: no journal ({path} cannot be written); an interrupted run will not be"
+                  " resumable (--journal PATH chooses another place)", file=sys.stderr)
     counts = count_verdicts(contents.cases.values() if contents else [])
     # a short bar leaves an 80-column terminal room for the counts and the case running
     bar = Progress(max(len(units), 1), tty=live, label="odeverify check", width=10) \

@@ -246,3 +246,14 @@ def test_an_interrupted_report_keeps_its_work_and_resumes(capsys, monkeypatch, t
     assert len(keys) == len(set(keys))
     assert {"algebraic_order", "convergence_order", "stability_region"} <= {k[1] for k in keys}
     assert not (out_dir / "records.journal.jsonl").exists()
+
+
+def test_check_runs_without_a_journal_where_the_cache_cannot_be_written(capsys, monkeypatch, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way of the cache directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    code, out, err = run_cli(capsys, "check", "--quick", "--methods", "euler")
+    assert code == 0 and "passed, 0 failed" in out
+    assert "no journal (" in err and "will not be resumable" in err
+    code, _, err = run_cli(capsys, "check", "--quick", "--methods", "euler", "--journal", str(blocked / "j.jsonl"))
+    assert code == 2 and "but the journal cannot be written there" in err
