@@ -26,7 +26,13 @@ field). ``nfev_forward`` is the number of evaluations before the loss is formed 
 marker ordered after the forward solve);
 ``nfev_backward`` the number of pullbacks (VJPs), with the primal evaluations made during the
 backward phase (checkpoint recomputation, the primal inside each backsolve VJP) in
-``details["backward_primal_evaluations"]``. In forward mode every evaluation carries one
+``details["backward_primal_evaluations"]``.
+
+``adjoint_mismatch`` (backsolve modes): diffrax does not return the state its backward solve
+reconstructs, so the compiled gradient's ``BacksolveAdjoint`` is a subclass whose backward
+solves (the library's own, per interval between output times, unchanged) report where z
+ends to the host (:func:`_watched_backsolve`); it is compared with the forward state there
+as for the reference and torchdiffeq (``gradients._spec.reconstruction_mismatch``). In forward mode every evaluation carries one
 JVP (batched over all tangents): ``nfev_backward`` is that count. ``memory`` holds XLA's
 buffer plan of the compiled gradient (:func:`_planned_memory`).
 """
@@ -38,18 +44,26 @@ from typing import Any
 import numpy as np
 
 from .. import _xp
-from ..gradients._spec import GradientResult, Loss
+from ..gradients._spec import GradientResult, Loss, mismatch_message, reconstruction_mismatch
 from ..problems import Problem
 from ..solution import Status
 from .base import MethodInfo, UnsupportedOption, failed_gradient, gradient_params, gradient_times
 
 MODES = ("recursive_checkpoint", "direct", "backsolve", "backsolve_seminorm", "forward")
 DISCRETE_MODES = ("recursive_checkpoint", "direct", "forward")
+BACKSOLVE_MODES = ("backsolve", "backsolve_seminorm")
 RTOL, ATOL = 1e-6, 1e-9
 _STATUS = {"successful": Status.SUCCESS, "max_steps_reached": Status.MAX_STEPS, "dt_min_reached": Status.DT_UNDERFLOW}
 
-#: key -> {"grad": compiled, "primal": compiled, "count": compiled or None, "keep": rhs}
+#: key -> {"grad": compiled, "primal": compiled, "count": compiled or None, "keep": rhs,
+#: "reconstructed": list filled by the backsolve modes' backward solves or None}
 _CACHE: dict[tuple, dict[str, Any]] = {}
+
+
+def can_watch(diffrax: Any) -> bool:
+    """Whether this diffrax's backsolve calls its solves through ``self._diffeqsolve`` (0.7),
+    so that :func:`_watched_backsolve` sees them."""
+    return isinstance(getattr(diffrax.BacksolveAdjoint, "_diffeqsolve", None), property)
 
 
 def _key(problem: Problem, method: str, mode: str, fixed: bool, ts_len: int, rows: tuple, y_shape: tuple,
@@ -60,9 +74,37 @@ def _key(problem: Problem, method: str, mode: str, fixed: bool, ts_len: int, row
     return (id(problem.rhs), structure, shapes, method, mode, fixed, ts_len, rows, y_shape, dtype, max_steps, wrt)
 
 
+def _watched_backsolve(diffrax: Any, jax: Any, reconstructed: list) -> Any:
+    """``BacksolveAdjoint`` whose backward solves report where z ends: diffrax's backward pass
+    (``_loop_backsolve_bwd``) calls ``self._diffeqsolve`` once per interval between output
+    times, on the augmented state (z, a_z, a_args, a_terms), and keeps only the adjoint parts of
+    the end state (z is reset to the forward value). The wrapper passes every call through
+    unchanged and sends (t_end, z at t_end) to the host (ordered: under ``vmap`` one call per
+    sample, in sample order), so the mismatch is that of diffrax's own backward solve."""
+
+    def note(t: Any, z: Any) -> None:
+        reconstructed.append((float(np.asarray(t)), np.array(z, dtype=np.float64)))
+
+    class WatchedBacksolveAdjoint(diffrax.BacksolveAdjoint):
+        @property
+        def _diffeqsolve(self) -> Any:
+            solve = super()._diffeqsolve
+
+            def watched(**kwargs: Any) -> Any:
+                sol = solve(**kwargs)
+                jax.debug.callback(note, kwargs["t1"], sol.ys[0][-1], ordered=True)
+                return sol
+
+            return watched
+
+    return WatchedBacksolveAdjoint
+
+
 def _build(problem: Problem, method: str, mode: str, fixed: bool, rows: tuple, batched: bool, max_steps: int,
-           wrt: str, leaves: dict[str, Any], jdt: Any, counter: list | None) -> tuple[Any, Any]:
-    """(gradient function, primal loss function) of (y0, params, a) -> ..., to be jitted."""
+           wrt: str, leaves: dict[str, Any], jdt: Any, counter: list | None,
+           reconstructed: list | None = None) -> tuple[Any, Any]:
+    """(gradient function, primal loss function) of (y0, params, a) -> ..., to be jitted; with
+    ``reconstructed`` (backsolve modes) the backward solves report where z ends."""
     import diffrax
     import jax
     import jax.numpy as jnp
@@ -125,7 +167,9 @@ def _build(problem: Problem, method: str, mode: str, fixed: bool, rows: tuple, b
                 norm = {"norm": diffrax.adjoint_rms_seminorm} if mode == "backsolve_seminorm" else {}
                 kw["stepsize_controller"] = diffrax.PIDController(rtol=a["adjoint_rtol"], atol=a["adjoint_atol"],
                                                                   pcoeff=0, icoeff=1, **norm)
-            adjoint = diffrax.BacksolveAdjoint(**kw)
+            backsolve = (_watched_backsolve(diffrax, jax, reconstructed)
+                         if reconstructed is not None and can_watch(diffrax) else diffrax.BacksolveAdjoint)
+            adjoint = backsolve(**kw)
         sol = diffrax.diffeqsolve(term, solver, a["t0"], a["t1"], dt0, y0, args=p, saveat=diffrax.SaveAt(ts=a["ts"]),
                                   stepsize_controller=controller, adjoint=adjoint, max_steps=max_steps, throw=False)
         return sol.ys, sol.result._value, sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"]
@@ -135,16 +179,17 @@ def _build(problem: Problem, method: str, mode: str, fixed: bool, rows: tuple, b
     def loss_fn(y0: Any, p: Any, a: dict[str, Any]) -> Any:
         if batched:
             ys, code, acc, rej = jax.vmap(lambda y: solve_one(y, p, a))(y0)
-            ys = jnp.moveaxis(ys, 0, 1)[idx]  # (T, B, n)
+            every = jnp.moveaxis(ys, 0, 1)  # (T, B, n): the state at every forward output time
+            ys = every[idx]
             w = a["w"][:, None, :]
         else:
-            ys, code, acc, rej = solve_one(y0, p, a)
-            ys = ys[idx]
+            every, code, acc, rej = solve_one(y0, p, a)
+            ys = every[idx]
             w = a["w"]
         value = jnp.sum(w * ys) + a["q"] / 2 * jnp.sum(ys * ys)
         if counter is not None:  # "|": the forward solve is done (ordered after its evaluations)
             jax.debug.callback(note("|"), value, ordered=True)
-        return value, (value, jnp.max(code), jnp.sum(acc), jnp.sum(rej))
+        return value, (value, jnp.max(code), jnp.sum(acc), jnp.sum(rej), jax.lax.stop_gradient(every))
 
     argnums = {"all": (0, 1), "y0": (0,), "params": (1,)}[wrt]
     if mode == "forward":
@@ -213,11 +258,12 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
     compile_s = 0.0
     if entry is None:
         start = time.perf_counter()
+        reconstructed: list | None = [] if mode in BACKSOLVE_MODES else None
         grad_fn, primal_fn = _build(problem, method.name, mode, fixed, rows_t, batched, max_steps, wrt, leaves_np,
-                                    jdt, None)
+                                    jdt, None, reconstructed)
         entry = {"grad": jax.jit(grad_fn).lower(y_init, p, a).compile(),
                  "primal": jax.jit(primal_fn).lower(y_init, p, a).compile(), "count": None, "counter": None,
-                 "keep": problem.rhs}
+                 "keep": problem.rhs, "reconstructed": reconstructed}
         for fn in (entry["primal"], entry["grad"]):  # warm-up: a first call pays one-off costs
             jax.block_until_ready(fn(y_init, p, a))
         compile_s = time.perf_counter() - start
@@ -234,10 +280,13 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
     start = time.perf_counter()
     primal = jax.block_until_ready(entry["primal"](y_init, p, a))
     forward_s = time.perf_counter() - start
+    if entry["reconstructed"] is not None:
+        entry["reconstructed"].clear()
     start = time.perf_counter()
     grads, aux = jax.block_until_ready(entry["grad"](y_init, p, a))
+    jax.effects_barrier()  # the backward solves' reports are on the host
     total_s = time.perf_counter() - start
-    value, code, acc, rej = (np.asarray(v) for v in aux)
+    value, code, acc, rej, ys_all = (np.asarray(v) for v in aux)
     name = _result_name(int(code))
     status = _STATUS.get(name, Status.FAILED)
     steps = int(acc) + int(rej)
@@ -270,9 +319,11 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
     if wrt != "y0":
         g = grads.pop(0)
         grad_params = {k: np.asarray(g[k], dtype=np.float64).reshape(leaves_np[k].shape) for k in leaves_np}
+    mismatch, mismatch_note = _mismatch(entry["reconstructed"], ts, ys_all, mode)
     return GradientResult(
         mode=mode, method=method.name, backend="diffrax", library="jax", status=Status.SUCCESS,
-        loss=float(value), grad_y0=grad_y0, grad_params=grad_params,
+        loss=float(value), grad_y0=grad_y0, grad_params=grad_params, adjoint_mismatch=mismatch,
+        message=mismatch_message(mismatch),
         nfev_forward=int(nfev_forward), nfev_backward=int(nfev_backward), steps_forward=steps,
         timing={"forward_s": forward_s, "backward_s": max(total_s - forward_s, 0.0), "total_s": total_s,
                 "compile_s": compile_s},
@@ -280,8 +331,28 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
         options={k: v for k, v in options.items() if v is not None},
         details={"discrete": mode in DISCRETE_MODES, "backward_primal_evaluations": recompute,
                  "primal_loss": float(np.asarray(primal[0])), "nfev_counted": count,
-                 "adjoint_mismatch": "not measured (diffrax's backsolve does not expose its reconstruction)"},
+                 **({"adjoint_mismatch": mismatch_note} if mismatch_note else {})},
     )
+
+
+def _mismatch(reconstructed: list | None, ts: np.ndarray, ys_all: np.ndarray, mode: str
+              ) -> tuple[float | None, str]:
+    """(adjoint_mismatch, why it is missing) from the backward solves' reports (t_end, z): each
+    is compared with the forward state at t_end (``gradients._spec.reconstruction_mismatch``,
+    as the reference's backsolve). ``ys_all``: (T, n) or (T, B, n) at ``ts``; with a batch the
+    reports come one per sample, in sample order (ordered callbacks), B per segment."""
+    if mode not in BACKSOLVE_MODES:
+        return None, ""
+    if reconstructed is None or not reconstructed:
+        return None, ("not measured: this diffrax's BacksolveAdjoint does not call its backward solves through"
+                      " _diffeqsolve (written for diffrax 0.7)")
+    batch = ys_all.shape[1] if ys_all.ndim == 3 else 1
+    pairs = []
+    for i in range(0, len(reconstructed) - batch + 1, batch):  # one segment's reports: the whole batch
+        t = reconstructed[i][0]
+        z = np.stack([z for _, z in reconstructed[i:i + batch]]).reshape(ys_all.shape[1:])
+        pairs.append((z, ys_all[int(np.argmin(np.abs(ts - t)))]))
+    return reconstruction_mismatch(pairs), ""
 
 
 def _planned_memory(compiled: Any) -> dict[str, float]:

@@ -22,7 +22,9 @@ tensors with ``requires_grad`` (``adjoint_params`` of ``odeint_adjoint``). Count
 - ``adjoint_mismatch``: the adjoint modes reset the reconstructed state to the forward value at
   each output time; the value reached before that reset is captured (torchdiffeq's backward
   ``odeint`` calls are observed for the duration of the gradient) and compared with the
-  forward state: ``max |y_rec(t_{i-1}) - y(t_{i-1})| / max(1, |y(t_{i-1})|)``.
+  forward state: ``max |y_rec(t_{i-1}) - y(t_{i-1})| / max(1, |y(t_{i-1})|)``, worst over the
+  intervals (``gradients._spec.reconstruction_mismatch``, as the reference's backsolve); above
+  1 the result's message says the gradient is not reliable.
 
 Fixed-step mode (``n_steps`` or ``dt``) steps on odeverify's grid (as the torchdiffeq backend),
 forward and, for the adjoint modes, backward (the same grid points, reversed).
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .. import _xp
-from ..gradients._spec import GradientResult, Loss
+from ..gradients._spec import GradientResult, Loss, mismatch_message, reconstruction_mismatch
 from ..problems import Problem
 from ..solution import Status
 from .base import MethodInfo, failed_gradient, gradient_params, gradient_times
@@ -251,15 +253,11 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
                           else g.detach().cpu().numpy().astype(np.float64))
 
     mismatch = None
-    if mode != "backprop" and reconstructed:
+    if mode != "backprop" and reconstructed:  # none observed: not measured (None), never a silent 0
         ys_np = ys.detach().cpu().numpy().astype(np.float64)
-        worst = 0.0
         # backward interval i (from the last) reconstructs the state at ts[-1 - i - 1]
-        for i, rec in enumerate(reconstructed):
-            ref = ys_np[len(ts) - 2 - i]
-            rec_np = rec.cpu().numpy().astype(np.float64).reshape(ref.shape)
-            worst = max(worst, float(np.max(np.abs(rec_np - ref)) / max(1.0, float(np.max(np.abs(ref))))))
-        mismatch = worst
+        mismatch = reconstruction_mismatch((rec.cpu().numpy(), ys_np[len(ts) - 2 - i])
+                                           for i, rec in enumerate(reconstructed))
     return GradientResult(
         mode=mode, method=method.name, backend="torchdiffeq", library="torch", status=Status.SUCCESS,
         loss=float(value.detach()), grad_y0=grad_y0, grad_params=grad_params,
@@ -268,7 +266,7 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
         steps_backward=0 if mode == "backprop" else (counter.steps["backward"] if grid is None
                                                      else len(grid) - 1),
         timing={"forward_s": forward_s, "backward_s": backward_s, "compile_s": 0.0},
-        adjoint_mismatch=mismatch,
+        adjoint_mismatch=mismatch, message=mismatch_message(mismatch),
         options={"rtol": rtol, "atol": atol, **{k: v for k, v in options.items() if v is not None}},
         details={"discrete": mode in DISCRETE_MODES, "backward_calls": counter.calls["backward"]},
     )

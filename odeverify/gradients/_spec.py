@@ -16,6 +16,7 @@ the adjoint mismatch |z_rec(t0) - z0|.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,33 @@ class Loss:
         return float(np.sum(w * ys) + (self.quadratic / 2) * np.sum(ys * ys))
 
 
+#: a reconstruction of the forward state off by more than this (relative to max(1, |z|)) has
+#: lost the state altogether: the gradient built on it is not reliable
+UNSTABLE_MISMATCH = 1.0
+
+
+def reconstruction_mismatch(pairs: Any) -> float:
+    """The adjoint mismatch of a backward solve (:class:`GradientResult`), from ``(z_rec, z)``
+    pairs, one per point where the backward solve of z ends: ``max_i max|z_rec - z| / max(1,
+    max|z|)``, the state's batch included in each max; 0.0 for no pair."""
+    worst = 0.0
+    for rec, ref in pairs:
+        rec, ref = np.asarray(rec, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+        diff = float(np.max(np.abs(rec.reshape(ref.shape) - ref))) if ref.size else 0.0
+        rel = diff / max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
+        worst = max(worst, rel if math.isfinite(rel) else math.inf)
+    return worst
+
+
+def mismatch_message(mismatch: float | None) -> str:
+    """The warning every backend attaches to a gradient whose reconstruction is lost ("" if not)."""
+    if mismatch is None or mismatch <= UNSTABLE_MISMATCH:
+        return ""
+    return (f"the backward reconstruction of z is off by {mismatch:.3g} (relative to max(1, |z|)): the backward"
+            " solve of z is unstable (a stiff or dissipative problem?); the gradient is not reliable: use a"
+            " discrete mode or one that stores the forward solution")
+
+
 @dataclass
 class GradientResult:
     """dL/dy0 and dL/dθ from one gradient computation, with the work it took.
@@ -116,7 +144,10 @@ class GradientResult:
       reversible_heun, the interpolating modes): O(steps) floats, not states.
     - ``peak_rss_bytes`` (and ``cuda_peak_bytes`` on a GPU): process-level, where measured.
  ``adjoint_mismatch``: for modes that reconstruct the forward state backward
-    (backsolve), ``max |z_rec(t0) - z0|`` relative to ``max(1, |z0|)``; None otherwise.
+    (backsolve, on every backend), the worst reconstruction error over the backward
+    segments, :func:`reconstruction_mismatch`: ``max_i max|z_rec(t_i) - z(t_i)| / max(1,
+    max|z(t_i)|)`` at every point where the backward solve of z ends (each earlier loss time,
+    where z is reset to the forward value, and t0); None for modes that do not reconstruct.
     ``status`` is the forward solve's (a failure keeps NaN gradients, never zeros).
     """
 

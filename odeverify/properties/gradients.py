@@ -56,6 +56,7 @@ import numpy as np
 from .. import _xp
 from ..backends.base import gradient_params, gradient_times
 from ..gradients import GradientResult, Loss
+from ..gradients._spec import mismatch_message
 from ..integrate import solve
 from ..metrics import loglog_slope
 from ..problems import Problem
@@ -393,18 +394,20 @@ def gradient_accuracy(problem: Problem, method: str, mode: str, *, backend: str 
     y_scale = _state_scale(problem, loss)
     expected = ACCURACY_FACTOR * (rtol + atol / y_scale) + oracle_rel
     details = {"rtol": rtol, "atol": atol, "oracle": oracle.details["kind"], "oracle_rel_error": oracle_rel,
-               "state_scale": y_scale, "result": res.to_dict(), "oracle_reliable": oracle.details["reliable"]}
+               "state_scale": y_scale, "result": res.to_dict(), "oracle_reliable": oracle.details["reliable"],
+               "adjoint_mismatch": res.adjoint_mismatch}
     common = _common("gradient_accuracy", problem, method, mode, backend, expected=expected, details=details)
     if not res.success:
         return Record(measured=None, verdict="error", status=res.status.code, message=res.message, **common)
     err = _relative(res.flat(), ref)
+    unreliable = mismatch_message(res.adjoint_mismatch)  # a lost reconstruction is named, whatever the verdict
     if not oracle.details["reliable"]:
-        return Record(measured=err, verdict="skip", message="the finite-difference oracle is unreliable"
-                      " (h and h/2 disagree)", **common)
+        return Record(measured=err, verdict="skip", message="; ".join(filter(None, (
+            "the finite-difference oracle is unreliable (h and h/2 disagree)", unreliable))), **common)
     ok = err <= expected
-    return Record(measured=err, verdict="pass" if ok else "fail",
-                  message="" if ok else f"gradient error {err:.3g} > {expected:.3g} ({ACCURACY_FACTOR:g}"
-                  " (rtol + atol/|y|) + oracle error)", **common)
+    return Record(measured=err, verdict="pass" if ok else "fail", message="; ".join(filter(None, (
+        "" if ok else f"gradient error {err:.3g} > {expected:.3g} ({ACCURACY_FACTOR:g} (rtol + atol/|y|) + oracle"
+        " error)", unreliable))), **common)
 
 
 def discrete_gradient_exactness(problem: Problem, method: str, mode: str, *, backend: str = "torchdiffeq",
