@@ -75,6 +75,8 @@ def test_expected_failures_are_not_stale():
 
     entries = expectations.load()
     assert all(e.reason for e in entries)
+    # gradient properties come from run_gradient_conformance: tests/test_gradients_hard.py checks those
+    entries = [e for e in entries if not e.property.startswith("gradient")]
     by_backend: dict[str, list] = {}
     for e in entries:
         # a pattern ("*", "reference*") is checked on the NumPy reference, the cheapest match
