@@ -185,12 +185,16 @@ def nonstiff_tolerances(info: MethodInfo, problem: str, quick: bool) -> tuple[fl
     return tuple(tols)
 
 
-def stiff_tolerances(problem: str, quick: bool) -> tuple[float, ...]:
+def stiff_tolerances(problem: str, quick: bool, order: int = 5) -> tuple[float, ...]:
     """--quick: :data:`QUICK_STIFF_TOLERANCES`; full: every decade from 1e-4 down to the
-    tightest tolerance the problem's reference supports (``work_precision.sweep_tolerances``)."""
+    tightest tolerance the problem's reference supports (``work_precision.sweep_tolerances``),
+    and for a method of order p not below 10^-(2 + 2p) (at least three points), as
+    ``default_tols`` does: an order-3 method at 1e-12 takes ~500x its steps at 1e-4."""
     if quick:
         return QUICK_STIFF_TOLERANCES
-    return importlib.import_module("odeverify.properties.work_precision").sweep_tolerances(PROBLEMS.get(problem))
+    tols = importlib.import_module("odeverify.properties.work_precision").sweep_tolerances(PROBLEMS.get(problem))
+    lowest = 10.0 ** -(2 + 2 * max(int(order), 1))
+    return tuple(t for i, t in enumerate(tols) if i < 3 or t >= lowest * (1 - 1e-9))
 
 
 def _tightest(problem: str) -> float:
@@ -504,7 +508,7 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
                 elif not isinstance(jac, str):  # the analytic Jacobian where the library takes one
                     extra["jac"] = True
                 for pname in stiff_problems:
-                    tols = stiff_tolerances(pname, quick)
+                    tols = stiff_tolerances(pname, quick, info.order)
                     tasks.append(_wp_task(wp_fn, name, info, pname, tols if implicit else tols[:1],
                                           2 * w_wp * (1 if quick else len(tols) / 3), repeats=repeats, **extra))
         grad, why = _gradient_tasks(name, quick, w_grad)

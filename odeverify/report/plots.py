@@ -283,8 +283,18 @@ def stability_figure(regions: Sequence[dict[str, Any]], *, title: str, figure_id
         amp = np.where(np.isfinite(amp), amp, 1e6)
         if not (amp.min() < 1.0 < amp.max()):
             continue
-        # the stable side |R| <= 1, lightly shaded (overlaps darken: stable for several methods)
-        ax.contourf(gx, gy, amp, levels=[0.0, 1.0], colors=[r["colour"]], alpha=0.10)
+        # the stable side |R| <= 1, lightly shaded; overlaps darken (stable for several methods),
+        # so the shade per region shrinks with their number (eight exteriors would turn it grey)
+        ax.contourf(gx, gy, amp, levels=[0.0, 1.0], colors=[r["colour"]], alpha=min(0.12, 0.4 / len(regions)))
+        alpha = r.get("alpha_deg")
+        if alpha is not None and float(alpha) < 89.99:
+            # the A(alpha) sector's edges: rays from 0 at angle alpha from the negative real axis
+            a = math.radians(float(alpha))
+            reach = max(abs(x0), abs(y0), abs(y1))
+            ax.plot([0.0, -reach * math.cos(a)], [0.0, reach * math.sin(a)], color=r["colour"], linewidth=0.9,
+                    linestyle=(0, (4, 3)))
+            ax.plot([0.0, -reach * math.cos(a)], [0.0, -reach * math.sin(a)], color=r["colour"], linewidth=0.9,
+                    linestyle=(0, (4, 3)))
         ax.contour(gx, gy, amp, levels=[1.0], colors=[r["colour"]], linewidths=1.4,
                    linestyles=[r.get("linestyle", "-")])
         handles.append(Line2D([], [], color=r["colour"], linestyle=r.get("linestyle", "-"), label=r["label"]))

@@ -691,15 +691,18 @@ def stability_section(doc: dict, records: list[dict], style: Style, ids: list[in
                             ["method", "order", "explicit", "real interval"], rows))
     angles = [r for r in records if r["property"] == "stability_angle"]
     if angles:
+        bdf_colours = Colours()  # five distinct colours, not the tail of the palette used above
         regions = [{"label": f"{r['method'].upper()} (A({fmt(r.get('measured'), 4)}°))",
-                    "bdf_order": (r.get("details") or {}).get("order"), "colour": colours(r["method"]),
-                    "linestyle": "-"} for r in angles if (r.get("details") or {}).get("order")]
+                    "bdf_order": (r.get("details") or {}).get("order"), "colour": bdf_colours(r["method"]),
+                    "linestyle": "-", "alpha_deg": r.get("measured")} for r in angles
+                   if (r.get("details") or {}).get("order")]
         if regions:
             sec.figures.append({"svg": plots.stability_figure(regions, title="BDF1-5: stable outside each curve",
                                                               figure_id=_figure_id(ids),
                                                               extent=(-10.0, 30.0, -20.0, 20.0)),
                                 "caption": "stability regions of BDF1-5 (the root locus; stable where every root"
-                                           " of the characteristic equation has modulus <= 1, shaded)"})
+                                           " of the characteristic equation has modulus <= 1, shaded; dashed"
+                                           " rays: the edges of each A(α) sector)"})
         sec.tables.append(Table(
             "A(α) stability of BDF: the largest α such that the sector |arg(-z)| < α is stable (computed from"
             " the root locus; the printed values of Hairer & Wanner II, Sect. V.2 as the check)",
@@ -733,11 +736,15 @@ def problems_section(doc: dict, records: list[dict]) -> Section:
             ref = "; ".join(f"{r.get('kind')} at t = {fmt(r.get('t'), 8)}"
                             + (f" ({r.get('digits')} digits)" if r.get("digits") else "") + f": {r.get('source')}"
                             for r in p.get("references") or []) or "none"
+        acc = next(((r.get("details") or {}).get("reference") for r in records
+                    if r["problem"] == name and (r.get("details") or {}).get("reference")), None)
+        accuracy = (f"{fmt(acc.get('relative_accuracy'), 2)} ({acc.get('source')}); sweeps stop at"
+                    f" {fmt(acc.get('tightest_tolerance'), 2)}") if acc else "-"
         rows.append([name, p.get("description") or "-", f"[{fmt(span[0], 8)}, {fmt(span[1], 8)}]", str(p.get("n")),
-                     params, ("yes" if p.get("jacobian") else "no"), ref, p.get("citation") or "-"])
+                     params, ("yes" if p.get("jacobian") else "no"), ref, accuracy, p.get("citation") or "-"])
     sec.tables.append(Table(f"{len(rows)} problems", ["problem", "definition", "span", "n", "parameters",
-                                                      "analytic Jacobian", "reference solution", "citation"],
-                            rows))
+                                                      "analytic Jacobian", "reference solution",
+                                                      "relative accuracy of the reference", "citation"], rows))
     return sec
 
 
