@@ -73,6 +73,16 @@ def test_diffrax_shares_one_compilation_across_stiffness_ratios():
     assert _field_key(PROBLEMS.get("hires")) != _field_key(PROBLEMS.get("rober"))
 
 
+def test_handling_an_unstable_method_failing_on_the_least_stiff_problem_has_exploded():
+    """An explicit method stopped by the step limit on the least stiff problem has exploded there
+    (diffrax's ReversibleHeun, stable only on the imaginary axis); an A-stable one is an error."""
+    rec = conformance.stiffness_handling("heun", max_steps=20)
+    assert rec.verdict == "pass" and rec.measured == 10.0, rec.message
+    assert "already reached the step limit (20 steps)" in rec.message
+    stable = conformance.stiffness_handling("radau_iia5", max_steps=3)
+    assert stable.verdict == "error" and stable.status == "max_steps"
+
+
 @pytest.mark.slow
 def test_diffrax_stiffness_handling_compiles_once_per_method():
     b = backend_or_skip("diffrax")
@@ -83,6 +93,8 @@ def test_diffrax_stiffness_handling_compiles_once_per_method():
     assert len(rec.details["points"]) == 6  # every ratio, up to 1e6, bounded work
     explicit = conformance.stiffness_handling("Tsit5", backend="diffrax")
     assert explicit.verdict == "pass" and explicit.measured is not None, explicit.message
+    reversible = conformance.stiffness_handling("ReversibleHeun", backend="diffrax")
+    assert reversible.verdict == "pass" and reversible.measured == 10.0, reversible.message
 
 
 @pytest.mark.slow
