@@ -118,11 +118,12 @@ class CaseHooks:
     on_record: Callable[[Record, str], None] | None = None
     on_case: Callable[[str, str, str], None] | None = None
     resume: Mapping[str, Record] = field(default_factory=dict)
-    emitted: set[int] = field(default_factory=set)  #: ids of the records already handed on
+    #: the records already handed on, by id (held, so that no id is reused while the run lasts)
+    emitted: dict[int, Record] = field(default_factory=dict)
 
     def emit(self, record: Record, key: str) -> Record:
         record = expectations.apply(record)
-        self.emitted.add(id(record))
+        self.emitted[id(record)] = record
         if self.on_record is not None:
             self.on_record(record, key)
         return record
@@ -186,7 +187,7 @@ def _safe(fn: Callable[..., Record], *args, label: str = "reference", **kwargs) 
     key = _case_key(fn, args, kwargs, label)
     done = hooks.resume.get(key)
     if done is not None:
-        hooks.emitted.add(id(done))
+        hooks.emitted[id(done)] = done
         return done
     if hooks.on_case is not None:
         method = args[1] if len(args) > 1 else kwargs.get("method", "?")
@@ -205,7 +206,7 @@ class _Sink(list):
             key = _record_key(r)
             done = hooks.resume.get(key)
             if done is not None:
-                hooks.emitted.add(id(done))
+                hooks.emitted[id(done)] = done
                 r = done
             else:
                 r = hooks.emit(r, key)
