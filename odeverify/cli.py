@@ -487,7 +487,8 @@ _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_o
           "gradient_accuracy": "grad-accuracy", "discrete_gradient_exactness": "grad-exact",
           "adjoint_convergence": "adjoint-conv", "fixed_step_adjoint_gap": "adjoint-gap",
           "reversibility_drift": "reversibility", "memory_scaling": "memory",
-          "stiff_order": "stiff-order", "stiffness_handling": "stiffness", "available": "installed"}
+          "stiff_order": "stiff-order", "stiffness_handling": "stiffness", "stiff_precision": "bari-tight",
+          "max_order_sweep": "max-order", "work": "work", "available": "installed"}
 
 
 def verdict_matrix(records: list) -> str:
