@@ -9,13 +9,18 @@ Sources of records (optional ones are used when their modules exist, and the rep
 
 - :func:`odeverify.conformance.run_conformance`, per backend and method: convergence order,
   dense output, tolerance proportionality, published accuracy, ...;
-- work-precision, on non-stiff problems (error versus work) and stiff ones (scd versus
-  work, explicit methods included to show their failure):
+- work-precision, on non-stiff problems (error versus work) and the Bari stiff problems (scd
+  versus work; --quick: HIRES and ROBER with every implicit adaptive method of order >= 3;
+  one explicit method included to show its failure), with the error over output times and
+  of the dense output, down to the tightest tolerance each reference supports in a full run:
   :func:`odeverify.properties.work_precision.work_precision`;
 - stiffness handling and stiff order: part of the conformance run;
 - gradients and reversibility drift: ``conformance.run_gradient_conformance`` (optional);
 - stability regions: the exact stability function of every registered tableau
-  (:func:`odeverify.tableaus.theory.stability_function`).
+  (:func:`odeverify.tableaus.theory.stability_function`), and the A(α) angles of BDF1-5
+  computed from their root locus (:func:`bdf_stability_angle`);
+- the document also carries each problem's definition and reference provenance
+  (:func:`problem_definitions`), which the report prints beside the figures.
 """
 from __future__ import annotations
 
@@ -186,12 +191,14 @@ def nonstiff_tolerances(info: MethodInfo, problem: str, quick: bool) -> tuple[fl
 
 
 def stiff_tolerances(problem: str, quick: bool, order: int = 5) -> tuple[float, ...]:
-    """--quick: :data:`QUICK_STIFF_TOLERANCES`; full: every decade from 1e-4 down to the
+    """--quick: :data:`QUICK_STIFF_TOLERANCES` down to 10^-(2p) for a method of order p (an
+    order-3 method stops at 1e-6: Kvaerno3 at 1e-8 on ROBER took 10 s in each of the reference
+    and diffrax, a third of the quick stiff diagrams); full: every decade from 1e-4 down to the
     tightest tolerance the problem's reference supports (``work_precision.sweep_tolerances``),
     and for a method of order p not below 10^-(2 + 2p) (at least three points), as
     ``default_tols`` does: an order-3 method at 1e-12 takes ~500x its steps at 1e-4."""
     if quick:
-        return QUICK_STIFF_TOLERANCES
+        return tuple(t for t in QUICK_STIFF_TOLERANCES if t >= 10.0 ** -(2 * max(int(order), 2)) * (1 - 1e-9))
     tols = importlib.import_module("odeverify.properties.work_precision").sweep_tolerances(PROBLEMS.get(problem))
     lowest = 10.0 ** -(2 + 2 * max(int(order), 1))
     return tuple(t for i, t in enumerate(tols) if i < 3 or t >= lowest * (1 - 1e-9))
@@ -549,8 +556,9 @@ def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
               journal: Any = None, resume: Any = None) -> list[Record]:
     """Run every task; one that raises becomes an ``error`` record (never a crash).
 
-    ``journal`` (:class:`odeverify.journal.Journal`) gets every finished task; the tasks of
-    ``resume`` (a journal's contents) are not run again.
+    ``journal`` (:class:`odeverify.journal.Journal`) gets every finished task, with its timing
+    and warnings; the tasks of ``resume`` (a journal's contents) are not run again, and their
+    timings (marked ``resumed``) and warnings come from the journal.
 
     Warnings raised inside a task (a stiffness warning for an explicit method on a stiff
     problem, a library's own) are collected into ``warned`` as "task: category: message",
@@ -559,6 +567,11 @@ def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
     for task in tasks:
         if resume is not None and task.label in resume.tasks:  # finished before an interruption
             records += resume.tasks[task.label]
+            info = resume.task_info.get(task.label, {})
+            if timings is not None and info.get("timing"):
+                timings.append({**info["timing"], "resumed": True})
+            if warned is not None:
+                warned += [w for w in info.get("warnings", []) if w not in warned]
             if progress is not None:
                 progress.update(task.label, weight=task.weight)
             continue
@@ -576,13 +589,13 @@ def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
             # CPU time of this process tells the cost apart from the load of a shared machine
             timings.append({"task": task.label, "wall_s": round(time.perf_counter() - wall, 3),
                             "cpu_s": round(time.process_time() - cpu, 3)})
+        mine = list(dict.fromkeys(f"{task.label}: {w.category.__name__}: {str(w.message).splitlines()[0][:300]}"
+                                  for w in caught))
         if warned is not None:
-            for w in caught:
-                text = f"{task.label}: {w.category.__name__}: {str(w.message).splitlines()[0][:300]}"
-                if text not in warned:
-                    warned.append(text)
+            warned += [text for text in mine if text not in warned]
         if journal is not None:
-            journal.task(task.label, records[first:])
+            journal.task(task.label, records[first:],
+                         {"timing": timings[-1] if timings else None, "warnings": mine})
         if progress is not None:
             progress.update(task.label, weight=task.weight)
     return records
@@ -634,6 +647,9 @@ def collect(*, backends: Sequence[str] | str | None = None, quick: bool = False,
         "elapsed_s": elapsed,
         "cpu_s": time.process_time() - cpu,
         "timings": timings,
+        # an interrupted run resumed from its journal: these tasks' records (and timings, marked
+        # "resumed") come from the earlier run; elapsed_s and cpu_s count this run only
+        "resumed": None if resume is None else {"tasks": len(resume.tasks), "records": resume.n_records},
         "warnings": warned,
         "problems": problem_definitions(r.problem for r in records),
         "records": [r.to_dict() for r in records],
