@@ -6,7 +6,9 @@ A journal is a text file of JSON lines. The first line describes the run (``{"jo
 one finished unit of work::
 
     {"kind": "case", "key": "...", "record": {...}}       one property on one method and problem
-    {"kind": "task", "key": "...", "records": [{...}]}    a task of the report, all its records
+    {"kind": "task", "key": "...", "records": [{...}], "info": {...}}
+                                                          a task of the report, all its records
+                                                          (info: its timing and warnings)
 
 Each line is written with one ``write``, flushed and fsynced before the next case starts, so a
 crash or Ctrl-C loses at most the case that was running. A torn last line (the process died
@@ -42,6 +44,7 @@ class Contents:
     run: dict[str, Any]
     cases: dict[str, Record] = field(default_factory=dict)
     tasks: dict[str, list[Record]] = field(default_factory=dict)
+    task_info: dict[str, dict[str, Any]] = field(default_factory=dict)  #: what the run said about each task
     torn: bool = False  #: the last line was incomplete (ignored)
     loose: int = 0  #: cases written after the last task (a task's cases come before the task)
 
@@ -81,6 +84,7 @@ def read(path: str | os.PathLike[str]) -> Contents:
                 out.loose += 1
             elif entry["kind"] == "task":
                 out.tasks[entry["key"]] = [Record.from_dict(r) for r in entry["records"]]
+                out.task_info[entry["key"]] = dict(entry.get("info") or {})
                 out.loose = 0
             else:
                 raise KeyError(entry["kind"])
@@ -132,10 +136,11 @@ class Journal:
         self._write({"kind": "case", "key": key, "record": record.to_dict()})
         self.written += 1
 
-    def task(self, key: str, records: Iterable[Record]) -> None:
-        """Append one finished task with all its records."""
+    def task(self, key: str, records: Iterable[Record], info: Mapping[str, Any] | None = None) -> None:
+        """Append one finished task with all its records (and ``info``: JSON the run keeps
+        about it, such as its timing)."""
         records = list(records)
-        self._write({"kind": "task", "key": key, "records": [r.to_dict() for r in records]})
+        self._write({"kind": "task", "key": key, "records": [r.to_dict() for r in records], "info": dict(info or {})})
         self.written += len(records)
 
     def close(self) -> None:

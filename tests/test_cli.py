@@ -226,8 +226,8 @@ def test_an_interrupted_report_keeps_its_work_and_resumes(capsys, monkeypatch, t
     args = ["report", "--out", str(out_dir), "--backends", "reference", "--methods", "euler"]
     task = Journal.task
 
-    def interrupted_after_one_task(self, key, records):
-        task(self, key, records)
+    def interrupted_after_one_task(self, key, records, info=None):
+        task(self, key, records, info)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Journal, "task", interrupted_after_one_task)

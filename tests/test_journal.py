@@ -98,13 +98,14 @@ def test_an_interrupted_report_resumes_to_the_records_of_an_uninterrupted_one(tm
 
     options = dict(backends=["reference"], methods=["euler"], quick=False, progress=False,
                    kinds=["conformance", "stability"])
-    whole = collect(**options)["records"]
+    whole_doc = collect(**options)
+    whole = whole_doc["records"]
     path = tmp_path / "j.jsonl"
     journal = Journal(path, RUN)
     task = journal.task
 
-    def interrupt_after_first_task(key, records):
-        task(key, records)
+    def interrupt_after_first_task(key, records, info=None):
+        task(key, records, info)
         raise KeyboardInterrupt
 
     journal.task = interrupt_after_first_task
@@ -115,11 +116,15 @@ def test_an_interrupted_report_resumes_to_the_records_of_an_uninterrupted_one(tm
     assert len(done.tasks) == 1 and done.n_records > 0
     ran = []
     task = journal.task
-    journal.task = lambda key, records: (ran.append(key), task(key, records))
-    again = collect(**options, journal=journal, resume=done)["records"]
+    journal.task = lambda key, records, info=None: (ran.append(key), task(key, records, info))
+    doc = collect(**options, journal=journal, resume=done)
     journal.close()
-    assert again == whole
+    assert doc["records"] == whole
     assert not set(ran) & set(done.tasks)
+    # the resumed task's timing comes from the journal, marked; the document says what was resumed
+    assert [t["task"] for t in doc["timings"]] == [t["task"] for t in whole_doc["timings"]]
+    assert [t.get("resumed", False) for t in doc["timings"]].count(True) == 1
+    assert doc["resumed"] == {"tasks": 1, "records": done.n_records} and whole_doc["resumed"] is None
 
 
 def test_record_from_dict_refuses_unknown_fields():
