@@ -218,14 +218,132 @@ def linear_cases(draw):
 BACKSOLVE_AMPLIFICATION = 10.0
 
 
+#: the first-order error model's margin (see gradient_error_bound): a factor, far below what a
+#: real defect costs (a gradient off by 1e-3 of itself is ~1e4 times the solve's error at 1e-7)
+MODEL_SLACK = 2.0
+
+
+def _torchdiffeq_propagator_errors(p: Problem, loss: Loss, rtol: float, atol: float) -> np.ndarray:
+    """|Phi_h(t_i) - Phi(t_i)| / |Phi(t_i)| (2-norms) at each loss time: Phi_h is the Jacobian
+    dy(t_i)/dz0 of the very forward solve the gradient adapter makes (torchdiffeq.odeint,
+    dopri5, the same times and options; its steps are chosen under no_grad, so this is the
+    discrete propagator), Phi = expm(A (t_i - t0)) the exact one."""
+    import torch
+    import torchdiffeq
+    from scipy.linalg import expm
+
+    from odeverify import _xp
+    from odeverify.backends.base import gradient_times
+
+    ts, rows = gradient_times(p, loss)
+    f = p.vector_field(_xp.get_namespace("torch"), torch.float64)
+    t = torch.as_tensor(ts, dtype=torch.float64)
+
+    def outputs(z0):
+        return torchdiffeq.odeint(f, z0, t, rtol=rtol, atol=atol, method="dopri5",
+                                  options={"dtype": torch.float64})[torch.as_tensor(rows)]
+
+    jac = torch.autograd.functional.jacobian(outputs, torch.as_tensor(np.asarray(p.y0, dtype=np.float64)))
+    phi_h = jac.numpy()  # (T, n, n)
+    errs = []
+    for k, ti in enumerate(loss.t_eval):
+        phi = expm(p.params["A"] * (ti - p.t_span[0]))
+        errs.append(np.linalg.norm(phi_h[k] - phi, 2) / np.linalg.norm(phi, 2))
+    return np.asarray(errs)
+
+
+#: cond(V)^2 of linear_problem's eigenvector matrix (cond(V) <= 2 by construction): with every
+#: Re λ <= 0, |expm(A s)| <= cond(V), so |d expm(A τ)/dA [E]| = |int_0^τ e^{A(τ-s)} E e^{As} ds|
+#: <= τ cond(V)^2 |E|
+COND_V_SQUARED = 4.0
+
+
+def gradient_error_bound(p: Problem, loss: Loss, wrt: str, mode: str, rtol: float, atol: float,
+                         order: int = 5, mismatch: float | None = None) -> tuple[float, dict]:
+    """The error a gradient of z' = A z may have, from the method's error model, not a constant
+    times rtol. With e_i the measured relative error of the solve's propagator at loss time t_i
+    (:func:`_torchdiffeq_propagator_errors`), g_i = w_i + q y(t_i) the loss cotangent there and
+    τ_i = t_i - t0, the absolute error of the gradient is at most the sum over i of
+
+    - dL/dz0 = sum_i Phi_i^T g_i: e_i |Phi_i| (|w_i| + 2 q |y_i|) (the quadratic term's error
+      counts twice: y enters it twice);
+    - dL/dA: e_i (1 + (p + 1) / (|λ|min τ_i)) τ_i cond(V)^2 |z0| (|w_i| + 2 q |y_i|): the
+      derivative of expm(A τ) is bounded as for :data:`COND_V_SQUARED`, and the solver's error is
+      homogeneous of degree p + 1 in A (local error C (h λ)^(p+1) per frozen step), so its
+      derivative carries (p + 1) / (|λ| τ) relative to the exact one;
+    - ``adjoint``: a second solve, backward, at the same tolerance, with its own error: e_i is
+      the larger of the propagator error amplified by exp(max(-Re λ) T) (the backward solve of
+      z) and that backward solve's measured error, the adjoint mismatch (z0 has unit norm).
+
+    Relative to |g|, times :data:`MODEL_SLACK` (the model is first order in e).
+    """
+    e = np.maximum(_torchdiffeq_propagator_errors(p, loss, rtol, atol), G.EPS)
+    lam = np.linalg.eigvals(p.params["A"])
+    amplification = 1.0
+    if mode != "backprop":
+        amplification = math.exp(max(0.0, float(np.max(-lam.real))) * (p.t_span[1] - p.t_span[0]))
+        e = np.maximum(e * amplification, mismatch or 0.0)
+    A, z0 = p.params["A"], np.asarray(p.y0, dtype=np.float64)
+    total = 0.0
+    for k, (ti, w) in enumerate(zip(loss.t_eval, loss.weights)):
+        tau = ti - p.t_span[0]
+        phi = np.linalg.norm(_expm(A * tau), 2)
+        g = float(np.linalg.norm(w)) + 2 * loss.quadratic * phi * float(np.linalg.norm(z0))
+        if wrt != "params":
+            total += e[k] * phi * g
+        if wrt != "y0":
+            param = 1.0 + (order + 1) / (float(np.min(np.abs(lam))) * tau)
+            total += e[k] * param * tau * COND_V_SQUARED * float(np.linalg.norm(z0)) * g
+    exact = float(np.linalg.norm(G.linear_closed_form(p, loss, wrt=wrt).flat()))
+    bound = MODEL_SLACK * total / max(exact, 1e-300)
+    return bound, {"propagator_errors": e.tolist(), "amplification": amplification, "adjoint_mismatch": mismatch}
+
+
+def _expm(M):
+    from scipy.linalg import expm
+
+    return expm(M)
+
+
 @given(linear_cases(), st.sampled_from(["backprop", "adjoint"]))
 def test_torchdiffeq_gradient_on_generated_linear_problems(case, mode):
+    """The gradient's error is within the bound of the method's error model
+    (:func:`gradient_error_bound`). It was 100 (rtol + atol/|y|), which a correct solve exceeds
+    where the loss terms cancel: A = [[-0.25]] over [0, 0.5], loss times 1/6, 1/3, 1/2, wrt A:
+    error 9.2e-4 against 1.0e-5, where the solve's own error is 4.3e-8."""
     p, loss, wrt = case
     decay = max(0.0, float(np.max(-np.linalg.eigvals(p.params["A"]).real)))
     assume(mode == "backprop" or math.exp(decay * (p.t_span[1] - p.t_span[0])) <= BACKSOLVE_AMPLIFICATION)
+    rtol, atol = 1e-7, 1e-10
     oracle = G.linear_closed_form(p, loss, wrt=wrt)
-    r = G.gradient_accuracy(p, "dopri5", mode, backend="torchdiffeq", loss=loss, oracle=oracle, wrt=wrt, rtol=1e-7)
-    assert r.verdict == "pass", r.describe()
+    r = G.gradient_accuracy(p, "dopri5", mode, backend="torchdiffeq", loss=loss, oracle=oracle, wrt=wrt, rtol=rtol,
+                            atol=atol)
+    bound, parts = gradient_error_bound(p, loss, wrt, mode, rtol, atol, mismatch=r.details["adjoint_mismatch"])
+    oracle_rel = r.details["oracle_rel_error"]
+    assert r.measured is not None and r.measured <= bound + oracle_rel, (r.measured, bound, parts, r.describe())
+
+
+def test_error_model_bound_reproduces_the_flaky_case():
+    """The case issue 16 found (A = [[-0.25]], backprop, error 1.25e-5 against the old limit
+    1.0e-5), and the worse one of the same family: the bound holds, the old limit does not,
+    and a gradient off by 1e-3 of itself (a planted fault) is beyond the bound."""
+    p = linear_problem([-0.25], seed=0, t_span=(0.0, 0.5))
+    loss = G.default_loss(p, times=3, seed=6)
+    oracle = G.linear_closed_form(p, loss, wrt="params")
+    r = G.gradient_accuracy(p, "dopri5", "backprop", backend="torchdiffeq", loss=loss, oracle=oracle, wrt="params",
+                            rtol=1e-7, atol=1e-10)
+    bound, parts = gradient_error_bound(p, loss, "params", "backprop", 1e-7, 1e-10)
+    assert r.verdict == "fail" and r.measured > r.expected  # the old rule would call correct code wrong
+    assert r.measured <= bound, (r.measured, bound, parts)
+    assert max(parts["propagator_errors"]) < 1e-6 < r.measured  # the loss terms cancel: the error is relative
+    well = G.default_loss(p, times=1, seed=0)
+    bound_well, parts_well = gradient_error_bound(p, well, "y0", "backprop", 1e-7, 1e-10)
+    g = backends.get("torchdiffeq").gradient(p, "dopri5", "backprop", well, rtol=1e-7, atol=1e-10, wrt="y0")
+    oracle = G.linear_closed_form(p, well, wrt="y0")
+    exact = oracle.flat()
+    bound_well += oracle.details["error_estimate"] / float(np.linalg.norm(exact))
+    assert G._relative(g.flat(), exact) <= bound_well
+    assert G._relative(g.flat() * (1 + 1e-3), exact) > bound_well, (bound_well, parts_well)
 
 
 def test_backsolve_breaks_down_on_a_stiffish_dissipative_problem():
