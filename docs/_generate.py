@@ -35,8 +35,11 @@ def _first_line(doc: str | None) -> str:
     text = " ".join((doc or "").strip().split("\n\n")[0].split())
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text)
     text = re.sub(r"``([^`]+)``", r"`\1`", text)
-    end = re.search(r"[.:](\s|$)", text)
-    return text[:end.start() + 1] if end else text
+    end = re.search(r"\.(\s|$)", text)
+    text = text[:end.start() + 1] if end else text
+    if len(text) > 220:
+        text = text[:220].rsplit(" ", 1)[0] + " …"
+    return text
 
 
 def cli_help() -> str:
@@ -170,6 +173,24 @@ def explorations_table() -> str:
             + _table(rows, ["property", "what it searches for"]))
 
 
+#: matrix columns that are not measurements
+NOT_A_PROPERTY = {"available": "whether the backend's library is installed (`n/a` when it is not)"}
+
+
+def matrix_columns_table() -> str:
+    """The columns of ``odeverify check --matrix``: short name -> property (``odeverify.cli``)."""
+    from odeverify import cli, conformance
+    from odeverify.properties import PROPERTIES
+
+    rows = []
+    for prop, short in getattr(cli, "_SHORT", {}).items():
+        fn = PROPERTIES.get(prop) if prop in PROPERTIES else getattr(conformance, prop, None)
+        what = _first_line(fn.__doc__) if fn is not None else NOT_A_PROPERTY.get(prop, "")
+        rows.append([f"`{short}`", f"`{prop}`", what])
+    return ("<!-- generated from odeverify.cli's matrix columns by docs/_generate.py -->\n\n"
+            + _table(rows, ["column", "property", "what it measures"]))
+
+
 def write_all(out: Path) -> list[Path]:
     """Write every generated table into ``out``; a file is rewritten only when it changed,
     so Sphinx rebuilds only the pages whose tables did."""
@@ -188,6 +209,7 @@ def write_all(out: Path) -> list[Path]:
         "properties.md": properties_table(),
         "deviations.md": deviations_table(),
         "explorations.md": explorations_table(),
+        "matrix_columns.md": matrix_columns_table(),
     }
     written = []
     for name, text in pages.items():
