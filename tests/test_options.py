@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from odeverify import backends
+from odeverify import backends, expectations
 from odeverify.backends import UnsupportedOption
 from odeverify.backends.base import METHOD_OPTIONS, OPTIONS
 from odeverify.problems import PROBLEMS
@@ -114,3 +114,4 @@ def test_torchdiffeq_adams_max_order_1_fails_in_the_library():
     rec = max_order_sweep(None, "explicit_adams", backend="torchdiffeq", values=(1, 4))
     assert rec.verdict == "fail" and "IndexError" in rec.message, rec.message
     assert rec.details["rows"][1]["verdict"] == "pass"  # max_order 4: Adams-Bashforth 3, order 3
+    assert expectations.apply(rec).verdict == "deviation"  # the entry is not stale

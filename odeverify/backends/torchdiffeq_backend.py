@@ -76,7 +76,6 @@ _ADAPTIVE_ONLY = ("first_step", "safety", "factor_min", "factor_max", "dtmin", "
 _OPTIONS: dict[str, bool | str] = {k: True for k in
                                    ("rtol", "atol", "t_eval", "first_step", "max_steps", "safety", "factor_min",
                                     "factor_max", "dtmin", "dtmax", "dt", "n_steps", "max_order")}
-_OPTIONS["max_order_stiff"] = "torchdiffeq has no method with a separate stiff formula"
 #: methods that take ``max_order`` (torchdiffeq's AdamsBashforthMoulton: at most 12; below 4 it
 #: warns and runs rk4), with the range declared in their MethodInfo.option_ranges
 _MAX_ORDER = {"explicit_adams": (1, 12), "implicit_adams": (1, 12), "fixed_adams": (1, 12)}
