@@ -70,6 +70,8 @@ class Problem:
     ``exact(t)`` (NumPy, float64) maps a 1-d array of times to an array of shape
     ``(len(t), n)``, or is None. ``references`` are values at given times.
 
+    ``spec`` is the one-line JSON a generated problem is rebuilt from (empty otherwise).
+
     ``jac(xp, t, y, p)`` is the analytic Jacobian df/dy, or None: written against the Array
     API like ``rhs`` (same arguments and broadcasting), it returns an array of shape
     ``(..., n, n)`` with ``J[..., i, j] = d f_i / d y_j`` and ``y``'s dtype. Implicit
@@ -89,6 +91,9 @@ class Problem:
     description: str = ""
     invariants: Mapping[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
     jac: Callable[..., Any] | None = None
+    #: for a generated problem, the one-line JSON spec that rebuilds it exactly
+    #: (:func:`odeverify.problems.specs.from_spec`); empty for library problems
+    spec: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "y0", tuple(float(v) for v in self.y0))

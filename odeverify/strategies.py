@@ -1,0 +1,184 @@
+"""Hypothesis strategies for ODE problems, conditions and losses: public, for odeverify's own
+tests, ``odeverify explore`` and users' test suites alike.
+
+Every problem strategy draws a *spec* (:mod:`odeverify.problems.specs`) and builds the
+problem from it, so a drawn problem prints as one line (``problem.spec``) that
+``odeverify solve --spec '<spec>'`` or :func:`odeverify.problems.specs.from_spec` rebuilds
+exactly. Strategies shrink towards small, readable problems: the simplest kind first, the
+fewest components, round numbers, short spans.
+
+Example (in a user's test file)::
+
+    from hypothesis import given
+    from odeverify import strategies as ods
+
+    @given(ods.problems(kinds=("linear", "manufactured")), ods.tolerances())
+    def test_my_solver(problem, tol):
+        ...  # solve problem with tol["rtol"], tol["atol"]; compare with problem.exact
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+try:
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - hypothesis is a core dependency
+    raise ImportError("odeverify.strategies needs hypothesis: pip install hypothesis") from exc
+
+from .problems import Problem
+from .problems.specs import GENERATORS, canonical, from_spec
+
+#: every kind of generated problem, simplest first (hypothesis shrinks towards the first)
+KINDS = ("linear", "manufactured", "warped", "jordan", "hamiltonian", "mlp", "stiff_linear")
+#: kinds with a closed form (spans can be moved and output times checked anywhere)
+EXACT_KINDS = ("linear", "manufactured", "warped", "jordan", "hamiltonian", "stiff_linear")
+#: kinds of spectra of a linear system
+SPECTRA = ("real", "imaginary", "mixed", "clustered")
+
+
+def _f(lo: float, hi: float) -> st.SearchStrategy[float]:
+    """Floats in [lo, hi] rounded to 3 significant digits: specs stay short and readable."""
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False).map(lambda x: float(f"{x:.3g}"))
+
+
+@st.composite
+def spectra(draw: Any, kinds: Sequence[str] = SPECTRA, max_magnitude: float = 4.0) -> list[complex]:
+    """Eigenvalues of a real matrix: real (decaying), imaginary pairs, mixed (a damped pair and
+    a real one) or clustered (nearly equal real ones); conjugate pairs come together."""
+    kind = draw(st.sampled_from(list(kinds)))
+    mag = _f(0.25, max_magnitude)
+    if kind == "real":
+        return [complex(-draw(mag)) for _ in range(draw(st.integers(1, 3)))]
+    if kind == "imaginary":
+        b = draw(mag)
+        return [complex(0, b), complex(0, -b)]
+    if kind == "clustered":
+        r = draw(mag)
+        gap = draw(_f(1e-4, 1e-2))
+        return [complex(-r), complex(-r * (1 + gap)), complex(-r * (1 + 2 * gap))]
+    a, b, r = draw(_f(0.05, 1.0)), draw(mag), draw(mag)
+    return [complex(-a, b), complex(-a, -b), complex(-r)]
+
+
+def _pairs(eigs: Sequence[complex]) -> list[list[float]]:
+    return [[v.real, v.imag] for v in eigs]
+
+
+@st.composite
+def problem_specs(draw: Any, kinds: Sequence[str] = KINDS, spans: bool = True, max_span: float = 4.0) -> dict:
+    """A spec dict of a generated problem (see :mod:`odeverify.problems.specs`).
+
+    ``spans`` also draws the interval for kinds with a closed form: a start that is not a
+    round binary number, forward or backward, up to ``max_span`` long."""
+    for k in kinds:
+        GENERATORS.get(k)  # unknown kinds fail with the choices
+    kind = draw(st.sampled_from(list(kinds)))
+    seed = draw(st.integers(0, 999))
+    t1 = draw(_f(0.5, 3.0))
+    if kind == "linear":
+        params: dict[str, Any] = {"eigenvalues": _pairs(draw(spectra())), "seed": seed, "t1": t1}
+    elif kind == "jordan":
+        params = {"lam": -draw(_f(0.0, 2.0)), "size": draw(st.integers(2, 4)), "coupling": draw(_f(0.1, 10.0)),
+                  "seed": seed, "t1": t1}
+    elif kind == "warped":
+        params = {"eigenvalues": _pairs(draw(spectra(kinds=("real", "imaginary", "mixed"), max_magnitude=3.0))),
+                  "seed": seed, "eps": draw(_f(0.0, 0.5)), "omega": draw(_f(0.5, 3.0)),
+                  "nonlinear": draw(st.booleans()), "t1": t1, "amplitude": draw(_f(0.3, 1.2))}
+    elif kind == "hamiltonian":
+        params = {"omegas": [draw(_f(0.5, 3.0)) for _ in range(draw(st.integers(1, 2)))], "a": draw(_f(0.0, 1.0)),
+                  "seed": seed, "t1": draw(_f(1.0, 6.0))}
+    elif kind == "manufactured":
+        params = {"n": draw(st.integers(1, 4)), "modes": draw(st.integers(1, 3)), "seed": seed,
+                  "damping": draw(_f(0.0, 5.0)), "beta": draw(_f(0.0, 1.0)), "t1": t1}
+    elif kind == "stiff_linear":
+        params = {"ratio": float(f"{10 ** draw(st.floats(1.0, 6.0)):.3g}"), "seed": seed}
+    else:  # mlp
+        params = {"state": draw(st.integers(2, 4)), "hidden": draw(st.integers(4, 16)), "depth": draw(st.integers(1, 2)),
+                  "activation": draw(st.sampled_from(["tanh", "softplus"])), "seed": seed,
+                  "time_dependent": draw(st.booleans()), "scale": draw(_f(0.5, 3.0)), "t1": t1}
+    spec: dict[str, Any] = {"kind": kind, "params": params}
+    if spans and kind in EXACT_KINDS and kind != "stiff_linear" and draw(st.booleans()):
+        t0 = draw(_f(-2.0, 2.0))
+        length = draw(_f(0.3, max_span))
+        spec["span"] = [t0, float(f"{t0 + (length if draw(st.booleans()) else -length):.6g}")]
+    return spec
+
+
+def problems(kinds: Sequence[str] = KINDS, spans: bool = True, max_span: float = 4.0) -> st.SearchStrategy[Problem]:
+    """Generated problems (a drawn spec built by :func:`~odeverify.problems.specs.from_spec`);
+    ``problem.spec`` is the one-line reproduction."""
+    return problem_specs(kinds, spans, max_span).map(from_spec)
+
+
+@st.composite
+def tolerances(draw: Any, n: int | None = None, min_rtol: float = 1e-10, max_rtol: float = 1e-3) -> dict:
+    """``{"rtol": r, "atol": a}`` with rtol log-uniform in [min_rtol, max_rtol] and atol = rtol
+    times 10^[-3, 0]; with ``n`` the atol may be a per-component list (mixed tolerances)."""
+    rtol = float(f"{10 ** draw(st.floats(math.log10(min_rtol), math.log10(max_rtol))):.2g}")
+    if n is not None and draw(st.booleans()):
+        atol: Any = [float(f"{rtol * 10 ** draw(st.floats(-3.0, 0.0)):.2g}") for _ in range(n)]
+    else:
+        atol = float(f"{rtol * 10 ** draw(st.floats(-3.0, 0.0)):.2g}")
+    return {"rtol": rtol, "atol": atol}
+
+
+@st.composite
+def output_times(draw: Any, t_span: tuple[float, float], max_count: int = 8) -> list[float]:
+    """Increasing (or, backward, decreasing) output times inside the span, ending at t1:
+    irregular, possibly clustered, possibly including t0."""
+    t0, t1 = t_span
+    k = draw(st.integers(0, max_count - 1))
+    fr = draw(st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=k, max_size=k))
+    if fr and draw(st.booleans()):  # a cluster of nearly equal times
+        c = fr[0]
+        fr += [min(c + 1e-6 * (i + 1), 0.999999) for i in range(draw(st.integers(1, 3)))]
+    if draw(st.booleans()):
+        fr.append(0.0)
+    out: list[float] = []
+    for f in sorted(set(fr)):
+        t = t0 + f * (t1 - t0)
+        if t != t1 and (not out or (t - out[-1]) * (t1 - t0) > 0):  # strictly monotone, t1 last
+            out.append(t)
+    return out + [t1]
+
+
+@st.composite
+def fixed_steps(draw: Any, t_span: tuple[float, float], order: int = 1) -> int:
+    """A number of fixed steps, not a power of two, resolving the span (more for low orders)."""
+    lo = 16 if order >= 3 else 32
+    return draw(st.integers(lo, 4 * lo))
+
+
+@st.composite
+def batches(draw: Any, problem: Problem, max_size: int = 6) -> np.ndarray:
+    """Per-sample initial values around the problem's y0, of scales 10^[-2, 2]: shape (B, n)."""
+    b = draw(st.integers(1, max_size))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    scales = 10.0 ** rng.uniform(-2, 2, b)
+    return np.asarray(problem.y0)[None, :] * scales[:, None] + 0.1 * rng.standard_normal((b, problem.n))
+
+
+def dtypes() -> st.SearchStrategy[str]:
+    return st.sampled_from(["float64", "float32"])
+
+
+@st.composite
+def losses(draw: Any, problem: Problem, max_times: int = 4) -> Any:
+    """A gradient loss (:class:`odeverify.gradients.Loss`): drawn output times inside the span
+    (t1 always), N(0, 1) weights from a drawn seed, and a drawn quadratic term."""
+    from .gradients import Loss
+
+    t0, t1 = problem.t_span
+    k = draw(st.integers(0, max_times - 1))
+    fr = sorted(set(draw(st.lists(st.floats(0.05, 0.95), min_size=k, max_size=k))))
+    times = [t0 + f * (t1 - t0) for f in fr] + [t1]
+    return Loss.seeded(times, problem.n, seed=draw(st.integers(0, 999)), quadratic=draw(_f(0.0, 1.0)))
+
+
+__all__ = ["EXACT_KINDS", "KINDS", "SPECTRA", "batches", "canonical", "dtypes", "fixed_steps", "losses",
+           "output_times", "problem_specs", "problems", "spectra", "tolerances"]
