@@ -170,7 +170,16 @@ def solve_data(args: argparse.Namespace) -> dict[str, Any]:
     from .problems import PROBLEMS
     from .properties._common import run
 
-    problem = PROBLEMS.get(args.problem)
+    if getattr(args, "spec", None):
+        from .problems.specs import from_spec
+
+        if args.problem:
+            raise ValueError(f"problem={args.problem!r} and --spec were both given; give one of them")
+        problem = from_spec(args.spec)
+    elif args.problem:
+        problem = PROBLEMS.get(args.problem)
+    else:
+        raise ValueError("problem=None; give a problem name (odeverify list problems) or --spec '<json>'")
     t_span = problem.t_span
     kwargs: dict[str, Any] = {"rtol": args.rtol, "atol": args.atol, "max_steps": args.max_steps}
     if args.dt is not None:
@@ -524,7 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_list)
 
     ps = sub.add_parser("solve", help="solve one problem of the library and print the solution")
-    ps.add_argument("problem", help="a problem name (odeverify list problems)")
+    ps.add_argument("problem", nargs="?", default=None, help="a problem name (odeverify list problems)")
+    ps.add_argument("--spec", default=None, metavar="JSON",
+                    help="a generated problem's one-line spec instead of a name (printed by explore and by"
+                         " failing property tests): rebuilds that exact problem")
     ps.add_argument("--method", default="dopri5", help="the backend's method name (default dopri5)")
     ps.add_argument("--rtol", type=float, default=1e-6)
     ps.add_argument("--atol", type=float, default=1e-9)
@@ -561,6 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where finished records are appended as they complete (default: a file per set of"
                          " options under $XDG_CACHE_HOME/odeverify, removed when the run finishes)")
     pc.set_defaults(func=cmd_check)
+
+    add_explore_parser(sub)
 
     pr = sub.add_parser("report", help="run the checks and write a self-contained HTML accuracy report",
                         epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -609,6 +623,71 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_INTERNAL
     print(f"wrote {paths.html} and {paths.records} ({paths.n_records} records)")
     return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- explore
+EXPLORE_SCHEMA = "odeverify.explore/1"
+
+
+def add_explore_parser(sub: Any) -> None:
+    pe = sub.add_parser("explore", help="hunt for counterexamples on generated problems against any backend,"
+                        " shrink them and keep them for the next run")
+    pe.add_argument("--backend", default="reference", help="any backend, a plug-in included (odeverify list backends)")
+    pe.add_argument("--property", default=None,
+                    help="comma-separated properties (default: every one that applies; --list shows them)")
+    pe.add_argument("--methods", default=None, help="comma-separated methods of the backend (default: all)")
+    pe.add_argument("--examples", type=int, default=None, help="examples per property and round (default 10)")
+    pe.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                    help="keep searching in rounds with fresh seeds until this many seconds are spent")
+    pe.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: random)")
+    pe.add_argument("--dir", default=".odeverify/explore",
+                    help="where the example database and failures.jsonl live (default .odeverify/explore)")
+    pe.add_argument("--no-database", action="store_true", help="neither replay nor save examples")
+    pe.add_argument("--replay", default=None, metavar="CASE",
+                    help="run one case (the JSON line a finding prints) and print its record")
+    pe.add_argument("--list", action="store_true", help="list the properties explore searches, and exit")
+    pe.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.explore/1)")
+    pe.set_defaults(func=cmd_explore)
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from .explore import EXPLORATIONS, explore, run_case
+
+    if args.list:
+        for name, e in EXPLORATIONS.items():
+            print(f"{name:26s} {e.description}")
+        return EXIT_OK
+    if args.replay:
+        rec = run_case(args.replay)
+        if args.json:
+            print(json.dumps({"schema": EXPLORE_SCHEMA, "records": [rec.to_dict()]}, indent=2, sort_keys=True))
+        else:
+            print(rec.describe())
+        return EXIT_FAILED if rec.verdict in ("fail", "error") else EXIT_OK
+    split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
+    result = explore(args.backend, properties=split(args.property), methods=split(args.methods),
+                     examples=args.examples, budget=args.budget, seed=args.seed,
+                     directory=None if args.no_database else args.dir)
+    if args.json:
+        print(json.dumps({"schema": EXPLORE_SCHEMA, "version": __version__, "backend": result.backend,
+                          "elapsed": result.elapsed, "examples": result.examples,
+                          "not_applicable": result.not_applicable,
+                          "findings": [{"case": f.case, "record": f.record.to_dict()} for f in result.findings],
+                          "known_deviations": [{"case": f.case, "record": f.record.to_dict()}
+                                               for f in result.known]}, indent=2, sort_keys=True))
+    else:
+        total = sum(result.examples.values())
+        print(f"odeverify {__version__} explore {result.backend}: {total} examples over"
+              f" {len(result.examples)} properties in {result.elapsed:.0f} s")
+        for f in result.findings:
+            print(f.describe())
+        for f in result.known:
+            print(f.describe())
+        for name, why in result.not_applicable.items():
+            print(f"  not applicable: {name}: {why}")
+        print(f"\n{len(result.findings)} counterexamples, {len(result.known)} known deviations re-found"
+              + ("" if args.no_database else f"; examples kept in {args.dir}"))
+    return EXIT_FAILED if result.failed else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,9 @@ class Expectation:
     library: str = "*"
     dtype: str = "*"
     reason: str = ""
+    #: the shrunk case (a JSON line) that ``odeverify explore`` found it with: the tests
+    #: replay it (``odeverify explore --replay``) to keep the entry from going stale
+    case: str = ""
 
     def matches(self, r: Record) -> bool:
         pairs = [(self.property, r.property), (self.method, r.method), (self.problem, r.problem),

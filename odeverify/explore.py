@@ -1,0 +1,450 @@
+"""``odeverify explore``: hunt for a counterexample to the properties on generated problems,
+against any backend (a user's plug-in included), and shrink it to a small reproduction.
+
+A *case* is plain JSON: ``{"property", "backend", "method", "problem": <spec>, "kwargs"}``;
+:func:`run_case` turns it into a :class:`~odeverify.records.Record`. An *exploration* draws
+cases with hypothesis (:mod:`odeverify.strategies`) for one property: each example draws a
+method of the backend to which the property applies, a problem, and the conditions
+(tolerances, output times, steps, factors). A record with verdict ``fail`` (or ``error``:
+the property itself raised) is a counterexample: hypothesis shrinks it, and the shrunk case
+is printed with its measured and expected figures and a one-line reproduction
+(``odeverify explore --replay '<case>'``) and appended to ``failures.jsonl`` under the
+working directory (``.odeverify/explore/``): the next run replays the saved cases of each
+property first, seeded or not (unseeded runs also keep hypothesis's example database
+there; hypothesis reads no database when a seed is given). A failing record that an entry of
+``expected_failures.toml`` excuses is a *known deviation* (a positive control when the
+search re-finds it): reported, never a failure.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import backends, expectations
+from ._registry import Registry
+from .backends import MethodInfo, UnsupportedOption
+from .backends.base import is_implicit
+from .problems.specs import canonical, from_spec
+from .properties import (backend_agreement, convergence_order, embedded_estimate_bound,
+                         tolerance_proportionality)
+from .properties import metamorphic as mm
+from .records import Record
+
+DEFAULT_DIR = Path(".odeverify") / "explore"
+CASE_SCHEMA = "odeverify.case/1"
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """One property searched over generated cases.
+
+    ``applies(info, backend_name)`` says whether a method can be graded; ``draw(data, info)``
+    returns the case's ``problem`` spec (a dict) and ``kwargs``; ``run(problem, method, *,
+    backend, **kwargs)`` returns the record."""
+
+    name: str
+    description: str
+    applies: Callable[[MethodInfo, str], bool]
+    draw: Callable[[Any, MethodInfo], tuple[dict, dict]]
+    run: Callable[..., Record]
+    kinds: tuple[str, ...] = ()
+
+
+EXPLORATIONS: Registry[Exploration] = Registry("exploration")
+
+_EXACT = ("linear", "manufactured", "warped", "jordan", "hamiltonian")
+_FACTORS = (0.25, 0.5, 2.0, 4.0, 1024.0, 2.0 ** -10)
+
+
+def _st() -> Any:
+    from hypothesis import strategies as st
+
+    return st
+
+
+def _problem(data: Any, kinds: Sequence[str], spans: bool = True) -> dict:
+    from .strategies import problem_specs
+
+    return data.draw(problem_specs(kinds, spans=spans), label="problem")
+
+
+def _factor(data: Any, label: str) -> float:
+    st = _st()
+    return data.draw(st.one_of(st.sampled_from(_FACTORS),
+                               st.floats(0.1, 10.0).map(lambda x: float(f"{x:.4g}"))), label=label)
+
+
+def _tol(data: Any, lo: float = 1e-10, hi: float = 1e-4) -> dict:
+    from .strategies import tolerances
+
+    return data.draw(tolerances(min_rtol=lo, max_rtol=hi), label="tolerances")
+
+
+def _adaptive(info: MethodInfo, backend: str) -> bool:
+    return bool(info.adaptive)
+
+
+def _fixed(info: MethodInfo, backend: str) -> bool:
+    return bool(info.fixed)
+
+
+def _register(name: str, description: str, applies, draw, run, kinds=()) -> None:
+    EXPLORATIONS.register(name, Exploration(name, description, applies, draw, run, tuple(kinds)))
+
+
+def _draw_order(data, info):
+    return _problem(data, _EXACT), {}
+
+
+def _draw_differential(data, info):
+    from .strategies import output_times
+
+    spec = _problem(data, _EXACT + ("mlp",))
+    kw = _tol(data)
+    if spec["kind"] != "mlp" and data.draw(_st().booleans(), label="output times"):
+        kw["t_eval"] = data.draw(output_times(from_spec(spec).t_span), label="t_eval")
+    return spec, kw
+
+
+def _draw_fixed_agreement(data, info):
+    from .strategies import fixed_steps, output_times
+
+    spec = _problem(data, _EXACT)
+    span = from_spec(spec).t_span
+    kw: dict[str, Any] = {"n_steps": data.draw(fixed_steps(span, info.order), label="n_steps")}
+    if data.draw(_st().booleans(), label="output times"):
+        kw["t_eval"] = data.draw(output_times(span), label="t_eval")
+    return spec, kw
+
+
+def _draw_tolerance_only(kinds):
+    def draw(data, info):
+        spec = _problem(data, kinds)
+        kw = _tol(data, 1e-9, 1e-4)
+        return spec, {"rtol": kw["rtol"], "atol": kw["atol"]}
+
+    return draw
+
+
+def _draw_scaling(arg):
+    def draw(data, info):
+        spec = _problem(data, _EXACT + ("mlp",))
+        kw = _tol(data, 1e-9, 1e-4)
+        return spec, {"rtol": kw["rtol"], "atol": kw["atol"], arg: _factor(data, arg)}
+
+    return draw
+
+
+def _draw_shift(data, info):
+    spec = _problem(data, ("linear", "jordan", "hamiltonian"))
+    kw = _tol(data, 1e-9, 1e-4)
+    shift = data.draw(_st().floats(-10.0, 10.0).filter(lambda s: abs(s) > 1e-3).map(lambda s: float(f"{s:.4g}")),
+                      label="shift")
+    return spec, {"rtol": kw["rtol"], "atol": kw["atol"], "shift": shift}
+
+
+def _draw_superposition(data, info):
+    from .strategies import fixed_steps
+
+    spec = _problem(data, ("linear", "jordan"))
+    return spec, {"n_steps": data.draw(fixed_steps(from_spec(spec).t_span, info.order), label="n_steps"),
+                  "seed": data.draw(_st().integers(0, 99), label="seed")}
+
+
+def _draw_batch(data, info):
+    st = _st()
+    spec = _problem(data, _EXACT)
+    return spec, {"batch": data.draw(st.integers(2, 6), label="batch"), "seed": data.draw(st.integers(0, 99))}
+
+
+def _run_order(problem, method, *, backend, **kw):
+    return convergence_order(problem, method, backend=backend, **kw)
+
+
+def _run_tolerance(problem, method, *, backend, **kw):
+    return tolerance_proportionality(problem, method, backend=backend)
+
+
+def _run_estimate(problem, method, *, backend, **kw):
+    library = backends.get(backend).library if backend.startswith("reference") else "numpy"
+    return embedded_estimate_bound(problem, method, library=library)
+
+
+def _run_fixed_agreement(problem, method, *, backend, **kw):
+    return backend_agreement(problem, method, backend=backend, final_only="t_eval" in kw, **kw)
+
+
+_register("convergence_order", "fixed-step order on generated nonlinear, time-dependent and linear problems,"
+          " over drawn spans (instability and order deficits fail)", _fixed, _draw_order, _run_order)
+_register("differential_agreement", "the solution against the closed form at a drawn tolerance and output"
+          " times, bounded by the reference's error on the same tableau (not run on the NumPy reference:"
+          " it would grade itself)", lambda info, b: bool(info.adaptive) and b != "reference", _draw_differential,
+          mm.differential_agreement)
+_register("fixed_step_agreement", "fixed-step solves of a shared tableau agree with the reference to a few"
+          " ulps per step at t1, on drawn spans, step counts and output times (which shape the step grid)",
+          lambda info, b: bool(info.fixed and info.tableau) and b != "reference", _draw_fixed_agreement,
+          _run_fixed_agreement)
+_register("tolerance_proportionality", "the error at t1 scales like the tolerance, on drawn problems",
+          _adaptive, lambda data, info: (_problem(data, ("linear", "manufactured", "warped")), {}), _run_tolerance)
+_register("embedded_estimate_bound", "the embedded estimate bounds the true local error, on drawn problems"
+          " (reference backends: no other library exposes its estimate)",
+          lambda info, b: bool(info.adaptive) and b.startswith("reference") and not is_implicit(info),
+          lambda data, info: (_problem(data, ("manufactured", "warped")), {}), _run_estimate)
+_register("time_reversal", "forward then backward returns the start, for non-dissipative spectra",
+          _adaptive, _draw_tolerance_only(("hamiltonian", "linear")), mm.time_reversal)
+_register("time_rescaling", "t -> c t, f -> f / c: same steps and bits for powers of two, same solution"
+          " otherwise", _adaptive, _draw_scaling("c"), mm.time_rescaling)
+_register("unit_invariance", "y -> s y (atol with it): same steps and bits for powers of two, same solution"
+          " otherwise", _adaptive, _draw_scaling("s"), mm.unit_invariance)
+_register("time_shift", "an autonomous field on a shifted span gives the same solution", _adaptive, _draw_shift,
+          mm.time_shift)
+_register("linear_superposition", "y(a + b) = y(a) + y(b) to round-off for linear fields at fixed steps",
+          _fixed, _draw_superposition, mm.linear_superposition)
+_register("batch_permutation", "a permuted batch of initial values of different scales gives the permuted"
+          " solution", _adaptive, _draw_batch, mm.batch_permutation)
+
+
+# ----------------------------------------------------------------------------- cases
+def make_case(prop: str, backend: str, method: str, problem: dict | str, kwargs: dict) -> dict:
+    spec = json.loads(problem) if isinstance(problem, str) else problem
+    return {"schema": CASE_SCHEMA, "property": prop, "backend": backend, "method": method,
+            "problem": canonical(spec), "kwargs": kwargs}
+
+
+def case_line(case: dict) -> str:
+    return json.dumps(case, sort_keys=True, separators=(",", ":"))
+
+
+def run_case(case: dict | str) -> Record:
+    """Run one case (a dict or its JSON line) and return its record, with the expected
+    deviations applied; an exception inside the property becomes an ``error`` record."""
+    if isinstance(case, str):
+        try:
+            case = json.loads(case)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"case={case!r} is not valid JSON ({exc})") from None
+    missing = {"property", "backend", "method", "problem"} - set(case)
+    if missing:
+        raise ValueError(f"case is missing {sorted(missing)}; expected the keys of an explore case")
+    expl = EXPLORATIONS.get(case["property"])
+    problem = from_spec(case["problem"])
+    try:
+        rec = expl.run(problem, case["method"], backend=case["backend"], **case.get("kwargs", {}))
+    except UnsupportedOption:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a crash of the property is a finding too
+        rec = Record(property=case["property"], method=case["method"], problem=problem.name, measured=None,
+                     expected=None, verdict="error", status="failed", backend=case["backend"],
+                     message=f"{type(exc).__name__}: {exc}")
+    rec.details = {**rec.details, "case": case_line(case)}
+    return expectations.apply(rec)
+
+
+# ----------------------------------------------------------------------------- the search
+@dataclass
+class Finding:
+    case: dict
+    record: Record
+
+    @property
+    def known(self) -> bool:
+        return self.record.verdict == "deviation"
+
+    def describe(self) -> str:
+        r = self.record
+        spec = self.case["problem"]
+        kw = ", ".join(f"{k}={v}" for k, v in self.case.get("kwargs", {}).items()) or "defaults"
+        m = "n/a" if r.measured is None else f"{r.measured:.4g}"
+        e = "n/a" if r.expected is None else f"{r.expected:.4g}"
+        head = "KNOWN DEVIATION" if self.known else ("ERROR" if r.verdict == "error" else "FAIL")
+        return "\n".join([
+            f"{head}: {r.property} on {self.case['backend']}/{self.case['method']}",
+            f"  problem:    {r.problem}  {from_spec(spec).description}",
+            f"  spec:       {spec}",
+            f"  conditions: {kw}",
+            f"  measured:   {m}   expected: {e}",
+            f"  why:        {r.message}",
+            f"  reproduce:  odeverify explore --replay '{case_line(self.case)}'",
+        ])
+
+
+@dataclass
+class ExploreResult:
+    backend: str
+    examples: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    known: list[Finding] = field(default_factory=list)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.findings)
+
+
+class _Found(AssertionError):
+    pass
+
+
+def _atomic_append(path: Path, line: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _search(expl: Exploration, backend: str, infos: list[MethodInfo], *, examples: int, seed: int | None,
+            database: Any, result: ExploreResult, log: Callable[[str], None]) -> Finding | None:
+    from hypothesis import HealthCheck, Phase, Verbosity, assume, given, settings
+    from hypothesis import seed as hseed
+    from hypothesis import strategies as st
+
+    last: dict[str, Any] = {}
+    names = [i.name for i in infos]
+
+    def body(data: Any) -> None:
+        method = data.draw(st.sampled_from(names), label="method")
+        info = next(i for i in infos if i.name == method)
+        spec, kwargs = expl.draw(data, info)
+        case = make_case(expl.name, backend, method, spec, kwargs)
+        try:
+            rec = run_case(case)
+        except UnsupportedOption:
+            assume(False)
+            return
+        result.examples[expl.name] = result.examples.get(expl.name, 0) + 1
+        if rec.verdict == "deviation":
+            # a positive control: one per (property, method) is enough to show it was re-found
+            if not any(f.case["method"] == method and f.case["property"] == expl.name for f in result.known):
+                result.known.append(Finding(case, rec))
+            return
+        if rec.verdict in ("fail", "error"):
+            last["finding"] = Finding(case, rec)
+            raise _Found(rec.describe())
+
+    test = given(st.data())(body)
+    test = settings(max_examples=examples, deadline=None, database=database, verbosity=Verbosity.quiet,
+                    suppress_health_check=list(HealthCheck), print_blob=False,
+                    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])(test)
+    if seed is not None:
+        test = hseed(seed)(test)
+    # one database entry per (property, backend), whatever the seed: a failure found once is
+    # replayed first by every later run
+    test._hypothesis_internal_database_key = f"odeverify-explore:{expl.name}:{backend}".encode()
+    try:
+        test()
+    except _Found:
+        return last.get("finding")
+    except Exception as exc:  # hypothesis itself gave up (e.g. every draw not applicable)
+        log(f"  {expl.name}: search stopped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    return None
+
+
+def _replay_saved(directory: str | os.PathLike | None, prop: str, backend: str, methods: set[str],
+                  log: Callable[[str], None]) -> Finding | None:
+    """Replay the saved counterexamples of (property, backend) first, newest first: one that
+    still fails is the finding, without a search (hypothesis's own database is not read when
+    a seed is given, so this keeps replay deterministic)."""
+    if directory is None:
+        return None
+    path = Path(directory) / "failures.jsonl"
+    if not path.exists():
+        return None
+    cases = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            case = json.loads(line)["case"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a torn last line from an interrupted run
+        if case.get("property") == prop and case.get("backend") == backend and case.get("method") in methods:
+            cases.append(case)
+    for case in reversed(cases):
+        try:
+            rec = run_case(case)
+        except (UnsupportedOption, ValueError):
+            continue
+        if rec.verdict in ("fail", "error"):
+            log(f"  {prop}: a saved counterexample still fails (replayed from {path})")
+            return Finding(case, rec)
+    return None
+
+
+def explore(backend: str, *, properties: Iterable[str] | None = None, methods: Iterable[str] | None = None,
+            examples: int | None = None, budget: float | None = None, seed: int | None = None,
+            directory: str | os.PathLike | None = DEFAULT_DIR, log: Callable[[str], None] | None = None
+            ) -> ExploreResult:
+    """Search every applicable exploration (or ``properties``) against ``backend``.
+
+    ``examples`` bounds the examples per property and round; ``budget`` (seconds) repeats
+    rounds with fresh seeds until it is spent (each round is ``examples`` or 10 examples per
+    property). ``directory`` holds hypothesis's example database and ``failures.jsonl``
+    (None: no database, nothing written). Returns the examples run, the new findings (shrunk)
+    and the known deviations re-found."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
+        raise ValueError(f"examples={examples!r}, but it must be an int >= 1")
+    if budget is not None and not (isinstance(budget, (int, float)) and budget > 0 and math.isfinite(budget)):
+        raise ValueError(f"budget={budget!r}, but it must be a number of seconds > 0")
+    b = backends.get(backend)
+    names = list(properties) if properties is not None else list(EXPLORATIONS.names())
+    expls = [EXPLORATIONS.get(n) for n in names]  # unknown names fail with the choices
+    result = ExploreResult(backend=b.name)
+    if not b.available():
+        raise ValueError(f"backend={b.name!r} is not installed: {b.install_hint}")
+    caps = b.capabilities()
+    infos = list(caps.methods.values()) if methods is None else [caps.method(m, b.name) for m in methods]
+    database = None
+    if directory is not None:
+        from hypothesis.database import DirectoryBasedExampleDatabase
+
+        directory = Path(directory)
+        database = DirectoryBasedExampleDatabase(str(directory / "db"))
+    per_round = examples if examples is not None else 10
+    start = time.monotonic()
+    rnd = 0
+    pending = list(expls)
+    while pending:
+        for expl in list(pending):
+            usable = [i for i in infos if expl.applies(i, b.name)]
+            if not usable:
+                result.not_applicable[expl.name] = "no method of this backend fits"
+                pending.remove(expl)
+                continue
+            t0 = time.monotonic()
+            finding = _replay_saved(directory, expl.name, b.name, {i.name for i in usable}, log) if rnd == 0 else None
+            if finding is None:
+                finding = _search(expl, b.name, usable, examples=per_round,
+                                  seed=None if seed is None else seed + rnd, database=database, result=result, log=log)
+            elif directory is not None:  # already in failures.jsonl
+                result.findings.append(finding)
+                pending.remove(expl)
+                continue
+            n = result.examples.get(expl.name, 0)
+            log(f"[{time.monotonic() - start:6.1f}s] {expl.name} on {b.name}: {n} examples"
+                f" ({time.monotonic() - t0:.1f}s this round){', counterexample found' if finding else ''}")
+            if finding is not None:
+                result.findings.append(finding)
+                pending.remove(expl)
+                if directory is not None:
+                    _atomic_append(Path(directory) / "failures.jsonl", json.dumps(
+                        {"case": finding.case, "record": finding.record.to_dict()}, sort_keys=True))
+            if budget is not None and time.monotonic() - start > budget:
+                pending = []
+                break
+        rnd += 1
+        if budget is None:
+            break
+    result.elapsed = time.monotonic() - start
+    return result
+
+
+__all__ = ["EXPLORATIONS", "ExploreResult", "Exploration", "Finding", "case_line", "explore", "make_case",
+           "run_case"]
