@@ -220,3 +220,25 @@ def test_explore_cli_finds_saves_and_replays(planted, tmp_path, capsys):
     assert main(["explore", "--backend", "planted-grid", "--property", "no_such"]) == 2
     assert main(["explore", "--list"]) == 0
     assert set(EXPLORATIONS.names()) <= set(capsys.readouterr().out.split())
+
+
+def test_found_by_explore_on_diffrax_and_fixed_in_the_properties():
+    """Three diffrax findings that were odeverify's own faults, each fixed at its root:
+    a backward span over a decaying mode overflowed the closed form (now refused when drawn);
+    diffrax's adaptive Midpoint was compared with the reference's fixed-step-only midpoint
+    (now with the reference's adaptive method of the same order); Heun's tolerance exponent
+    rising above the error-per-step model (1.04, 1.21, 1.61 on the reference and diffrax
+    alike) is pre-asymptotic, like a convergence slope above the order."""
+    from odeverify.backends.base import MethodInfo
+    from odeverify.properties import tolerance_proportionality
+    from odeverify.properties.metamorphic import default_baseline
+
+    with pytest.raises(ValueError, match="grows beyond"):
+        from_spec({"kind": "warped", "params": {"amplitude": 1.0, "eigenvalues": [[-2.0, 0.0]], "eps": 0.0,
+                                                "nonlinear": True, "omega": 1.0, "seed": 0, "t1": 1.0},
+                   "span": [0.0, -3.0]})
+    midpoint = MethodInfo(name="Midpoint", order=2, adaptive=True, fixed=True, embedded_order=1, tableau="midpoint")
+    assert default_baseline(midpoint) == "heun"
+    p = from_spec('{"kind":"manufactured","params":{"beta":0.0,"damping":3.0,"modes":1,"n":1,"seed":0,"t1":2.0}}')
+    rec = tolerance_proportionality(p, "heun")
+    assert rec.verdict == "skip" and "still rising" in rec.message, rec.describe()

@@ -43,6 +43,8 @@ from .neural import mlp_field
 from .stiff import stiff_linear_problem
 
 GENERATORS: Registry[Callable[..., Problem]] = Registry("problem generator")
+#: a moved span whose exact solution leaves this magnitude is refused (overflow, not a test)
+MAX_MAGNITUDE = 1e8
 
 
 def _complex_list(values: Any, name: str) -> list[complex]:
@@ -237,6 +239,11 @@ def with_span(problem: Problem, t0: float, t1: float) -> Problem:
         raise ValueError(f"problem {problem.name!r} has no closed form; span=[{t0}, {t1}] cannot be moved onto it")
     if not (math.isfinite(t0) and math.isfinite(t1)) or t0 == t1:
         raise ValueError(f"span=[{t0}, {t1}], but it must be two distinct finite times")
+    with np.errstate(over="ignore", invalid="ignore"):
+        along = problem.exact(np.linspace(t0, t1, 9))
+    if not np.all(np.isfinite(along)) or np.max(np.abs(along)) > MAX_MAGNITUDE:
+        raise ValueError(f"span=[{t0}, {t1}]: the exact solution of {problem.name!r} grows beyond"
+                         f" {MAX_MAGNITUDE:g} there (a decaying mode run backward); choose a shorter span")
     y0 = problem.exact(np.asarray([t0], dtype=np.float64))[0]
     return dataclasses.replace(problem, y0=tuple(float(v) for v in y0), t_span=(float(t0), float(t1)),
                                references=())

@@ -84,14 +84,20 @@ def _failed(common: dict, expected: float | None, why: str, details: dict) -> Re
 
 
 def default_baseline(info: Any) -> str:
-    """The reference method a backend's method is compared with: the tableau it shares; the
-    reference BDF for a variable-order multistep method (no embedded pair: BDF, LSODA); else
-    dopri5."""
-    if info.tableau:
+    """The reference method a backend's adaptive method is compared with: the tableau it
+    shares when the reference runs that tableau adaptively; the reference BDF for a
+    variable-order multistep method (no embedded pair: BDF, LSODA); else the reference's
+    adaptive method of the same order (and embedded order, where one matches); else dopri5."""
+    from ..solvers import SOLVERS
+
+    if info.tableau and info.tableau in SOLVERS and SOLVERS.get(info.tableau).adaptive:
         return info.tableau
     if info.adaptive and info.embedded_order is None and info.error_order is None:
         return "bdf"
-    return "dopri5"
+    same = [n for n, s in SOLVERS.items() if s.adaptive and s.order == info.order
+            and not getattr(s, "implicit", False) and not getattr(s, "variable_order", False)]
+    exact = [n for n in same if SOLVERS.get(n).embedded_order == info.embedded_order]
+    return (exact or same or ["dopri5"])[0]
 
 
 def differential_agreement(problem: Problem, method: str, *, backend: str, library: str = "numpy",

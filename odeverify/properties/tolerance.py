@@ -85,4 +85,15 @@ def tolerance_proportionality(problem: Problem, method: str, *, backend: str = "
                       " exponent to compare with (measured for the record)", **common)
     ok = abs(slope - expected) <= band
     msg = "" if ok else f"exponent={slope:.3f}, but should be {expected:.3f} +- {band}"
+    tk, ek = t[keep], e[keep]
+    local = [math.log(ek[i] / ek[i + 1]) / math.log(tk[i] / tk[i + 1]) for i in range(len(ek) - 1)]
+    details["local_exponents"] = local
+    rising = len(local) >= 2 and all(b > a + 0.02 for a, b in zip(local, local[1:]))
+    if not ok and slope > expected + band and rising:
+        # the error falls faster than the error-per-step model says, and the local exponents
+        # have not settled: higher-order terms of the global error still matter (a damped
+        # generated problem gave 1.04, 1.21, 1.61 for Heun 2(1) on the reference and diffrax
+        # alike). Like a convergence slope above the order, this is not a refutation.
+        return Record(measured=slope, verdict="skip", message=f"inconclusive: local exponents"
+                      f" {[round(v, 2) for v in local]} still rising above the model ({msg})", **common)
     return Record(measured=slope, verdict="pass" if ok else "fail", message=msg, **common)
