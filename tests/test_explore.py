@@ -242,3 +242,18 @@ def test_found_by_explore_on_diffrax_and_fixed_in_the_properties():
     p = from_spec('{"kind":"manufactured","params":{"beta":0.0,"damping":3.0,"modes":1,"n":1,"seed":0,"t1":2.0}}')
     rec = tolerance_proportionality(p, "heun")
     assert rec.verdict == "skip" and "still rising" in rec.message, rec.describe()
+
+
+def test_the_pytest_plugin_runs_conformance_and_explore_in_any_test_suite(tmp_path):
+    """An installed odeverify, an empty directory, no clone: `pytest --odeverify-backend` gives
+    one test per method, `--odeverify-explore` one per applicable property."""
+    import subprocess
+    import sys
+
+    caps = backends.get("scipy").capabilities()
+    applicable = [n for n, e in EXPLORATIONS.items() if any(e.applies(i, "scipy") for i in caps.methods.values())]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--odeverify-backend",
+                          "scipy", "--odeverify-quick", "--odeverify-explore", "scipy", "--odeverify-examples", "1",
+                          "--odeverify-seed", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert f"{len(caps.methods) + len(applicable)} passed" in out.stdout, out.stdout[-2000:]
