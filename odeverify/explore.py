@@ -211,6 +211,72 @@ _register("batch_permutation", "a permuted batch of initial values of different 
           " solution", _adaptive, _draw_batch, mm.batch_permutation)
 
 
+def _gradient_modes(backend: str, discrete: bool) -> tuple[str, ...]:
+    caps = backends.get(backend).capabilities()
+    return tuple(caps.discrete_gradient_modes) if discrete else tuple(caps.gradient_modes)
+
+
+def _draw_loss(data: Any, spec: dict) -> dict:
+    """A loss as JSON (its output times, weight seed and quadratic term), drawn like
+    :func:`odeverify.strategies.losses`."""
+    from .strategies import losses
+
+    loss = data.draw(losses(from_spec(spec)), label="loss")
+    return {"t_eval": list(loss.t_eval), "seed": int(data.draw(_st().integers(0, 999), label="loss seed")),
+            "quadratic": loss.quadratic}
+
+
+def _loss(problem: Any, spec: dict) -> Any:
+    from .gradients import Loss
+
+    return Loss.seeded(spec["t_eval"], problem.n, seed=spec["seed"], quadratic=spec["quadratic"])
+
+
+def _gradient_applies(discrete: bool, fixed: bool):
+    def applies(info: MethodInfo, backend: str) -> bool:
+        b = backends.get(backend)
+        if not b.available() or not _gradient_modes(backend, discrete):
+            return False
+        return bool(info.fixed if fixed else info.adaptive) and not is_implicit(info)
+
+    return applies
+
+
+def _draw_gradient(discrete: bool):
+    def draw(data, info):
+        st = _st()
+        spec = _problem(data, ("linear", "jordan"))
+        kw: dict[str, Any] = {"loss": _draw_loss(data, spec), "mode_index": data.draw(st.integers(0, 7),
+                                                                                     label="mode")}
+        if discrete:
+            kw["n_steps"] = data.draw(st.integers(8, 40), label="n_steps")
+        else:
+            kw["rtol"] = float(f"{10 ** data.draw(st.floats(-9.0, -5.0), label='log10 rtol'):.2g}")
+        return spec, kw
+
+    return draw
+
+
+def _run_gradient(discrete: bool):
+    def run(problem, method, *, backend, loss, mode_index, **kw):
+        from .properties.gradients import discrete_gradient_exactness, gradient_accuracy
+
+        modes = _gradient_modes(backend, discrete)
+        mode = modes[mode_index % len(modes)]
+        fn = discrete_gradient_exactness if discrete else gradient_accuracy
+        return fn(problem, method, mode, backend=backend, loss=_loss(problem, loss), **kw)
+
+    return run
+
+
+_register("gradient_exactness", "a discrete gradient mode equals central differences of the same fixed-step"
+          " solve, on drawn linear and defective problems and drawn losses (times, weights, quadratic term)",
+          _gradient_applies(True, True), _draw_gradient(True), _run_gradient(True))
+_register("gradient_accuracy", "every gradient mode of an adaptive solve against the closed-form gradient"
+          " (Van Loan), at a drawn tolerance, on drawn linear and defective problems and losses",
+          _gradient_applies(False, False), _draw_gradient(False), _run_gradient(False))
+
+
 # ----------------------------------------------------------------------------- cases
 def make_case(prop: str, backend: str, method: str, problem: dict | str, kwargs: dict) -> dict:
     spec = json.loads(problem) if isinstance(problem, str) else problem
@@ -412,7 +478,8 @@ def explore(backend: str, *, properties: Iterable[str] | None = None, methods: I
 
         directory = Path(directory)
         database = DirectoryBasedExampleDatabase(str(directory / "db"))
-    per_round = examples if examples is not None else 10
+    # rounds of 50 with a budget: each round restarts hypothesis at its simplest example
+    per_round = examples if examples is not None else (50 if budget is not None else 10)
     start = time.monotonic()
     rnd = 0
     pending = list(expls)

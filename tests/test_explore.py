@@ -257,3 +257,16 @@ def test_the_pytest_plugin_runs_conformance_and_explore_in_any_test_suite(tmp_pa
                           "--odeverify-seed", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert f"{len(caps.methods) + len(applicable)} passed" in out.stdout, out.stdout[-2000:]
+
+
+def test_found_by_explore_a_backward_span_crashed_the_torchdiffeq_gradient_adapter():
+    """`odeverify explore --backend torchdiffeq --property gradient_exactness` shrank to a
+    backward span: the adapter handed torch a NumPy view with a negative stride (a raw
+    ValueError, recorded as an 'error'); the discrete gradient is now checked there too."""
+    pytest.importorskip("torch")
+    case = {"backend": "torchdiffeq", "method": "euler", "property": "gradient_exactness",
+            "kwargs": {"loss": {"quadratic": 0.0, "seed": 0, "t_eval": [-1.0]}, "mode_index": 0, "n_steps": 8},
+            "problem": '{"kind":"linear","params":{"eigenvalues":[[0.0,1.0],[0.0,-1.0]],"seed":0,"t1":1.0},'
+                       '"span":[0.0,-1.0]}'}
+    rec = run_case(case)
+    assert rec.verdict == "pass", rec.describe()

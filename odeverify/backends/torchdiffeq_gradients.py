@@ -144,7 +144,7 @@ def _grid_constructor(torch: Any, grid: np.ndarray) -> Any:
         if hi < lo:
             inside = inside[::-1]
         pts = np.concatenate([[lo], inside, [hi]])
-        return torch.as_tensor(pts, dtype=t.dtype, device=t.device)
+        return torch.as_tensor(np.ascontiguousarray(pts), dtype=t.dtype, device=t.device)
 
     return construct
 
@@ -187,7 +187,7 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
     func = _module(torch, problem, leaves, fixed_params, counter)
 
     ts, rows = gradient_times(problem, loss)
-    t_tensor = torch.as_tensor(ts, dtype=torch.float64, device=dev)
+    t_tensor = torch.as_tensor(np.ascontiguousarray(ts), dtype=torch.float64, device=dev)
     rtol = float(options.get("rtol") or RTOL)
     atol = float(options.get("atol") or ATOL)
     grid = fixed_grid(problem.t_span, options)
@@ -217,7 +217,7 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
                 ys = torchdiffeq.odeint(func, y_init, t_tensor, **kwargs)
             else:
                 ys = torchdiffeq.odeint_adjoint(func, y_init, t_tensor, **kwargs)
-            value = loss.value(_xp.get_namespace("torch"), ys[torch.as_tensor(rows, device=dev)])
+            value = loss.value(_xp.get_namespace("torch"), ys[torch.as_tensor(np.ascontiguousarray(rows), device=dev)])
             if device == "cuda":
                 torch.cuda.synchronize()
             forward_s = time.perf_counter() - start
