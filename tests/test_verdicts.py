@@ -91,3 +91,14 @@ def test_tolerance_proportionality_is_inconclusive_with_too_few_steps():
     p = from_spec('{"kind":"linear","params":{"eigenvalues":[[0.0,0.25],[0.0,-0.25]],"seed":0,"t1":0.5}}')
     rec = tolerance_proportionality(p, "RK23", backend="scipy")
     assert rec.verdict == "skip" and "accepted steps" in rec.message, rec.describe()
+
+
+def test_check_times_end_exactly_at_t1_on_a_backward_span():
+    """Found by explore on torchdiffeq and diffrax: t0 + (t1 - t0) * 16/16 on the span
+    (1.44, 0.44) is 0.43999999999999995, outside the span, and every solve was refused."""
+    from odeverify.properties.convergence import check_times
+
+    p = from_spec('{"kind":"linear","params":{"eigenvalues":[[0.0,1.0],[0.0,-1.0]],"seed":0,"t1":1.0},'
+                  '"span":[1.44,0.44]}')
+    assert check_times(p, 16)[-1] == 0.44
+    assert convergence_order(p, "euler").verdict == "pass"

@@ -182,7 +182,7 @@ def _manufactured(n: int, modes: int, seed: int, damping: float = 1.0, beta: flo
 
     return Problem(name="manufactured", rhs=_rhs_manufactured, y0=tuple(exact(0.0)[0]), t_span=(0.0, t1),
                    params=params, exact=exact,
-                   tags={"nonlinear", "time_dependent", "has_exact", "nonstiff"}
+                   tags={"nonlinear" if beta > 0 else "linear", "time_dependent", "has_exact", "nonstiff"}
                    | ({"dissipative"} if damping > 0 else set()),
                    citation="Method of manufactured solutions (Roache 2002); odeverify construction",
                    description=f"y' = z'(t) - G (y - z) - {beta:g} (y - z)^3, z(t) = c + sum of {modes}"
