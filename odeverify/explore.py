@@ -291,6 +291,39 @@ _register("gradient_accuracy", "every gradient mode of an adaptive solve against
           _gradient_applies(False, False), _draw_gradient(False), _run_gradient(False))
 
 
+def _draw_stiff_family(data, info):
+    st = _st()
+    n, seed = data.draw(st.integers(2, 5), label="n"), data.draw(st.integers(0, 999), label="seed")
+    return {"kind": "stiff_linear", "params": {"ratio": 10.0, "n": n, "seed": seed}}, {"n": n, "seed": seed}
+
+
+def _run_stiffness(problem, method, *, backend, n, seed):
+    from .problems.stiff import stiff_linear_problem
+    from .properties import stiffness_handling
+
+    return stiffness_handling(method, backend=backend,
+                              problem_factory=lambda ratio: stiff_linear_problem(ratio, n=n, seed=seed))
+
+
+def _draw_reversible(data, info):
+    spec = _problem(data, ("hamiltonian",), spans=False)
+    return spec, {"n_steps": data.draw(_st().integers(16, 128), label="n_steps")}
+
+
+def _run_reversible(problem, method, *, backend, n_steps):
+    from .properties.gradients import reversibility_drift
+
+    return reversibility_drift(problem, method, backend=backend, n_steps=n_steps)
+
+
+_register("stiffness_handling", "on drawn stiff linear families (2-5 modes, seeded non-normal bases, ratios"
+          " 1e1..1e6): A-stable methods' work stays bounded, explicit methods' work explodes",
+          _adaptive, _draw_stiff_family, _run_stiffness)
+_register("reversibility_drift", "an algebraically reversible method (diffrax ReversibleHeun) reconstructs its"
+          " start to round-off on drawn Hamiltonian fields at drawn step counts",
+          lambda info, b: b == "diffrax" and info.name == "ReversibleHeun", _draw_reversible, _run_reversible)
+
+
 # ----------------------------------------------------------------------------- cases
 def make_case(prop: str, backend: str, method: str, problem: dict | str, kwargs: dict) -> dict:
     spec = json.loads(problem) if isinstance(problem, str) else problem
