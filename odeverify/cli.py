@@ -703,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"odeverify {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `odeverify explore --list | head`: the reader left, nothing went wrong
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout must stay open until exit
+        return EXIT_OK
 
 
 if __name__ == "__main__":
