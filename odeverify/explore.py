@@ -417,7 +417,8 @@ def _atomic_append(path: Path, line: str) -> None:
 
 
 def _search(expl: Exploration, backend: str, infos: list[MethodInfo], *, examples: int, seed: int | None,
-            database: Any, result: ExploreResult, log: Callable[[str], None]) -> Finding | None:
+            database: Any, result: ExploreResult, log: Callable[[str], None],
+            deadline: float | None = None) -> Finding | None:
     from hypothesis import HealthCheck, Phase, Verbosity, assume, given, settings
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
@@ -426,6 +427,8 @@ def _search(expl: Exploration, backend: str, infos: list[MethodInfo], *, example
     names = [i.name for i in infos]
 
     def body(data: Any) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            assume(False)  # the budget is spent: the remaining examples are rejected, cheaply
         method = data.draw(st.sampled_from(names), label="method")
         info = next(i for i in infos if i.name == method)
         try:
@@ -543,7 +546,8 @@ def explore(backend: str, *, properties: Iterable[str] | None = None, methods: I
             finding = _replay_saved(directory, expl.name, b.name, {i.name for i in usable}, log) if rnd == 0 else None
             if finding is None:
                 finding = _search(expl, b.name, usable, examples=per_round,
-                                  seed=None if seed is None else seed + rnd, database=database, result=result, log=log)
+                                  seed=None if seed is None else seed + rnd, database=database, result=result, log=log,
+                                  deadline=None if budget is None else start + budget)
             elif directory is not None:  # already in failures.jsonl
                 result.findings.append(finding)
                 pending.remove(expl)
