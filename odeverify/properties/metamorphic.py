@@ -18,7 +18,8 @@ The transformations and what they must preserve:
   error (non-dissipative spectra only: a decaying mode grows back as exp(|lam| T));
 - **time rescaling** t -> c t, f -> f / c, and **change of units** y -> s y, f -> s f(y / s),
   atol -> s atol: with c, s powers of two every operation of a correct solver scales
-  exactly, so the steps are the same (scaled) and the solution is the same to the bit; for
+  exactly, so the steps are the same (scaled) and the solution the same to the bit (within
+  ``ULPS_PER_STEP``: a compiler may contract the transformed field differently); for
   other factors, and for implicit methods (whose Newton iteration stops at a tolerance), the
   solution must agree within the tolerance;
 - **time shift** (autonomous fields): [t0, t1] -> [t0 + s, t1 + s] gives the same solution
@@ -232,14 +233,19 @@ def _scaling(prop: str, problem: Problem, transformed: Problem, factor: float, m
     same_steps = (a.stats.accepted, a.stats.rejected) == (b.stats.accepted, b.stats.rejected)
     if exact:
         diff = float(np.max(np.abs(ya - yb)))
-        ulps = diff / (max(1.0, float(np.max(np.abs(ya)))) * eps_of(dtype))
-        details.update({"max_abs_diff": diff, "same_steps": same_steps})
-        ok = diff == 0.0 and same_steps
+        steps = max(1, a.stats.accepted + a.stats.rejected)
+        ulps = diff / (max(1.0, float(np.max(np.abs(ya)))) * eps_of(dtype) * steps)
+        details.update({"max_abs_diff": diff, "same_steps": same_steps, "ulps_per_step": ulps})
+        # the same operations on scaled numbers give scaled results to the bit, but a compiler
+        # may contract or reorder the transformed field differently (diffrax's Heun: 0.75 ulps
+        # in all after 55 steps, the same steps): a few ulps per step, never a tolerance
+        ok = ulps <= ULPS_PER_STEP and same_steps
         msg = "" if ok else (f"factor {factor:g} is a power of two, so every operation scales exactly, but the"
-                             f" solutions differ by {ulps:.3g} ulps and the steps (accepted, rejected) are"
-                             f" {(a.stats.accepted, a.stats.rejected)} vs {(b.stats.accepted, b.stats.rejected)}")
-        return Record(measured=ulps, expected=0.0, verdict="pass" if ok else "fail", message=msg, details=details,
-                      **common)
+                             f" solutions differ by {ulps:.3g} ulps per step (bound {ULPS_PER_STEP:g}) and the"
+                             f" steps (accepted, rejected) are {(a.stats.accepted, a.stats.rejected)} vs"
+                             f" {(b.stats.accepted, b.stats.rejected)}")
+        return Record(measured=ulps, expected=ULPS_PER_STEP, verdict="pass" if ok else "fail", message=msg,
+                      details=details, **common)
     err = scaled_error(yb, ya) / (rtol + atol)
     details.update({"scaled_difference": err * (rtol + atol), "same_steps": same_steps})
     ok = err <= TOLERANCE_FACTOR
@@ -252,7 +258,7 @@ def _scaling(prop: str, problem: Problem, transformed: Problem, factor: float, m
 def time_rescaling(problem: Problem, method: str, *, backend: str, c: float = 4.0, library: str = "numpy",
                    dtype: str = "float64", rtol: float = 1e-6, atol: float = 1e-9) -> Record:
     """Solve on the clock t -> c t with f -> f / c: a power-of-two ``c`` must give the same steps
-    and the same solution to the bit; any other ``c`` the same solution within the tolerance.
+    and the same solution to round-off (ULPS_PER_STEP); any other ``c`` the same solution within the tolerance.
 
     The first step is given (span / 64, and c times it): Hairer's starting-step heuristic
     compares |f| with |f'| (units 1/time and 1/time^2), so it is not covariant under a change
@@ -267,7 +273,7 @@ def time_rescaling(problem: Problem, method: str, *, backend: str, c: float = 4.
 def unit_invariance(problem: Problem, method: str, *, backend: str, s: float = 8.0, library: str = "numpy",
                     dtype: str = "float64", rtol: float = 1e-6, atol: float = 1e-9) -> Record:
     """Change the units of y by ``s`` (atol with it): a power-of-two ``s`` must give the same
-    steps and the same solution to the bit; any other ``s`` the same solution within the tolerance."""
+    steps and the same solution to round-off (ULPS_PER_STEP); any other ``s`` the same solution within the tolerance."""
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"s={s!r}, but it must be a finite unit scale > 0")
     return _scaling("unit_invariance", problem, _units(problem, s), s, method, backend=backend, library=library,
