@@ -236,7 +236,7 @@ def test_found_by_explore_on_diffrax_and_fixed_in_the_properties():
     with pytest.raises(ValueError, match="grows beyond"):
         from_spec({"kind": "warped", "params": {"amplitude": 1.0, "eigenvalues": [[-2.0, 0.0]], "eps": 0.0,
                                                 "nonlinear": True, "omega": 1.0, "seed": 0, "t1": 1.0},
-                   "span": [0.0, -3.0]})
+                   "span": [0.0, -2.4]})  # growth exp(4.8) is allowed, but sinh(121 z0) overflows
     midpoint = MethodInfo(name="Midpoint", order=2, adaptive=True, fixed=True, embedded_order=1, tableau="midpoint")
     assert default_baseline(midpoint) == "heun"
     p = from_spec('{"kind":"manufactured","params":{"beta":0.0,"damping":3.0,"modes":1,"n":1,"seed":0,"t1":2.0}}')
