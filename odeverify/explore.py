@@ -467,6 +467,8 @@ def _search(expl: Exploration, backend: str, infos: list[MethodInfo], *, example
     except _Found:
         return last.get("finding")
     except Exception as exc:  # hypothesis itself gave up (e.g. every draw not applicable)
+        if deadline is not None and time.monotonic() > deadline:
+            return None  # rejecting every example once the budget is spent can read as flaky data
         log(f"  {expl.name}: search stopped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     return None
 
