@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from odeverify import backends, expectations
@@ -28,7 +28,11 @@ def test_every_generated_problem_rebuilds_from_its_one_line_spec_and_its_closed_
     """The spec a problem prints rebuilds it exactly, and its closed form (or recorded
     reference) agrees with a tight DOP853 solve of its own field: a wrong closed form would
     make every property built on it wrong."""
-    p = from_spec(spec)
+    try:
+        p = from_spec(spec)
+    except ValueError as exc:  # a drawn span the problem overflows on or is ill-conditioned over
+        assert "grow" in str(exc), exc
+        assume(False)
     assert p.spec == canonical(spec) and from_spec(p.spec).name == p.name
     assert from_spec(p.spec).y0 == p.y0
     from scipy.integrate import solve_ivp
