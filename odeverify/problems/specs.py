@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -282,10 +283,20 @@ def from_spec(spec: str | dict[str, Any]) -> Problem:
     unknown = set(spec) - {"kind", "params", "span"}
     if unknown:
         raise ValueError(f"spec has unknown keys {sorted(unknown)}; expected 'kind', 'params', 'span'")
+    GENERATORS.get(spec["kind"])  # an unknown kind fails with the choices
+    if not isinstance(spec.get("params", {}), dict):
+        raise ValueError(f"spec params={spec['params']!r}, but it must be an object of keyword arguments")
+    return _build(canonical(spec))
+
+
+@lru_cache(maxsize=256)
+def _build(text: str) -> Problem:
+    """The problem of a canonical spec, built once: explore draws, runs and describes the same
+    case several times, and an MLP problem's reference is a DOP853 solve at rtol 1e-13.
+    Problems are frozen, so the cached one is shared safely."""
+    spec = json.loads(text)
     builder = GENERATORS.get(spec["kind"])
     params = spec.get("params", {})
-    if not isinstance(params, dict):
-        raise ValueError(f"spec params={params!r}, but it must be an object of keyword arguments")
     try:
         problem = builder(**params)
     except TypeError as exc:
@@ -295,7 +306,6 @@ def from_spec(spec: str | dict[str, Any]) -> Problem:
         problem = with_span(problem, t0, t1)
     if problem.exact is None and not problem.references:
         problem = _computed_reference(problem)
-    text = canonical(spec)
     name = f"gen_{spec['kind']}_{hashlib.sha256(text.encode()).hexdigest()[:10]}"
     return dataclasses.replace(problem, name=name, spec=text)
 

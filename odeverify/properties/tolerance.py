@@ -9,6 +9,7 @@ from ..metrics import as_numpy, loglog_slope, roundoff_floor, scaled_error
 from ..problems import Problem
 from ..records import Record
 from ._common import backend_label, method_info, reference_final, run
+from .convergence import check_times
 
 #: accepted distance between the fitted exponent and its theoretical value
 EXPONENT_BAND = 0.25
@@ -60,11 +61,9 @@ def tolerance_proportionality(problem: Problem, method: str, *, backend: str = "
         tols = default_tols(order)
     min_steps = max(MIN_STEPS, 2 * order)
     y_ref = reference_final(problem)
-    t0, t1 = problem.t_span
     t_eval = None
     if times is not None and problem.exact is not None:
-        t_eval = t0 + (t1 - t0) * np.arange(1, times + 1) / times
-        t_eval[-1] = t1
+        t_eval = check_times(problem, times)
         y_ref = np.asarray(problem.exact(t_eval), dtype=np.float64)
     floor = roundoff_floor(y_ref, dtype)
     expected = expected_exponent(method, backend=backend, library=library)
