@@ -387,12 +387,73 @@ def _record_line(r: Any) -> str:
     return f"{v:<12} {p:<26} {m:<14} {prob:<20} measured {meas:>8}  expected {exp:>6}"
 
 
+def parallel_options(args: argparse.Namespace, n_units: int) -> dict[str, Any] | None:
+    """How ``-j/--timeout/--scheduler/--workers`` run a command's units, or None: in this
+    process, one after the other (one job, or a single unit, and no time limit or cluster)."""
+    from .parallel import default_jobs, validate_jobs, validate_timeout
+
+    jobs = default_jobs() if args.jobs is None else validate_jobs(args.jobs, "--jobs")
+    timeout = validate_timeout(args.timeout, "--timeout")
+    if args.workers is not None:
+        validate_jobs(args.workers, "--workers")
+    if args.scheduler is not None and args.workers is not None:
+        raise ValueError(f"--scheduler={args.scheduler!r} and --workers={args.workers!r}; expected one of them (an"
+                         " existing Dask cluster's address, or the size of a local one)")
+    if args.scheduler is None and args.workers is None and timeout is None and (jobs == 1 or n_units <= 1):
+        return None
+    return dict(jobs=jobs, timeout=timeout, scheduler=args.scheduler, workers=args.workers)
+
+
+def add_parallel_options(parser: argparse.ArgumentParser, unit: str) -> None:
+    g = parser.add_argument_group("parallel runs", f"{unit} are independent: they run in separate processes, or"
+                                  " on a Dask cluster, with the same records as a serial run")
+    g.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
+                   help="worker processes (default: this machine's cores; 1 runs in this process)")
+    g.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="time limit of one unit; past it its process is stopped and the unit recorded as an error"
+                        " (default with more than one job: 1800)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on an existing Dask cluster (e.g. tcp://10.0.0.5:8786); needs odeverify[dask] and"
+                        " odeverify installed on every worker")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run on a local Dask cluster of N worker processes (needs odeverify[dask])")
+
+
+def _check_units(args: argparse.Namespace, backend: str, names: list[str], contents: Any, pool: dict[str, Any],
+                 bar: Any, on_record: Any) -> list:
+    """``check``'s methods (or gradient modes) as parallel units: each finished case goes to
+    ``on_record`` (the journal, the counts) when its unit comes back."""
+    from .conformance import units as check_units
+    from .parallel import records_of, run_units
+
+    us = check_units(gradients=args.gradients, backend=backend, quick=args.quick, names=names,
+                     resume=contents.cases if contents else {})
+    running: dict[int, str] = {}
+
+    def on_start(i: int, u: Any) -> None:
+        running[i] = u.method
+        if bar is not None:
+            bar.update("running " + ", ".join(running.values()))
+
+    def on_outcome(out: Any, u: Any) -> None:
+        running.pop(out.index, None)
+        for key, r in out.cases:
+            on_record(r, key)
+        if out.error is not None:
+            on_record(out.error_record(u), None)
+        if bar is not None:
+            bar.update("running " + ", ".join(running.values()) if running else u.method, weight=1.0)
+
+    return records_of(run_units(us, on_start=on_start, on_outcome=on_outcome, **pool), us)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .conformance import run_conformance, run_gradient_conformance
     from .records import count_verdicts
     from .report.progress import Progress
 
     backend, units, run = check_plan(args)  # every option is checked before any work
+    pool = parallel_options(args, len(units) if backend.available() else 0)
     live = not args.json and sys.stdout.isatty() and sys.stderr.isatty()
     journal = contents = None
     path = Path(args.journal) if args.journal else journal_path(run)
@@ -423,8 +484,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.update(f"{prop} {method} on {problem}")
 
-    def on_record(r: Any, key: str) -> None:
-        if journal is not None:
+    def on_record(r: Any, key: str | None) -> None:
+        if journal is not None and key is not None:  # None: a unit that did not finish (run again on resume)
             journal.case(key, r)
         counts[r.verdict] += 1
         if bar is not None:
@@ -434,7 +495,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     hooks = dict(on_record=on_record, on_case=on_case, resume=contents.cases if contents else {}, progress=on_unit)
     try:
-        if args.gradients:
+        if pool is not None:
+            records = _check_units(args, backend.name, units, contents, pool, bar, on_record)
+        elif args.gradients:
             records = run_gradient_conformance(backend.name, args.quick, modes=units or None, **hooks)
         else:
             records = run_conformance(backend=backend.name, quick=args.quick, methods=units, **hooks)
@@ -572,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--journal", default=None, metavar="PATH",
                     help="where finished records are appended as they complete (default: a file per set of"
                          " options under $XDG_CACHE_HOME/odeverify, removed when the run finishes)")
+    add_parallel_options(pc, "methods (gradient modes)")
     pc.set_defaults(func=cmd_check)
 
     add_explore_parser(sub)
@@ -588,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="render an existing records.json instead of running the checks")
     pr.add_argument("--resume", action="store_true",
                     help="continue an interrupted report with the same options from OUT/records.journal.jsonl")
+    add_parallel_options(pr, "report tasks (a method's conformance, a work-precision diagram, ...)")
     pr.set_defaults(func=cmd_report)
     return p
 
@@ -610,8 +675,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         methods = _split(args.methods, "--methods") if args.methods is not None else None
         report = open_report_run(args.out, backends=args.backends, quick=args.quick, methods=methods,
                                  resume=args.resume)  # every option checked before any work
+        pool = parallel_options(args, 2)
         try:
-            paths = report.build()
+            paths = report.build(parallel=pool)
         except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, the work kept, no traceback
             report.journal.close()
             try:
@@ -647,6 +713,7 @@ def add_explore_parser(sub: Any) -> None:
                     help="run one case (the JSON line a finding prints) and print its record")
     pe.add_argument("--list", action="store_true", help="list the properties explore searches, and exit")
     pe.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.explore/1)")
+    add_parallel_options(pe, "properties")
     pe.set_defaults(func=cmd_explore)
 
 
@@ -665,9 +732,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
             print(rec.describe())
         return EXIT_FAILED if rec.verdict in ("fail", "error") else EXIT_OK
     split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
-    result = explore(args.backend, properties=split(args.property), methods=split(args.methods),
+    props = split(args.property)
+    n_props = len(props) if props else len(EXPLORATIONS.names())
+    result = explore(args.backend, properties=props, methods=split(args.methods),
                      examples=args.examples, budget=args.budget, seed=args.seed,
-                     directory=None if args.no_database else args.dir)
+                     directory=None if args.no_database else args.dir, parallel=parallel_options(args, n_props))
     if args.json:
         print(json.dumps({"schema": EXPLORE_SCHEMA, "version": __version__, "backend": result.backend,
                           "elapsed": result.elapsed, "examples": result.examples,

@@ -473,3 +473,30 @@ def run_gradient_conformance(backend: str = "torchdiffeq", quick: bool = False, 
         records.append(_safe(fixed_step_adjoint_gap, gp, fixed, mode, discrete_ref, backend=b.name,
                              loss=default_loss(gp, times=2), label=b.name, **opts))
     return [expectations.apply(r) for r in records]
+
+
+# ----------------------------------------------------------------------------- parallel units
+def run_unit(*, gradients: bool = False, backend: str, quick: bool = False, unit: str,
+             resume: Mapping[str, Record] | None = None) -> dict[str, Any]:
+    """One method's conformance cases (or, with ``gradients``, one gradient mode's), as a
+    unit of :mod:`odeverify.parallel`: ``{"records": [...], "cases": [(key, record), ...]}``.
+    Cases in ``resume`` are not run again."""
+    cases: list[tuple[str, Record]] = []
+    hooks = dict(on_record=lambda r, key: cases.append((key, r)), resume=dict(resume or {}))
+    if gradients:
+        records = run_gradient_conformance(backend, quick, modes=[unit], **hooks)
+    else:
+        records = run_conformance(backend=backend, quick=quick, methods=[unit], **hooks)
+    return {"records": records, "cases": cases}
+
+
+def units(*, gradients: bool = False, backend: str, quick: bool = False, names: Iterable[str],
+          resume: Mapping[str, Record] | None = None):
+    """The :class:`odeverify.parallel.Unit` s of ``check``: one per method (or gradient mode)."""
+    from .parallel import Unit
+
+    prop = "gradients" if gradients else "conformance"
+    return [Unit(label=f"{backend}: {n} {'gradients' if gradients else 'conformance'}",
+                 target="odeverify.conformance:run_unit",
+                 kwargs=dict(gradients=gradients, backend=backend, quick=quick, unit=n, resume=dict(resume or {})),
+                 backend=backend, method=n, property=prop) for n in names]

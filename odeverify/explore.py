@@ -381,7 +381,7 @@ class Finding:
         head = "KNOWN DEVIATION" if self.known else ("ERROR" if r.verdict == "error" else "FAIL")
         return "\n".join([
             f"{head}: {r.property} on {self.case['backend']}/{self.case['method']}",
-            f"  problem:    {r.problem}  {from_spec(spec).description}",
+            f"  problem:    {r.problem}  {from_spec(spec).description if isinstance(spec, dict) else ''}",
             f"  spec:       {spec}",
             f"  conditions: {kw}",
             f"  measured:   {m}   expected: {e}",
@@ -398,6 +398,7 @@ class ExploreResult:
     known: list[Finding] = field(default_factory=list)
     not_applicable: dict[str, str] = field(default_factory=dict)
     elapsed: float = 0.0
+    notes: list[str] = field(default_factory=list)  #: a worker's log lines (parallel runs)
 
     @property
     def failed(self) -> bool:
@@ -502,17 +503,80 @@ def _replay_saved(directory: str | os.PathLike | None, prop: str, backend: str, 
     return None
 
 
+def run_unit(*, backend: str, prop: str, methods: list[str] | None, examples: int | None, budget: float | None,
+             seed: int | None, directory: str | None) -> dict[str, Any]:
+    """One property's search, as a unit of :mod:`odeverify.parallel` (its findings are saved
+    by the caller, so that a cluster run keeps them on the client)."""
+    notes: list[str] = []
+    result = explore(backend, properties=[prop], methods=methods, examples=examples, budget=budget, seed=seed,
+                     directory=directory, log=notes.append, _save=False)
+    # what the caller has no line of its own for (a stopped search, a replayed counterexample)
+    result.notes = [n for n in notes if not n.startswith("[")]
+    return {"records": [f.record for f in result.findings], "value": result}
+
+
+def _explore_parallel(b: Any, expls: list[Exploration], methods: list[str] | None, examples: int | None,
+                      budget: float | None, seed: int | None, directory: Path | None,
+                      log: Callable[[str], None], parallel: dict[str, Any]) -> ExploreResult:
+    """Each property's search in its own worker (:mod:`odeverify.parallel`). A budget is shared
+    out: each property gets ``budget x jobs / properties`` seconds, so the whole search takes
+    about ``budget``."""
+    from .parallel import Unit, run_units
+
+    start = time.monotonic()
+    result = ExploreResult(backend=b.name)
+    lanes = parallel.get("workers") or parallel.get("jobs") or 1
+    share = None if budget is None else budget * min(lanes, len(expls)) / max(len(expls), 1)
+    units = [Unit(label=f"explore {e.name} on {b.name}", target="odeverify.explore:run_unit",
+                  kwargs=dict(backend=b.name, prop=e.name, methods=methods, examples=examples, budget=share,
+                              seed=seed, directory=None if directory is None else str(directory)),
+                  backend=b.name, property=e.name) for e in expls]
+
+    def on_outcome(out: Any, unit: Unit) -> None:
+        name = unit.property
+        if out.error is not None:
+            rec = out.error_record(unit)
+            result.findings.append(Finding({"property": name, "backend": b.name, "method": "*", "problem": "-",
+                                            "kwargs": {}}, rec))
+            log(f"[{time.monotonic() - start:6.1f}s] {name} on {b.name}: {out.error}")
+            return
+        got: ExploreResult = out.value
+        for note in got.notes:
+            log(note)
+        result.examples.update(got.examples)
+        result.known += got.known
+        result.not_applicable.update(got.not_applicable)
+        for f in got.findings:
+            result.findings.append(f)
+            if directory is not None:
+                _atomic_append(Path(directory) / "failures.jsonl", json.dumps(
+                    {"case": f.case, "record": f.record.to_dict()}, sort_keys=True))
+        log(f"[{time.monotonic() - start:6.1f}s] {name} on {b.name}: {got.examples.get(name, 0)} examples"
+            f" ({out.wall_s:.1f}s in {out.worker}){', counterexample found' if got.findings else ''}")
+
+    run_units(units, on_outcome=on_outcome, **parallel)
+    # the order of a serial run: by property, whatever order the workers finished in
+    order = {e.name: i for i, e in enumerate(expls)}
+    result.findings.sort(key=lambda f: order.get(f.case.get("property"), len(order)))
+    result.known.sort(key=lambda f: order.get(f.case.get("property"), len(order)))
+    result.examples = {e.name: result.examples[e.name] for e in expls if e.name in result.examples}
+    result.elapsed = time.monotonic() - start
+    return result
+
+
 def explore(backend: str, *, properties: Iterable[str] | None = None, methods: Iterable[str] | None = None,
             examples: int | None = None, budget: float | None = None, seed: int | None = None,
-            directory: str | os.PathLike | None = DEFAULT_DIR, log: Callable[[str], None] | None = None
-            ) -> ExploreResult:
+            directory: str | os.PathLike | None = DEFAULT_DIR, log: Callable[[str], None] | None = None,
+            parallel: dict[str, Any] | None = None, _save: bool = True) -> ExploreResult:
     """Search every applicable exploration (or ``properties``) against ``backend``.
 
     ``examples`` bounds the examples per property and round; ``budget`` (seconds) repeats
     rounds with fresh seeds until it is spent (each round is ``examples`` or 10 examples per
     property). ``directory`` holds hypothesis's example database and ``failures.jsonl``
     (None: no database, nothing written). Returns the examples run, the new findings (shrunk)
-    and the known deviations re-found."""
+    and the known deviations re-found. ``parallel`` (``jobs``, ``timeout``, ``scheduler``,
+    ``workers`` of :func:`odeverify.parallel.run_units`) searches the properties in worker
+    processes or on a Dask cluster."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
         raise ValueError(f"examples={examples!r}, but it must be an int >= 1")
@@ -532,6 +596,9 @@ def explore(backend: str, *, properties: Iterable[str] | None = None, methods: I
 
         directory = Path(directory)
         database = DirectoryBasedExampleDatabase(str(directory / "db"))
+    if parallel is not None and len(expls) > 1:
+        return _explore_parallel(b, expls, None if methods is None else [i.name for i in infos], examples, budget,
+                                 seed, directory, log, parallel)
     # rounds of 50 with a budget: each round restarts hypothesis at its simplest example
     per_round = examples if examples is not None else (50 if budget is not None else 10)
     start = time.monotonic()
@@ -560,7 +627,7 @@ def explore(backend: str, *, properties: Iterable[str] | None = None, methods: I
             if finding is not None:
                 result.findings.append(finding)
                 pending.remove(expl)
-                if directory is not None:
+                if directory is not None and _save:
                     _atomic_append(Path(directory) / "failures.jsonl", json.dumps(
                         {"case": finding.case, "record": finding.record.to_dict()}, sort_keys=True))
             if budget is not None and time.monotonic() - start > budget:

@@ -100,6 +100,23 @@ def unavailable_record(backend: str, install_hint: str, *, property: str = "avai
                   details={"install_hint": install_hint})
 
 
+#: detail keys that measure time or the machine's load, not the computation: the only parts of
+#: a record allowed to differ between two runs of the same case (serial, parallel, on a cluster)
+TIMING_KEYS = frozenset({"wall_s", "wall_min", "wall_max", "wall_repeats", "load_1min", "compile_s", "cpu_s",
+                         "forward_s", "backward_s", "elapsed", "elapsed_s", "seconds"})
+
+
+def without_timings(record: Any) -> Any:
+    """A record (or its dict) as plain JSON without :data:`TIMING_KEYS` at any depth: what
+    must be identical between two runs of the same cases."""
+    data = record.to_dict() if isinstance(record, Record) else record
+    if isinstance(data, dict):
+        return {k: without_timings(v) for k, v in data.items() if k not in TIMING_KEYS}
+    if isinstance(data, (list, tuple)):
+        return [without_timings(v) for v in data]
+    return data
+
+
 def count_verdicts(records: Any) -> dict[str, int]:
     """``{verdict: count}`` over :data:`VERDICTS` (every key present) of records or their dicts."""
     out = dict.fromkeys(VERDICTS, 0)

@@ -601,10 +601,87 @@ def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
     return records
 
 
+# ----------------------------------------------------------------------------- parallel runs
+_PLANS: dict[str, list[Task]] = {}
+
+
+def run_unit(*, backends: Sequence[str], quick: bool, methods: Sequence[str] | None, kinds: Sequence[str] | None,
+             label: str) -> dict[str, Any]:
+    """One task of a report run, as a unit of :mod:`odeverify.parallel`: the worker plans the
+    same run (once per process) and runs the task called ``label``."""
+    key = repr((list(backends), bool(quick), None if methods is None else list(methods),
+                None if kinds is None else sorted(kinds)))
+    if key not in _PLANS:
+        _PLANS[key] = plan(list(backends), quick=quick, methods=methods, kinds=kinds)[0]
+    task = next((t for t in _PLANS[key] if t.label == label), None)
+    if task is None:
+        raise ValueError(f"label={label!r}: no such task in this report run (a worker with another version of"
+                         " odeverify?)")
+    return {"records": task.run()}
+
+
+def run_tasks_parallel(tasks: Sequence[Task], plan_args: dict[str, Any], parallel: dict[str, Any],
+                       progress: Progress | None = None, warned: list[str] | None = None,
+                       timings: list[dict[str, Any]] | None = None, *, journal: Any = None,
+                       resume: Any = None) -> list[Record]:
+    """:func:`run_tasks` with the tasks as units of :mod:`odeverify.parallel` (``parallel``:
+    its ``jobs``, ``timeout``, ``scheduler``, ``workers``). The records, their order and the
+    journal are those of a serial run; the timings are each task's in its worker."""
+    from ..parallel import Unit, run_units
+
+    todo = [t for t in tasks if resume is None or t.label not in resume.tasks]
+    units = [Unit(label=t.label, target="odeverify.report.collect:run_unit", kwargs={**plan_args, "label": t.label},
+                  backend=t.backend, method=t.method, property=t.kind) for t in todo]
+    by_label: dict[str, tuple[list[Record], dict[str, Any], list[str]]] = {}
+    running: dict[int, str] = {}
+
+    def on_start(i: int, unit: Unit) -> None:
+        running[i] = unit.label
+        if progress is not None:
+            progress.update(f"{len(running)} running: " + "; ".join(running.values()))
+
+    def on_outcome(out: Any, unit: Unit) -> None:
+        running.pop(out.index, None)
+        task = todo[out.index]
+        records = out.records if out.error is None else [_failed_unit(task, out.error)]
+        timing = {"task": task.label, "wall_s": out.wall_s, "cpu_s": out.cpu_s, "worker": out.worker}
+        by_label[task.label] = (records, timing, out.warnings)
+        if journal is not None:
+            journal.task(task.label, records, {"timing": timing, "warnings": out.warnings})
+        if progress is not None:
+            progress.update(f"{len(running)} running: " + "; ".join(running.values()) if running else task.label,
+                            weight=task.weight)
+
+    run_units(units, on_start=on_start, on_outcome=on_outcome, **parallel)
+    records: list[Record] = []
+    for task in tasks:  # the order of the plan, whatever order the tasks finished in
+        if task.label in by_label:
+            recs, timing, mine = by_label[task.label]
+        else:
+            recs = resume.tasks[task.label]
+            info = resume.task_info.get(task.label, {})
+            timing = {**info["timing"], "resumed": True} if info.get("timing") else None
+            mine = info.get("warnings", [])
+            if progress is not None:
+                progress.update(task.label, weight=task.weight)
+        records += recs
+        if timings is not None and timing:
+            timings.append(timing)
+        if warned is not None:
+            warned += [w for w in mine if w not in warned]
+    return records
+
+
+def _failed_unit(task: Task, error: str) -> Record:
+    rec = _failed(task, RuntimeError(error))
+    rec.message = f"{task.label}: {error}"
+    return rec
+
+
 def collect(*, backends: Sequence[str] | str | None = None, quick: bool = False,
             methods: Sequence[str] | None = None, progress: bool | Progress | None = None,
             stream: Any = None, kinds: Iterable[str] | None = None, journal: Any = None,
-            resume: Any = None) -> dict[str, Any]:
+            resume: Any = None, parallel: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the report's checks and return the document (schema :data:`SCHEMA`) that
     :func:`odeverify.report.render.render_html` turns into HTML.
 
@@ -613,6 +690,9 @@ def collect(*, backends: Sequence[str] | str | None = None, quick: bool = False,
 
     ``progress=True`` shows a bar on ``stream`` (stderr by default). ``kinds`` runs only
     some of :data:`KINDS`; the others' sections then say they were not part of the run.
+    ``parallel`` (``jobs``, ``timeout``, ``scheduler``, ``workers`` of
+    :func:`odeverify.parallel.run_units`) runs the tasks in worker processes or on a Dask
+    cluster, with the same records.
     """
     names = resolve_backends(backends)
     start = time.perf_counter()
@@ -627,7 +707,14 @@ def collect(*, backends: Sequence[str] | str | None = None, quick: bool = False,
     try:
         with conformance.case_hooks(None if journal is None else (lambda r, key: journal.case(key, r)),
                                     resume=resume.cases if resume is not None else None):
-            records = run_tasks(tasks, bar, warned, timings, journal=journal, resume=resume)
+            if parallel is not None:
+                plan_args = {"backends": list(names), "quick": bool(quick),
+                             "methods": None if methods is None else list(methods),
+                             "kinds": None if kinds is None else sorted(kinds)}
+                records = run_tasks_parallel(tasks, plan_args, parallel, bar, warned, timings, journal=journal,
+                                             resume=resume)
+            else:
+                records = run_tasks(tasks, bar, warned, timings, journal=journal, resume=resume)
     except BaseException:
         if bar is not None:
             bar.close()

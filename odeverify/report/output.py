@@ -167,9 +167,13 @@ class ReportRun:
     journal: Any  #: odeverify.journal.Journal
     resumed: Any = None  #: the journal's contents when resumed (odeverify.journal.Contents)
 
-    def build(self, *, progress: bool = True, stream: TextIO | None = None) -> ReportPaths:
+    def build(self, *, progress: bool = True, stream: TextIO | None = None,
+              parallel: dict[str, Any] | None = None) -> ReportPaths:
+        """Run the checks (``parallel``: see :func:`odeverify.report.collect.collect`) and write
+        the report."""
         doc = collect(backends=self.run["backends"], quick=self.run["quick"], methods=self.run["methods"],
-                      progress=progress, stream=stream, journal=self.journal, resume=self.resumed)
+                      progress=progress, stream=stream, journal=self.journal, resume=self.resumed,
+                      parallel=parallel)
         paths = write_report(doc, self.out_dir)
         self.journal.discard()
         return paths

@@ -1,0 +1,165 @@
+"""Parallel runs (odeverify/parallel.py): worker processes and a Dask cluster give the records of
+a serial run; a unit that hangs, crashes its process or raises becomes an error, never a hung
+or crashed run."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from odeverify import cli, conformance
+from odeverify.parallel import Unit, records_of, run_units, validate_jobs, validate_timeout
+from odeverify.records import Record, without_timings
+
+
+# --- unit targets, imported by the spawned workers -------------------------------------------
+def unit_ok(n: int, delay: float = 0.0) -> dict:
+    time.sleep(delay)
+    return {"records": [Record(property="p", method=f"m{n}", problem="-", measured=float(n), expected=None,
+                               verdict="pass")],
+            "cases": [(f"key{n}", Record(property="p", method=f"m{n}", problem="-", measured=float(n), expected=None,
+                                         verdict="pass"))]}
+
+
+def unit_hang() -> dict:
+    time.sleep(120)
+    return {"records": []}
+
+
+def unit_die() -> dict:
+    os._exit(7)
+
+
+def unit_raise() -> dict:
+    raise RuntimeError("planted failure")
+
+
+def _unit(target: str, label: str, **kwargs) -> Unit:
+    return Unit(label=label, target=f"tests.test_parallel:{target}", kwargs=kwargs, backend="b", method=label)
+
+
+def test_pool_keeps_the_order_and_turns_hangs_crashes_and_exceptions_into_errors():
+    units = [_unit("unit_ok", "slow", n=0, delay=1.5), _unit("unit_hang", "hang"), _unit("unit_die", "die"),
+             _unit("unit_raise", "raise"), _unit("unit_ok", "fast", n=4)]
+    finished: list[str] = []
+    outs = run_units(units, jobs=2, timeout=6.0, on_outcome=lambda o, u: finished.append(u.label))
+    assert [o.label for o in outs] == [u.label for u in units]  # the order of the units
+    assert finished[0] != "slow" or finished.index("fast") > 0  # outcomes stream as they finish
+    assert outs[0].error is None and outs[0].records[0].measured == 0.0
+    assert "time limit of 6 s" in outs[1].error
+    assert "worker process died (exit code 7)" in outs[2].error
+    assert "RuntimeError: planted failure" in outs[3].error
+    # the run went on after the crash and the hang, in fresh processes
+    assert outs[4].error is None and outs[4].records[0].measured == 4.0
+    recs = records_of(outs, units)
+    assert [r.verdict for r in recs] == ["pass", "error", "error", "error", "pass"]
+    assert recs[1].method == "hang" and "hang:" in recs[1].message
+
+
+def test_a_callback_that_raises_stops_the_run_without_waiting_for_running_units():
+    units = [_unit("unit_ok", "a", n=1), _unit("unit_hang", "h1"), _unit("unit_hang", "h2")]
+
+    def stop(out, unit):
+        raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_units(units, jobs=2, on_outcome=stop)
+    assert time.monotonic() - start < 60  # the hanging units were abandoned, not awaited
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
+def test_jobs_must_be_a_positive_whole_number(bad):
+    with pytest.raises(ValueError, match=r"jobs=.*whole number of processes >= 1"):
+        validate_jobs(bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan"), "10"])
+def test_timeout_must_be_positive_and_finite(bad):
+    with pytest.raises(ValueError, match=r"timeout=.*finite number of seconds > 0"):
+        validate_timeout(bad)
+
+
+def test_scheduler_and_workers_are_exclusive():
+    with pytest.raises(ValueError, match="give one"):
+        run_units([], scheduler="tcp://127.0.0.1:1", workers=2)
+
+
+# --- the records of a real run -----------------------------------------------------------------
+METHODS = ("euler", "rk4", "heun")
+
+
+@pytest.fixture(scope="module")
+def serial_check():
+    return conformance.run_conformance(backend="reference", quick=True, methods=list(METHODS))
+
+
+def test_a_unit_does_not_run_again_the_cases_of_the_journal(serial_check):
+    # the first case of euler is "finished" already, with a marked record: a resumed unit
+    # returns that record and does not hand its key on as newly finished
+    units = conformance.units(backend="reference", quick=True, names=["euler"])
+    done = run_units(units)[0]
+    key, first = done.cases[1]
+    marked = Record.from_dict({**first.to_dict(), "message": "from the journal"})
+    again = run_units(conformance.units(backend="reference", quick=True, names=["euler"], resume={key: marked}))[0]
+    assert key not in [k for k, _ in again.cases]
+    assert "from the journal" in [r.message for r in again.records]
+    assert len(again.records) == len(done.records)
+
+
+def test_dask_local_cluster_gives_the_records_of_a_serial_run(serial_check):
+    pytest.importorskip("distributed")
+    units = conformance.units(backend="reference", quick=True, names=METHODS)
+    outs = run_units(units, workers=2)
+    assert all(o.error is None for o in outs)
+    assert len({o.worker for o in outs}) >= 1 and all(o.worker.startswith("tcp://") for o in outs)
+    assert without_timings(records_of(outs, units)) == without_timings(serial_check)
+
+
+def test_dask_scheduler_that_does_not_answer_is_a_clear_error(monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr("odeverify.parallel.CONNECT_TIMEOUT", "1s")
+    with pytest.raises(ValueError, match=r"scheduler='tcp://127.0.0.1:9'.*no Dask scheduler answered"):
+        run_units([_unit("unit_ok", "a", n=1)], scheduler="tcp://127.0.0.1:9", timeout=5)
+
+
+# --- the command line --------------------------------------------------------------------------
+def _check_json(capsys, *extra: str) -> dict:
+    code = cli.main(["check", "--quick", "--json", "--methods", ",".join(METHODS), *extra])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_check_jobs_gives_the_records_of_check_jobs_1(capsys, tmp_path, serial_check):
+    journal = str(tmp_path / "j.jsonl")
+    doc = _check_json(capsys, "-j", "2", "--journal", journal)
+    assert len(doc["records"]) == len(serial_check) > 10
+    assert without_timings(doc["records"]) == without_timings([r.to_dict() for r in serial_check])
+    assert not os.path.exists(journal)  # finished: the journal is discarded
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["-j", "0"], r"--jobs=0, but it must be a whole number"),
+    (["--timeout", "-5"], r"--timeout=-5.0, but it must be a finite number of seconds"),
+    (["--workers", "0"], r"--workers=0, but it must be a whole number"),
+    (["--scheduler", "tcp://x:1", "--workers", "2"], r"--scheduler='tcp://x:1' and --workers=2; expected one"),
+])
+def test_bad_parallel_options_are_usage_errors(capsys, argv, match):
+    import re
+
+    assert cli.main(["check", "--quick", "--methods", "euler", *argv]) == cli.EXIT_USAGE
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_explore_jobs_finds_what_a_serial_search_finds(tmp_path):
+    from odeverify.explore import explore
+
+    kw = dict(properties=["time_reversal", "fixed_step_agreement", "convergence_order"], examples=3, seed=3,
+              directory=None, log=lambda s: None)
+    serial = explore("reference", **kw)
+    par = explore("reference", parallel={"jobs": 2, "timeout": None, "scheduler": None, "workers": None}, **kw)
+    assert par.examples == serial.examples and sum(serial.examples.values()) > 0
+    assert [without_timings(f.record) for f in par.findings] == [without_timings(f.record) for f in serial.findings]
