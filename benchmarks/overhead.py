@@ -1,15 +1,23 @@
-"""Integrator overhead and work-for-accuracy of the reference, against torchdiffeq, diffrax and scipy.
+"""Integrator overhead of the reference (eager, fused, compiled) against torchdiffeq, diffrax and scipy.
 
 Run:  OMP_NUM_THREADS=1 python benchmarks/overhead.py [--repeats 7] [--json out.json]
 
-Measures (float64, one thread, medians of interleaved repeats):
+Measures (float64, one thread, medians of interleaved repeats: one run of each runner in turn):
 1. per-evaluation cost of a Dopri5 solve divided by the cost of one bare evaluation of the
-   field (state 32, hidden 128, two tanh layers, batch 256, rtol = atol = 1e-6, t in [0, 1]);
+   field (state 32, hidden 128, two tanh layers, batch 256, rtol = atol = 1e-6, t in [0, 10]);
 2. per-step overhead on a tiny field (state 2, hidden 16, batch 1):
-   (solve time - nfev x bare evaluation time) / steps;
+   (solve time - nfev x bare evaluation time) / attempted steps;
 3. NFE needed for a given error on mlp_tanh_2x16: reference dopri5 vs scipy RK45 vs
    torchdiffeq dopri5 over a tolerance sweep.
-Prints a Markdown table (docs/results.md says what it measures).
+
+Runners: the reference on PyTorch eager (``compiled=False``) and fused (``compiled=True``: one
+``addmm`` per stage combination), on JAX eager and compiled (``compiled=True``: one jitted
+function per step), torchdiffeq, diffrax (the whole solve jitted). The bare evaluation of the
+PyTorch rows is one eager call; that of the JAX rows is one evaluation inside a compiled loop
+(a jitted call's dispatch, printed too, is overhead of the caller, not of the field). JAX's
+CPU client dispatches asynchronously unless ``JAX_CPU_ENABLE_ASYNC_DISPATCH=false``: its value
+is printed and changes the JAX rows (docs/results.md).
+Prints Markdown tables and the targets of issue 14 (docs/results.md says what they measure).
 """
 from __future__ import annotations
 
@@ -49,7 +57,14 @@ def torch_setup():
     return torch
 
 
+def _jax_setup():
+    jax = _xp.require("jax")
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
 def overhead_case(state: int, hidden: int, batch: int, repeats: int, libs: list[str], t1: float) -> dict:
+    """One field, every runner interleaved: one repeat of each in turn, medians reported."""
     prob = mlp_field(state, hidden, 2, "tanh", seed=2)
     rng = np.random.default_rng(0)
     y0_np = rng.standard_normal((batch, state)) * 0.5
@@ -64,15 +79,20 @@ def overhead_case(state: int, hidden: int, batch: int, repeats: int, libs: list[
     def bare():
         f(t_scalar, y0)
 
-    bare() 
+    bare()
     rows = {}
-    runners = {}
+    #: name -> (run, nfev, steps, library of its bare evaluation)
+    runners: dict[str, tuple] = {}
 
-    def ref():
-        return odeverify.solve(f, y0, (0.0, t1), method="dopri5", rtol=tol, atol=tol)
+    def reference(field, y, compiled):
+        def run():
+            return odeverify.solve(field, y, (0.0, t1), method="dopri5", rtol=tol, atol=tol, compiled=compiled)
+        return run
 
-    sol = ref()
-    runners["reference (torch)"] = (ref, sol.stats.nfev, sol.stats.accepted + sol.stats.rejected)
+    for label, compiled in (("eager", False), ("fused", True)):
+        run = reference(f, y0, compiled)
+        sol = run()
+        runners[f"reference {label} (torch)"] = (run, sol.stats.nfev, sol.stats.accepted + sol.stats.rejected, "torch")
 
     if "torchdiffeq" in libs and _xp.available("torchdiffeq"):
         import torchdiffeq
@@ -84,70 +104,77 @@ def overhead_case(state: int, hidden: int, batch: int, repeats: int, libs: list[
             return f(t, y)
 
         ts = torch.asarray([0.0, t1], dtype=torch.float64)
-
-        def tdq():
-            return torchdiffeq.odeint(fc, y0, ts, rtol=tol, atol=tol, method="dopri5")
-
-        count["n"] = 0
-        tdq()
+        torchdiffeq.odeint(fc, y0, ts, rtol=tol, atol=tol, method="dopri5")
         nfe = count["n"]
-        runners["torchdiffeq"] = (lambda: torchdiffeq.odeint(f, y0, ts, rtol=tol, atol=tol, method="dopri5"), nfe, None)
+        # torchdiffeq makes 6 evaluations per step (FSAL) + 2 at start-up
+        runners["torchdiffeq"] = (lambda: torchdiffeq.odeint(f, y0, ts, rtol=tol, atol=tol, method="dopri5"), nfe,
+                                  (nfe - 2) / 6, "torch")
 
-    jax_bare = None
-    if "diffrax" in libs and _xp.available("diffrax"):
-        import jax
-        import diffrax
-
-        jax.config.update("jax_enable_x64", True)
+    jax_bare = jax_loop_bare = None
+    if "jax" in libs and _xp.available("jax"):
+        jax = _jax_setup()
         jxp = _xp.get_namespace("jax")
         fj = prob.vector_field(jxp, jax.numpy.float64)
         y0j = jax.numpy.asarray(y0_np)
-        term = diffrax.ODETerm(lambda t, y, args: fj(t, y))
+        for label, compiled in (("eager", False), ("compiled", True)):
+            run = reference(fj, y0j, compiled)
+            sol = run()  # compiles the step (once per field) outside the timed region
+            runners[f"reference {label} (jax)"] = (run, sol.stats.nfev, sol.stats.accepted + sol.stats.rejected, "jax")
 
-        @jax.jit
-        def dsolve(y):
-            return diffrax.diffeqsolve(term, diffrax.Dopri5(), 0.0, t1, None, y,
-                                       stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
-                                       max_steps=100000)
+        if "diffrax" in libs and _xp.available("diffrax"):
+            import diffrax
 
-        out = dsolve(y0j)
-        jax.block_until_ready(out.ys)
-        steps = int(out.stats["num_steps"])
-        nfe = 6 * steps + 1  # FSAL dopri5: 6 new stages per step (rejected included) + 1
+            term = diffrax.ODETerm(lambda t, y, args: fj(t, y))
+
+            @jax.jit
+            def dsolve(y):
+                return diffrax.diffeqsolve(term, diffrax.Dopri5(), 0.0, t1, None, y,
+                                           stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
+                                           max_steps=100000)
+
+            out = dsolve(y0j)
+            jax.block_until_ready(out.ys)
+            steps = int(out.stats["num_steps"])  # attempted steps (rejected ones included)
+            nfe = 6 * steps + 1  # FSAL dopri5: 6 new stages per attempted step + 1
+            runners["diffrax (jit)"] = (lambda: jax.block_until_ready(dsolve(y0j).ys), nfe, steps, "jax")
+
+        # a bare evaluation two ways: one jitted call (dispatch included), and one evaluation
+        # inside a compiled loop (what it costs inside a compiled solver: the bare of the jax rows)
         fjit = jax.jit(lambda y: fj(jax.numpy.asarray(0.0), y))
         jax.block_until_ready(fjit(y0j))
-        runners["diffrax (jit)"] = (lambda: jax.block_until_ready(dsolve(y0j).ys), nfe, steps)
+        n_loop = 1000 if batch == 1 else 20
+        floop = jax.jit(lambda y: jax.lax.fori_loop(0, n_loop, lambda i, z: fj(jax.numpy.asarray(0.0), z), y))
+        jax.block_until_ready(floop(y0j))
         jax_bare = lambda: jax.block_until_ready(fjit(y0j))  # noqa: E731
+        jax_loop_bare = lambda: jax.block_until_ready(floop(y0j))  # noqa: E731
 
     # interleave: one repeat of each runner in turn
     times: dict[str, list[float]] = {k: [] for k in runners}
     bare_t: list[float] = []
     jbare_t: list[float] = []
+    jloop_t: list[float] = []
     inner_bare = 50 if batch > 1 else 500
     for _ in range(repeats):
         bare_t.append(median_time(bare, 1, inner_bare))
         if jax_bare:
             jbare_t.append(median_time(jax_bare, 1, inner_bare))
-        for k, (fn, _, _) in runners.items():
+            jloop_t.append(median_time(jax_loop_bare, 1, 1) / n_loop)
+        for k, (fn, _, _, _) in runners.items():
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
     b = statistics.median(bare_t)
     jb = statistics.median(jbare_t) if jbare_t else None
-    for k, (fn, nfe, steps) in runners.items():
+    jl = statistics.median(jloop_t) if jloop_t else None
+    for k, (fn, nfe, steps, lib) in runners.items():
         t = statistics.median(times[k])
-        base = jb if k.startswith("diffrax") else b
+        base = jl if lib == "jax" else b
         rows[k] = {"time_s": t, "nfev": nfe, "steps": steps, "bare_eval_s": base,
-                   "cost_per_eval_over_bare": t / nfe / base}
-        if steps:
-            rows[k]["overhead_per_step_ms"] = (t - nfe * base) / steps * 1e3
-    if "torchdiffeq" in rows:
-        # torchdiffeq makes 6 evaluations per step (FSAL) + 2 at start-up
-        st = (rows["torchdiffeq"]["nfev"] - 2) / 6
-        rows["torchdiffeq"]["steps"] = st
-        rows["torchdiffeq"]["overhead_per_step_ms"] = (rows["torchdiffeq"]["time_s"] - rows["torchdiffeq"]["nfev"] * b) / st * 1e3
+                   "cost_per_eval_over_bare": t / nfe / base,
+                   "overhead_per_step_ms": (t - nfe * base) / steps * 1e3}
     res["bare_eval_torch_s"] = b
     res["bare_eval_jax_s"] = jb
+    res["bare_eval_jax_in_loop_s"] = jl
     res["rows"] = rows
     return res
 
@@ -187,11 +214,55 @@ def work_for_accuracy(tols: list[float]) -> dict:
     return out
 
 
+def torch_compile_combination(repeats: int) -> dict:
+    """A Dopri5-sized stage combination y + h sum_j a_j k_j (six terms) as the eager chain of
+    ``add(acc, k, alpha)`` the reference runs, as one ``addmm`` over a stage buffer (what
+    ``compiled=True`` runs, buffer copy included), and under ``torch.compile`` (inductor,
+    CPU): is a compiled kernel worth its guards and dispatch at these sizes?"""
+    torch = torch_setup()
+    coeffs = (0.1, 0.2, 0.3, 0.15, 0.05, 0.2)
+
+    def chain(y, ks, h):
+        acc = y
+        for c, k in zip(coeffs, ks):
+            acc = torch.add(acc, k, alpha=h * c)
+        return acc
+
+    def combo(y, k0, k1, k2, k3, k4, k5, h: float):
+        return y + h * (0.1 * k0 + 0.2 * k1 + 0.3 * k2 + 0.15 * k3 + 0.05 * k4 + 0.2 * k5)
+
+    out: dict = {}
+    compiled = torch.compile(combo, dynamic=False)
+    row = torch.asarray([coeffs], dtype=torch.float64)
+    for size in (2, 8192):
+        y = torch.randn(size, dtype=torch.float64)
+        ks = [torch.randn(size, dtype=torch.float64) for _ in range(6)]
+        buf = torch.empty((6, size), dtype=torch.float64)
+
+        def fused():
+            buf[5].copy_(ks[5])  # the step copies each new stage into the buffer
+            return torch.addmm(y.reshape(1, -1), row, buf, alpha=0.01)
+
+        t0 = time.perf_counter()
+        compiled(y, *ks, 0.01)
+        first = time.perf_counter() - t0
+        runs = {"eager chain": lambda: chain(y, ks, 0.01), "addmm over a buffer": fused,
+                "torch.compile": lambda: compiled(y, *ks, 0.01)}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(repeats):
+            for k, fn in runs.items():
+                times[k].append(median_time(fn, 1, 300))
+        out[str(size)] = {"first_call_s": first, **{k: statistics.median(v) for k, v in times.items()}}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", default=None, help="write the results to this file too")
-    ap.add_argument("--libs", default="torchdiffeq,diffrax")
+    ap.add_argument("--libs", default="torchdiffeq,jax,diffrax")
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="also time one stage combination under torch.compile (its first compilation takes ~1 min)")
     ap.add_argument("--t1", type=float, default=10.0,
                     help="end time; the default 10 gives ~20 steps so start-up costs do not dominate")
     args = ap.parse_args()
@@ -209,16 +280,40 @@ def main() -> int:
         result["machine"]["torch"] = torch.__version__
     except ImportError:
         pass
+    result["machine"]["jax_cpu_async_dispatch"] = os.environ.get("JAX_CPU_ENABLE_ASYNC_DISPATCH", "true (default)")
+    print(f"OMP_NUM_THREADS={result['machine']['threads']}, JAX_CPU_ENABLE_ASYNC_DISPATCH="
+          f"{result['machine']['jax_cpu_async_dispatch']}, repeats={args.repeats}")
     for key in ("neural_32x128_batch256", "tiny_2x16_batch1"):
         case = result[key]
-        print(f"\n### {key} (t in [0, {case['t_span'][1]:g}]): bare evaluation {case['bare_eval_torch_s'] * 1e3:.3f} ms (torch)"
-              + (f", {case['bare_eval_jax_s'] * 1e3:.3f} ms (jax jit)" if case["bare_eval_jax_s"] else ""))
-        print("| library | time (ms) | NFE | cost per evaluation / bare | overhead per step (ms) |")
-        print("|---|---|---|---|---|")
+        jl = case["bare_eval_jax_in_loop_s"]
+        print(f"\n### {key} (t in [0, {case['t_span'][1]:g}]): bare evaluation {case['bare_eval_torch_s'] * 1e3:.4f} ms (torch)"
+              + (f", {jl * 1e3:.4f} ms (jax, inside a compiled loop; {case['bare_eval_jax_s'] * 1e3:.4f} ms as one"
+                 " jitted call)" if jl else ""))
+        print("| runner | time (ms) | NFE | steps | cost per evaluation / bare | overhead per step (ms) |")
+        print("|---|---|---|---|---|---|")
         for k, r in case["rows"].items():
-            ops = r.get("overhead_per_step_ms")
-            print(f"| {k} | {r['time_s'] * 1e3:.2f} | {r['nfev']} | {r['cost_per_eval_over_bare']:.3f} |"
-                  f" {'-' if ops is None else f'{ops:.3f}'} |")
+            print(f"| {k} | {r['time_s'] * 1e3:.2f} | {r['nfev']} | {r['steps']:g} | {r['cost_per_eval_over_bare']:.3f} |"
+                  f" {r['overhead_per_step_ms']:.4f} |")
+    targets = []
+    big = result["neural_32x128_batch256"]["rows"]
+    tiny = result["tiny_2x16_batch1"]["rows"]
+    for name in ("reference eager (torch)", "reference fused (torch)"):
+        if name in big:
+            r = big[name]["cost_per_eval_over_bare"]
+            targets.append(f"32x128 batch 256, {name}: {r:.3f} bare evaluations per evaluation (target <= 1.1:"
+                           f" {'met' if r <= 1.1 else 'MISSED'})")
+    if "reference compiled (jax)" in tiny and "diffrax (jit)" in tiny:
+        ours, theirs = tiny["reference compiled (jax)"]["overhead_per_step_ms"], tiny["diffrax (jit)"]["overhead_per_step_ms"]
+        ratio = ours / theirs if theirs > 0 else float("inf")
+        targets.append(f"2x16, per-step overhead reference compiled (jax) / diffrax (jit): {ours:.4f} / {theirs:.4f} ms"
+                       f" = {ratio:.2f} (target <= 3: {'met' if ratio <= 3 else 'MISSED'})")
+        if "reference eager (jax)" in tiny:
+            eager = tiny["reference eager (jax)"]["time_s"] / tiny["reference compiled (jax)"]["time_s"]
+            targets.append(f"2x16, reference on JAX: compiled solve {eager:.1f}x faster than eager")
+    result["targets"] = targets
+    print("\n### Targets (issue 14)")
+    for line in targets:
+        print(f"- {line}")
     print("\n### NFE for a given error (mlp_tanh_2x16, error at t1 scaled by max|y|)")
     wa = result["work_for_accuracy"]["rows"]
     libs_w = [k for k in wa[0] if k != "tol"]
@@ -226,6 +321,14 @@ def main() -> int:
     print("|---|" + "---|" * len(libs_w))
     for row in wa:
         print(f"| {row['tol']:.0e} | " + " | ".join(f"{row[k]['nfev']} / {row[k]['error']:.2e}" for k in libs_w) + " |")
+    if args.torch_compile:
+        tc = result["torch_compile"] = torch_compile_combination(args.repeats)
+        print("\n### One six-term stage combination, PyTorch (us per call)")
+        print("| state size | eager chain | addmm over a buffer | torch.compile | torch.compile first call (s) |")
+        print("|---|---|---|---|---|")
+        for size, r in tc.items():
+            print(f"| {size} | {r['eager chain'] * 1e6:.1f} | {r['addmm over a buffer'] * 1e6:.1f} |"
+                  f" {r['torch.compile'] * 1e6:.1f} | {r['first_call_s']:.1f} |")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as fh:

@@ -103,7 +103,9 @@ def stop_gradient(x: Any) -> Any:
     if array_api_compat.is_jax_array(x):
         import jax
 
-        return jax.lax.stop_gradient(x)
+        # a concrete array (no transformation tracing it) has no gradient to stop: skip the
+        # dispatch, which costs more than the time loop's own work on a small field
+        return jax.lax.stop_gradient(x) if isinstance(x, jax.core.Tracer) else x
     return x
 
 
@@ -435,3 +437,80 @@ def metered_vjp(fun: Any, primals: tuple[Any, ...], cotangent: Any) -> tuple[Any
         return {k: rebuild(v) for k, v in p.items()} if isinstance(p, dict) else next(it)
 
     return out.detach(), tuple(rebuild(p) for p in primals)
+
+
+# ----------------------------------------------------------------------------- compiled / fused steps
+# The explicit Runge-Kutta step of ``solvers.rk`` runs as one compiled function on JAX and with
+# its stage combinations fused on PyTorch (see ``ExplicitRK.fast_stepper``); the framework calls
+# they need live here.
+def jit(fun: Any, **kwargs: Any) -> Any:
+    """``jax.jit(fun, **kwargs)``: the one place the package asks JAX to compile."""
+    return require("jax").jit(fun, **kwargs)
+
+
+def is_traced(x: Any) -> bool:
+    """Whether ``x`` is a JAX tracer (inside ``jax.jit``, ``jax.vjp``, ...), whose values are not
+    concrete; False for every other array."""
+    if not array_api_compat.is_jax_array(x):
+        return False
+    import jax
+
+    return isinstance(x, jax.core.Tracer)
+
+
+def records_gradient(*xs: Any) -> bool:
+    """Whether PyTorch autograd is recording any of ``xs`` (grad mode on and one requires grad);
+    False for other libraries."""
+    for x in xs:
+        if array_api_compat.is_torch_array(x):
+            import torch
+
+            if torch.is_grad_enabled() and x.requires_grad:
+                return True
+    return False
+
+
+def coefficient_matrix(rows: list[list[float]], like: Any) -> Any:
+    """A ``(len(rows), width)`` matrix of ``like``'s library, dtype and device (rows padded
+    with zeros to the longest)."""
+    width = max((len(r) for r in rows), default=0)
+    data = np.zeros((len(rows), width), dtype=np.float64)
+    for i, r in enumerate(rows):
+        data[i, : len(r)] = r
+    xp = namespace(like)
+    return xp.asarray(data, dtype=like.dtype, device=device(like))
+
+
+def stage_buffer(like: Any, stages: int) -> Any:
+    """An uninitialised ``(stages, like.size)`` buffer for the stage derivatives of one step."""
+    xp = namespace(like)
+    return xp.empty((stages, int(np.prod(like.shape))), dtype=like.dtype, device=device(like))
+
+
+def copy_into(dst: Any, src: Any) -> None:
+    """``dst[...] = src`` in place (``dst`` a view of a :func:`stage_buffer` row)."""
+    if array_api_compat.is_torch_array(dst):
+        dst.copy_(src)
+    else:
+        dst[...] = src
+
+
+def combine_stages(rows: Any, coeffs: Any, base: Any = None, alpha: float = 1.0) -> Any:
+    """``base + alpha * coeffs @ rows``: ``rows`` the first ``i`` rows of a :func:`stage_buffer`
+    (``(i, size)``), ``coeffs`` a ``(1, i)`` row of :func:`coefficient_matrix`; the result has
+    ``base``'s shape (``(size,)`` without a base).
+
+    PyTorch: one ``addmm`` (or ``mm``) instead of ``i`` separate multiply-adds; the sum is
+    taken in BLAS's order, so it may differ from the sequential one in the last bits. Not for
+    autograd: the buffer is written in place.
+    """
+    if array_api_compat.is_torch_array(rows):
+        import torch
+
+        if base is None:
+            out = torch.mm(coeffs, rows)
+            return (out.mul_(alpha) if alpha != 1.0 else out).reshape(-1)
+        return torch.addmm(base.reshape(1, -1), coeffs, rows, alpha=alpha).reshape(base.shape)
+    xp = namespace(rows)
+    inc = xp.reshape(xp.matmul(coeffs, rows), (-1,)) * alpha
+    return inc if base is None else base + xp.reshape(inc, base.shape)

@@ -22,7 +22,7 @@ from .control import ARRAY, SCALAR, PIController
 from .solution import Solution, Stats, Status
 from .solvers import SOLVERS
 from .solvers.base import TimeContext
-from .solvers.rk import ExplicitRK, StepInterpolant
+from .solvers.rk import CompiledJaxStep, ExplicitRK, FastStepResult, FusedTorchStep, StepInterpolant, compiled_default
 
 BATCH_MODES = ("shared", "per-sample")
 
@@ -97,9 +97,15 @@ def scaled_error_norm(xp: Any, err: Any, err_aux: Any, scale: Any, per_sample: b
     """RMS norm of err / scale: a float (shared) or a NumPy array (per sample). DOP853 combines
     its two estimates as e5^2 / sqrt(e5^2 + 0.01 e3^2)."""
     e5 = _rms(xp, err / scale, per_sample)
-    if err_aux is None:
+    e3 = None if err_aux is None else _rms(xp, err_aux / scale, per_sample)
+    return combine_error_norms(e5, e3, per_sample)
+
+
+def combine_error_norms(e5: Any, e3: Any, per_sample: bool) -> Any:
+    """The error norm from the RMS norms of the scaled estimates: e5 alone, or DOP853's
+    e5^2 / sqrt(e5^2 + 0.01 e3^2) (host arithmetic, shared by the eager and the fast steps)."""
+    if e3 is None:
         return e5
-    e3 = _rms(xp, err_aux / scale, per_sample)
     ops = ARRAY if per_sample else SCALAR
     sq5 = e5 * e5
     denom = ops.sqrt(sq5 + 0.01 * (e3 * e3))
@@ -133,20 +139,30 @@ def _all_finite(xp: Any, x: Any, per_sample: bool) -> np.ndarray:
 
 
 def initial_step(f: Callable, tc: TimeContext, y0: Any, f0: Any, t0: float, t1: float, order: int,
-                 rtol: Any, atol: Any, per_sample: bool, dtmax: float) -> tuple[np.ndarray, int]:
-    """Hairer, Nørsett & Wanner I (1993) §II.4 automatic initial step; costs one evaluation."""
+                 rtol: Any, atol: Any, per_sample: bool, dtmax: float, norms: Any = None) -> tuple[np.ndarray, int]:
+    """Hairer, Nørsett & Wanner I (1993) §II.4 automatic initial step; costs one evaluation.
+
+    ``norms``: ``((d0, d1), probe)`` from a compiled step (shared mode), where
+    ``probe(t, h)`` is the RMS norm of ``f(t, y0 + h f0) - f0`` over ``atol + |y0| rtol``
+    and counts its evaluation; the arithmetic on them is this function's."""
     xp = tc.xp
     direction = math.copysign(1.0, t1 - t0)
     span = abs(t1 - t0)
-    sc = atol + xp.abs(y0) * rtol
-    d0 = _rms(xp, y0 / sc, per_sample)
-    d1 = _rms(xp, f0 / sc, per_sample)
+    if norms is not None:
+        (d0, d1), probe = norms
+    else:
+        sc = atol + xp.abs(y0) * rtol
+        d0 = _rms(xp, y0 / sc, per_sample)
+        d1 = _rms(xp, f0 / sc, per_sample)
     with np.errstate(divide="ignore", invalid="ignore"):
         h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.where(d1 > 0, d1, 1.0))
     h0 = np.minimum(h0, span)
-    y1 = y0 + tc.scale(direction * h0) * f0
-    f1 = f(tc.time(t0 + direction * h0), y1)
-    d2 = _rms(xp, (f1 - f0) / sc, per_sample) / h0
+    if norms is not None:
+        d2 = probe(float(t0 + direction * h0), float(direction * h0)) / h0
+    else:
+        y1 = y0 + tc.scale(direction * h0) * f0
+        f1 = f(tc.time(t0 + direction * h0), y1)
+        d2 = _rms(xp, (f1 - f0) / sc, per_sample) / h0
     dmax = np.maximum(d1, d2)
     with np.errstate(divide="ignore", invalid="ignore"):
         h1 = np.where(dmax <= 1e-15, np.maximum(1e-6, h0 * 1e-3), (0.01 / np.where(dmax > 0, dmax, 1.0)) ** (1.0 / (order + 1)))
@@ -174,6 +190,7 @@ def solve(
     dtmax: float | None = None,
     batch: str = "shared",
     jac: Callable[[Any, Any], Any] | None = None,
+    compiled: bool | None = None,
 ) -> Solution:
     """Solve ``y' = f(t, y)``, ``y(t0) = y0`` from ``t_span[0]`` to ``t_span[1]``.
 
@@ -222,6 +239,22 @@ def solve(
         ``(n,)``, ``(B, n, n)`` (or one ``(n, n)`` for every sample) for a batch. Without it
         they differentiate ``f`` automatically (PyTorch, JAX) or by forward differences
         (NumPy, array-api-strict; counted in ``nfev`` and ``njev``). Explicit methods ignore it.
+    compiled : bool, optional
+        The fast explicit Runge–Kutta step. On JAX the whole step (stages, combinations,
+        error estimate and its norm) is one jitted function, compiled once per (vector field
+        object, tableau coefficients, shapes, dtype) and cached, so a step is one dispatch;
+        the first stage and the initial-step probe are compiled the same way. On PyTorch the
+        stage combinations are fused (one ``addmm`` each over a stage buffer). ``None``
+        (default): JAX compiles a field from its second solve on (a fresh closure per solve
+        would pay 0.3–2 s of compilation every time; a field solved once runs eagerly) and
+        PyTorch stays eager (fusing measured no faster on CPU, ``benchmarks/overhead.py``);
+        ``True``: both fast paths now; ``False``, or the environment variable
+        ``ODEVERIFY_COMPILED=0`` with ``None``: the eager step. Results agree with the eager
+        step to round-off (sums may be taken in another order: a few ulps per step) with the
+        same steps and counts. Python side effects in a compiled ``f`` run only while it is
+        traced; a field JAX cannot trace runs eagerly. Traced inputs (inside ``jax.grad``),
+        autograd-recording PyTorch states, ``batch="per-sample"`` on JAX, NumPy,
+        array-api-strict and the implicit, BDF and reversible solvers always run eagerly.
 
     Returns
     -------
@@ -235,11 +268,11 @@ def solve(
     # user's vector field would only repeat it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps,
-                      dtmin, dtmax, batch, jac)
+                      dtmin, dtmax, batch, jac, compiled)
 
 
 def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps, dtmin,
-           dtmax, batch, jac=None) -> Solution:
+           dtmax, batch, jac=None, compiled=None) -> Solution:
     solver = resolve_solver(method)
 
     # --- state
@@ -315,6 +348,9 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         fs = _finite_float("first_step", first_step)
         if fs <= 0:
             raise ValueError(f"first_step={first_step!r}, but it must be > 0")
+    if compiled is not None and not isinstance(compiled, bool):
+        raise TypeError(f"compiled={compiled!r}, but it must be True, False or None (None: the environment"
+                        f" variable ODEVERIFY_COMPILED decides, on by default)")
     if jac is not None and not callable(jac):
         raise TypeError(f"jac={jac!r}, but it must be a callable jac(t, y) -> array (the Jacobian df/dy) or None")
     # solvers that carry work across steps (implicit: Jacobian, LU factors, Newton rate) say so
@@ -352,9 +388,29 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         return f(t_arr, y)
 
     y = y0
-    k1 = f(tc.time(t), y)
+    # the fast explicit step (JAX: one compiled function; PyTorch: fused stage combinations);
+    # a solver whose step is wrapped or overridden (gradient recording) keeps the eager one
+    fast = None
+    if ((compiled is not False) and (compiled or compiled_default()) and not stateful
+            and isinstance(solver, ExplicitRK) and type(solver).step is ExplicitRK.step):
+        fast = solver.fast_stepper(f, tc, y0, estimate=not fixed, rtol=rtol_x, atol=atol_x, compiled=compiled)
+    k1 = None
+    start_norms = None  # the initial step's d0, d1 from the compiled start
+    if isinstance(fast, CompiledJaxStep):
+        try:
+            k1, start_norms = fast.start(t0, y0, rtol_x, atol_x)
+        except Exception:
+            # a field JAX cannot trace (Python control flow on values, NumPy calls), or one
+            # closing over traced values: the eager step, now and for later solves of this field
+            # (a real error in f is raised again by the eager evaluation below)
+            fast.fail()
+            fast = None
+    if k1 is None:
+        k1 = f(tc.time(t), y)
     stats.nfev += 1
     _check_output("f", k1, y)
+    if isinstance(fast, FusedTorchStep) and not fast.usable(k1):
+        fast = None
     status = Status.SUCCESS
     message = ""
     sstate = solver.init_state(f, tc, y0, jac=jac, rtol=rtol_x, atol=atol_x, fixed=fixed) if stateful else None
@@ -379,11 +435,19 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         if first_step is not None:
             h = ops.full(bshape, direction * min(fs, abs(t1 - t0), dtmax_v))
         else:
+            norms = None
+            if isinstance(fast, CompiledJaxStep):
+                def probe(t_probe: float, h_probe: float) -> float:
+                    stats.nfev += 1
+                    return fast.probe(t_probe, h_probe, y0, k1, rtol_x, atol_x)
+
+                norms = (start_norms, probe)
             h, nf = initial_step(fun, tc, y, k1, t0, t1, solver.error_order if hasattr(solver, "error_order") else solver.order,
-                                 rtol_x, atol_x, per_sample, dtmax_v)
+                                 rtol_x, atol_x, per_sample, dtmax_v, norms=norms)
             h = np.broadcast_to(h, bshape).copy() if per_sample else float(h)
         cstate = ctrl.init(bshape)
-        abs_y = xp.abs(y)  # |y| of the error scale; each accepted step hands on its |y1|
+        # |y| of the error scale; each accepted step hands on its |y1| (the compiled step takes it itself)
+        abs_y = None if isinstance(fast, CompiledJaxStep) else xp.abs(y)
     last_nonfinite = ops.full(bshape, False)
     step_index = 0
     t_steps: list[float] = [t0]  #: accepted step boundaries (shared mode), for gradient modes
@@ -407,18 +471,23 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
             h = ops.where(active, h, 0.0)
             t_new = ops.where(overshoot, t1, t + h)
         tc.t = t
-        if k1 is None:
-            k1 = fun(tc.time(t), y)
-        if stateful:
-            res = solver.step(fun, tc, y, h, k1, estimate=not fixed, state=sstate)
-            sstate = res.state
-            stats.njev += res.njev
-            stats.nlu += res.nlu
-            stats.newton_iters += res.newton_iters
-            newton_failure = res.failure
-            failed_samples = res.failed  # per sample: only these failed (None: every sample)
+        if fast is not None:
+            res = fast(f, tc, y, h, k1, abs_y, rtol_x, atol_x)
+            stats.nfev += res.nfev
+            k1 = res.k1  # computed by the step when it was None: kept for a retry after a rejection
         else:
-            res = solver.step(fun, tc, y, h, k1, estimate=not fixed)
+            if k1 is None:
+                k1 = fun(tc.time(t), y)
+            if stateful:
+                res = solver.step(fun, tc, y, h, k1, estimate=not fixed, state=sstate)
+                sstate = res.state
+                stats.njev += res.njev
+                stats.nlu += res.nlu
+                stats.newton_iters += res.newton_iters
+                newton_failure = res.failure
+                failed_samples = res.failed  # per sample: only these failed (None: every sample)
+            else:
+                res = solver.step(fun, tc, y, h, k1, estimate=not fixed)
         step_index += 1
         y1 = res.y1
 
@@ -427,7 +496,8 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
                 status = Status.NEWTON_FAILED
                 message = f"{status.value}: {newton_failure}"
                 break
-            if not bool(_all_finite(xp, y1, False)):
+            finite = getattr(res, "finite", None)
+            if not (finite if finite is not None else bool(_all_finite(xp, y1, False))):
                 status = Status.NONFINITE
                 break
             accept = ops.full(bshape, True)
@@ -437,8 +507,13 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
             factor = ops.full(bshape, solver.failure_shrink)
             last_nonfinite = ops.where(active, False, last_nonfinite)
         else:
-            abs_y1 = xp.abs(y1)
-            err = scaled_error_norm(xp, res.err, res.err_aux, error_scale(xp, abs_y, abs_y1, rtol_x, atol_x), per_sample)
+            if isinstance(res, FastStepResult):
+                abs_y1 = res.abs_y1
+                err = combine_error_norms(res.err_rms[0], res.err_rms[1], per_sample)
+            else:
+                abs_y1 = xp.abs(y1)
+                err = scaled_error_norm(xp, res.err, res.err_aux, error_scale(xp, abs_y, abs_y1, rtol_x, atol_x),
+                                        per_sample)
             if step_info:
                 iters = res.newton_iters if res.sample_newton_iters is None else res.sample_newton_iters
                 # a controller paired with a solver that chooses its own next step (BDF's order
