@@ -435,16 +435,19 @@ def _check_units(args: argparse.Namespace, backend: str, names: list[str], conte
         if bar is not None:
             bar.update("running " + ", ".join(running.values()))
 
+    def on_case(i: int, key: str, r: Any) -> None:  # a case streamed from a worker
+        on_record(r, key)
+
     def on_outcome(out: Any, u: Any) -> None:
         running.pop(out.index, None)
-        for key, r in out.cases:
+        for key, r in out.cases:  # those not streamed
             on_record(r, key)
         if out.error is not None:
             on_record(out.error_record(u), None)
         if bar is not None:
             bar.update("running " + ", ".join(running.values()) if running else u.method, weight=1.0)
 
-    return records_of(run_units(us, on_start=on_start, on_outcome=on_outcome, **pool), us)
+    return records_of(run_units(us, on_start=on_start, on_outcome=on_outcome, on_case=on_case, **pool), us)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -481,8 +481,15 @@ def run_unit(*, gradients: bool = False, backend: str, quick: bool = False, unit
     """One method's conformance cases (or, with ``gradients``, one gradient mode's), as a
     unit of :mod:`odeverify.parallel`: ``{"records": [...], "cases": [(key, record), ...]}``.
     Cases in ``resume`` are not run again."""
+    from .parallel import stream_case
+
     cases: list[tuple[str, Record]] = []
-    hooks = dict(on_record=lambda r, key: cases.append((key, r)), resume=dict(resume or {}))
+
+    def finished(r: Record, key: str) -> None:
+        cases.append((key, r))
+        stream_case(key, r)  # to the parent at once, in a process pool
+
+    hooks = dict(on_record=finished, resume=dict(resume or {}))
     if gradients:
         records = run_gradient_conformance(backend, quick, modes=[unit], **hooks)
     else:

@@ -106,6 +106,7 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0
+    streamed: list[tuple[str, Record]] = field(default_factory=list)  #: cases handed to on_case already
     error: str | None = None  #: set when the unit raised, ran past its limit or its process died
     worker: str = ""  #: where it ran (process id, or the Dask worker's address)
 
@@ -123,9 +124,28 @@ def _resolve(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+#: in a pool worker: where finished cases are streamed to the parent (a Manager queue), and
+#: the index of the unit running
+_STREAM: Any = None
+_CURRENT: int | None = None
+
+
+def stream_case(key: str, record: Record) -> None:
+    """Hand one finished case of the running unit to the parent as soon as it is finished (a
+    pool worker; elsewhere nothing happens and the case comes back with the unit's outcome).
+    The parent journals it and shows it at once, and keeps it if the unit is later stopped."""
+    if _STREAM is not None and _CURRENT is not None:
+        try:
+            _STREAM.put((_CURRENT, key, record.to_dict()))
+        except Exception:  # noqa: BLE001 - the parent is gone or the queue closed: the outcome still has it
+            pass
+
+
 def execute(unit: Unit, index: int = 0) -> Outcome:
     """Run one unit here (in a worker process or in this one): any exception becomes the
     outcome's ``error``; warnings are collected, once each, as "label: Category: message"."""
+    global _CURRENT
+    _CURRENT = index
     wall, cpu = time.perf_counter(), time.process_time()
     out = Outcome(index=index, label=unit.label, worker=_where())
     with warnings.catch_warnings(record=True) as caught:
@@ -154,22 +174,28 @@ def _where() -> str:
         return f"pid {os.getpid()}"
 
 
-def _init_worker() -> None:
-    """A fresh worker process: one thread per numerical library, before any is imported."""
+def _init_worker(stream: Any = None) -> None:
+    """A fresh worker process: one thread per numerical library, before any is imported; its
+    finished cases go to ``stream``."""
+    global _STREAM
     for k, v in SINGLE_THREAD_ENV.items():
         os.environ.setdefault(k, v)
+    _STREAM = stream
 
 
 def run_units(units: Sequence[Unit], *, jobs: int = 1, timeout: float | None = None,
               scheduler: str | None = None, workers: int | None = None,
               on_start: Callable[[int, Unit], None] | None = None,
-              on_outcome: Callable[[Outcome, Unit], None] | None = None) -> list[Outcome]:
+              on_outcome: Callable[[Outcome, Unit], None] | None = None,
+              on_case: Callable[[int, str, Record], None] | None = None) -> list[Outcome]:
     """Run ``units`` and return their outcomes in the order of ``units``.
 
     ``jobs`` worker processes (1 and no ``timeout``: in this process); ``scheduler`` (a Dask
     scheduler address) or ``workers`` (a local Dask cluster of that many processes) instead
     run them on Dask. ``on_outcome(outcome, unit)`` is called as each unit finishes (in the
-    order they finish), ``on_start(index, unit)`` as each is handed out. An exception raised by
+    order they finish), ``on_start(index, unit)`` as each is handed out, and, in a process
+    pool, ``on_case(index, key, record)`` as each case a unit streams (:func:`stream_case`) is
+    finished; those cases are then left out of ``outcome.cases``. An exception raised by
     a callback (Ctrl-C) stops the run: running units are abandoned, their processes stopped."""
     jobs = validate_jobs(jobs)
     timeout = validate_timeout(timeout)
@@ -191,23 +217,38 @@ def run_units(units: Sequence[Unit], *, jobs: int = 1, timeout: float | None = N
             outs.append(out)
         return outs
     return _run_pool(units, min(jobs, max(len(units), 1)), timeout if timeout is not None else DEFAULT_TIMEOUT,
-                     on_start, on_outcome)
+                     on_start, on_outcome, on_case)
 
 
 def _run_pool(units: Sequence[Unit], jobs: int, timeout: float,
               on_start: Callable[[int, Unit], None] | None,
-              on_outcome: Callable[[Outcome, Unit], None] | None) -> list[Outcome]:
+              on_outcome: Callable[[Outcome, Unit], None] | None,
+              on_case: Callable[[int, str, Record], None] | None) -> list[Outcome]:
     import multiprocessing
+    import queue as _queue
     from concurrent.futures import FIRST_COMPLETED, TimeoutError as FutureTimeout, wait
 
     from pebble import ProcessExpired, ProcessPool
 
     outs: dict[int, Outcome] = {}
+    ctx = multiprocessing.get_context("spawn")
+    # finished cases stream through a queue the workers inherit; a case streamed is the
+    # parent's from then on, even if its unit is stopped later
+    stream = ctx.SimpleQueue() if on_case is not None else None
+    streamed: dict[int, list[tuple[str, Record]]] = {}
+
+    def drain() -> None:
+        while stream is not None and not stream.empty():
+            i, key, data = stream.get()
+            rec = Record.from_dict(data)
+            streamed.setdefault(i, []).append((key, rec))
+            on_case(i, key, rec)
+
     # spawned workers inherit the environment: one thread each (what the user set is kept)
     saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
     for k, v in SINGLE_THREAD_ENV.items():
         os.environ.setdefault(k, v)
-    pool = ProcessPool(max_workers=jobs, context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    pool = ProcessPool(max_workers=jobs, context=ctx, initializer=_init_worker, initargs=(stream,))
     try:
         pending = {}
         for i, unit in enumerate(units):
@@ -220,6 +261,7 @@ def _run_pool(units: Sequence[Unit], jobs: int, timeout: float,
                         started.add(i)
                         on_start(i, units[i])
             done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
+            drain()
             for fut in done:
                 i = pending.pop(fut)
                 unit = units[i]
@@ -236,6 +278,11 @@ def _run_pool(units: Sequence[Unit], jobs: int, timeout: float,
                                   error=f"its worker process died (exit code {exc.exitcode})")
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
                     out = Outcome(index=i, label=unit.label, error=f"failed in its worker: {type(exc).__name__}: {exc}")
+                drain()
+                if i in streamed:  # handed on already: the outcome's cases are the others
+                    out.streamed = streamed[i]
+                    seen = {k for k, _ in out.streamed}
+                    out.cases = [(k, r) for k, r in out.cases if k not in seen]
                 outs[i] = out
                 if on_outcome is not None:
                     on_outcome(out, unit)
@@ -328,7 +375,7 @@ def records_of(outcomes: Sequence[Outcome], units: Sequence[Unit]) -> list[Recor
         if o.error is None:
             out += o.records
         else:
-            out += [r for _, r in o.cases] + [o.error_record(u)]
+            out += [r for _, r in o.streamed + o.cases] + [o.error_record(u)]
     return out
 
 

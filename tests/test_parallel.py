@@ -14,48 +14,33 @@ from odeverify.parallel import Unit, records_of, run_units, validate_jobs, valid
 from odeverify.records import Record, without_timings
 
 
-# --- unit targets, imported by the spawned workers -------------------------------------------
-def unit_ok(n: int, delay: float = 0.0) -> dict:
-    time.sleep(delay)
-    return {"records": [Record(property="p", method=f"m{n}", problem="-", measured=float(n), expected=None,
-                               verdict="pass")],
-            "cases": [(f"key{n}", Record(property="p", method=f"m{n}", problem="-", measured=float(n), expected=None,
-                                         verdict="pass"))]}
-
-
-def unit_hang() -> dict:
-    time.sleep(120)
-    return {"records": []}
-
-
-def unit_die() -> dict:
-    os._exit(7)
-
-
-def unit_raise() -> dict:
-    raise RuntimeError("planted failure")
-
-
 def _unit(target: str, label: str, **kwargs) -> Unit:
-    return Unit(label=label, target=f"tests.test_parallel:{target}", kwargs=kwargs, backend="b", method=label)
+    return Unit(label=label, target=f"tests._parallel_units:{target}", kwargs=kwargs, backend="b", method=label)
 
 
 def test_pool_keeps_the_order_and_turns_hangs_crashes_and_exceptions_into_errors():
-    units = [_unit("unit_ok", "slow", n=0, delay=1.5), _unit("unit_hang", "hang"), _unit("unit_die", "die"),
+    units = [_unit("unit_ok", "slow", n=0, delay=1.5), _unit("unit_hang", "hang", stream=2), _unit("unit_die", "die"),
              _unit("unit_raise", "raise"), _unit("unit_ok", "fast", n=4)]
     finished: list[str] = []
-    outs = run_units(units, jobs=2, timeout=6.0, on_outcome=lambda o, u: finished.append(u.label))
+    cases: list[tuple[int, str]] = []
+    outs = run_units(units, jobs=2, timeout=12.0, on_outcome=lambda o, u: finished.append(u.label),
+                     on_case=lambda i, key, r: cases.append((i, key)))
     assert [o.label for o in outs] == [u.label for u in units]  # the order of the units
     assert finished[0] != "slow" or finished.index("fast") > 0  # outcomes stream as they finish
     assert outs[0].error is None and outs[0].records[0].measured == 0.0
-    assert "time limit of 6 s" in outs[1].error
+    assert "time limit of 12 s" in outs[1].error
     assert "worker process died (exit code 7)" in outs[2].error
     assert "RuntimeError: planted failure" in outs[3].error
     # the run went on after the crash and the hang, in fresh processes
     assert outs[4].error is None and outs[4].records[0].measured == 4.0
+    # cases stream to the parent as they finish: the hung unit's two finished cases are kept
+    assert cases == [(1, "case0"), (1, "case1")]
+    assert [k for k, _ in outs[1].streamed] == ["case0", "case1"]
+    assert [k for k, _ in outs[0].cases] == ["key0"] and outs[0].streamed == []  # returned, not streamed
     recs = records_of(outs, units)
-    assert [r.verdict for r in recs] == ["pass", "error", "error", "error", "pass"]
-    assert recs[1].method == "hang" and "hang:" in recs[1].message
+    assert [r.verdict for r in recs] == ["pass", "pass", "pass", "error", "error", "error", "pass"]
+    assert [r.problem for r in recs[1:3]] == ["c0", "c1"]
+    assert recs[3].method == "hang" and "hang:" in recs[3].message
 
 
 def test_a_callback_that_raises_stops_the_run_without_waiting_for_running_units():
@@ -163,3 +148,19 @@ def test_explore_jobs_finds_what_a_serial_search_finds(tmp_path):
     par = explore("reference", parallel={"jobs": 2, "timeout": None, "scheduler": None, "workers": None}, **kw)
     assert par.examples == serial.examples and sum(serial.examples.values()) > 0
     assert [without_timings(f.record) for f in par.findings] == [without_timings(f.record) for f in serial.findings]
+
+
+@pytest.mark.slow
+def test_pytest_conformance_spreads_over_xdist_workers(tmp_path):
+    """`pytest -n 2 --odeverify-backend scipy`: one item per method, spread over two workers."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("xdist")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-v", "-n", "2", "--odeverify-backend", "scipy",
+                          "--odeverify-quick", "-p", "no:cacheprovider"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout[-3000:]
+    passed = [line for line in out.stdout.splitlines() if "PASSED" in line and "odeverify[scipy-" in line]
+    assert len(passed) == 6  # RK23, RK45, DOP853, Radau, BDF, LSODA
+    assert {line.split()[0] for line in passed} == {"[gw0]", "[gw1]"}  # both workers ran methods
