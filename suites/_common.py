@@ -13,7 +13,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
 import sys
+import tempfile
+import time
+import timeit
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,6 +47,67 @@ def split_case(case: str) -> tuple[str, ...]:
     if case == NONE:
         raise NotImplementedError("nothing of this kind is registered yet")
     return tuple(case.split(":"))
+
+
+# --- timers and sampling of the time_* benchmarks -------------------------------------------
+#: the timer of every time_* benchmark on the CPU: the CPU time of the benchmark's process (all its
+#: threads), ``clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`` on Linux, 1 ns resolution (one reading
+#: costs ~0.8 us here). Wall time counts whatever else the machine runs: on this 2-core shared
+#: machine a wall-clock gate flagged unchanged scipy rows 1.2-2.7x slower or faster and showed
+#: a doubled-NFE Euler as 0.64x the time. CPU time of single-threaded work does not count other
+#: processes (their cache and memory-bandwidth pressure still does, much less).
+CPU_TIMER = time.process_time
+#: wall clock (asv's default ``timeit.default_timer``), for the devices in WALL_TIME_DEVICES only
+WALL_TIMER = timeit.default_timer
+#: devices whose rows are timed by the wall clock, with the reason (the configuration test reads it)
+WALL_TIME_DEVICES = {
+    "cuda": "the GPU does the work: while the process waits in torch.cuda.synchronize or"
+            " block_until_ready its CPU time stands still (a sleeping wait) or runs (a spinning wait),"
+            " so only elapsed time measures the device",
+}
+#: samples per round (at least 5, at most 20, no new sample after 1 s of the round: asv's
+#: ``repeat`` = (min, max, max seconds)), 2 rounds, interleaved between the commits compared.
+#: Every small-grid solve takes 0.6-540 ms of CPU, far above the timer's resolution, so one call
+#: per sample (asv's ``number`` resolves to 1 with a setup) measures it.
+REPEAT = (5, 20, 1.0)
+ROUNDS = 2
+#: the smallest number of samples per round any time_* benchmark may take (tests/test_suites.py)
+MIN_SAMPLES = 5
+
+
+class CpuTimed:
+    """asv settings of a time_* benchmark class: CPU time, REPEAT samples per round, ROUNDS
+    rounds, no warm-up (``setup`` makes the first, compiling, call). A row on a device of
+    :data:`WALL_TIME_DEVICES` switches to the wall clock in ``setup`` (:func:`choose_timer`):
+    asv reads the timer again after ``setup``."""
+
+    timer = CPU_TIMER
+    repeat = REPEAT
+    rounds = ROUNDS
+    warmup_time = 0.0
+
+
+def choose_timer(bench: Any, device: str) -> None:
+    """The timer of one row: wall time on a device of WALL_TIME_DEVICES, CPU time otherwise."""
+    bench.timer = WALL_TIMER if device in WALL_TIME_DEVICES else CPU_TIMER
+
+
+#: where compiled XLA programs are kept between asv's processes (each row runs in its own forked
+#: process, once per round and per commit): a diffrax gradient's first call took 26 s without it
+#: and 15 s with it (tracing remains), a diffrax forward solve 3.8 s and 1.6 s (load ~1)
+JAX_CACHE_DIR = os.path.join(tempfile.gettempdir(), "odeverify-asv-jax-cache")
+
+
+def use_jax_cache() -> None:
+    """Turn on JAX's persistent compilation cache when JAX is imported (under asv the fork server
+    has imported it). Its key covers the compiled program, JAX's version and flags: a commit that
+    changes the computation compiles anew."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return
+    if jax.config.jax_compilation_cache_dir != JAX_CACHE_DIR:
+        jax.config.update("jax_compilation_cache_dir", JAX_CACHE_DIR)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 # --- devices ----------------------------------------------------------------------------------
@@ -127,6 +192,7 @@ def warmed_case(case: str, problem: str, device: str, cache: dict, *, stiff: boo
     ``cache`` so that asv's per-sample re-runs of ``setup`` cost nothing."""
     key = (case, problem, device, stiff)
     if key not in cache:
+        use_jax_cache()
         sc = SolveCase(case, problem, device, stiff=stiff)
         sol = sc.solve_synchronized()
         if sol.status is odeverify.Status.UNAVAILABLE:
@@ -159,6 +225,7 @@ def final_error(problem: Problem, sol: odeverify.Solution) -> tuple[float, float
 def forward_values(case: str, problem: str, device: str, *, stiff: bool = False) -> dict[str, float] | str:
     """The deterministic accuracy and work figures of one case, or the reason it is skipped."""
     try:
+        use_jax_cache()
         sc = SolveCase(case, problem, device, stiff=stiff)
         sol = sc.solve()
     except NotImplementedError as exc:
@@ -166,7 +233,17 @@ def forward_values(case: str, problem: str, device: str, *, stiff: bool = False)
     if sol.status is odeverify.Status.UNAVAILABLE:
         return sol.message
     err, deficit = final_error(sc.problem, sol)
-    return {"nfev": float(sol.stats.nfev), "steps": float(sol.stats.steps), "error": err, "scd_deficit": deficit}
+    st = sol.stats
+    return {"nfev": count(st.nfev), "steps": count(st.steps), "accepted": count(st.accepted),
+            "rejected": count(st.rejected), "newton_iters": count(st.newton_iters), "nlu": count(st.nlu),
+            "njev": count(st.njev), "error": err, "scd_deficit": deficit}
+
+
+def count(value: Any) -> float:
+    """A work counter as a float; NaN (asv: n/a) where the backend has no count: None, or the -1
+    scipy reports for Radau's rejected steps. asv compares negative values wrongly: it flagged
+    scipy Radau's -1 rejected steps against the same -1 as 'better'."""
+    return math.nan if value is None or value < 0 else float(value)
 
 
 def values_table(cases: Iterable[tuple[str, str, str]], *, stiff: bool = False) -> dict:
@@ -280,6 +357,7 @@ def warmed_gradient(case: str, problem: str, device: str, cache: dict) -> Gradie
     """A GradientCase after its first (compiling) run, kept in ``cache`` (see warmed_case)."""
     key = ("gradient", case, problem, device)
     if key not in cache:
+        use_jax_cache()
         gc = GradientCase(case, problem, device)
         gc.run_synchronized()
         cache[key] = gc
@@ -347,6 +425,7 @@ def gradient_error(result: Any, oracle: dict[str, np.ndarray] | None) -> float:
 def gradient_values(case: str, problem: str, device: str, oracles: dict) -> dict[str, float] | str:
     """Gradient error and work of one case, or the reason it is skipped."""
     try:
+        use_jax_cache()
         gc = GradientCase(case, problem, device)
         result = gc.run()
     except NotImplementedError as exc:
@@ -354,5 +433,8 @@ def gradient_values(case: str, problem: str, device: str, oracles: dict) -> dict
     if problem not in oracles:
         oracles[problem] = oracle_gradient(gc.problem, gc.loss)
     err = gradient_error(result, oracles[problem]) if result.success else math.inf
-    return {"grad_error": err, "nfev_backward": float(result.nfev_backward),
-            "nfev_forward": float(result.nfev_forward)}
+    return {"grad_error": err, "nfev_backward": count(result.nfev_backward),
+            "nfev_forward": count(result.nfev_forward), "steps_forward": count(result.steps_forward),
+            "steps_backward": count(result.steps_backward),
+            "saved_bytes": count(result.memory.get("saved_for_backward_bytes")),
+            "saved_peak_bytes": count(result.memory.get("saved_for_backward_peak_bytes"))}

@@ -52,7 +52,8 @@ def grid_name(environ: Any = None) -> str:
 GRID = grid_name()
 LARGE = GRID == "large"
 
-#: the ``device`` parameter of every suite; ``cuda`` is skipped where the backend has no GPU here
+#: the devices a suite can run on; ``cuda`` rows are in the grid only where an installed backend
+#: has a GPU here (:func:`grid_devices`), and skipped where their backend has none
 DEVICES = ("cpu", "cuda")
 #: the placeholder parameter of a grid that is empty today (a registry without entries yet)
 NONE = "(none)"
@@ -76,6 +77,11 @@ ORDER_N_MAX = 1024
 #: the order-deficit parameter meaning "the best of CURATED"
 CURATED_SET = "curated"
 SMALL_GRADIENT_PROBLEMS = ("mlp_tanh_2x16",)
+#: the gradient mode of a backend other than the reference in the small grid: the first of these
+#: it declares, else its first mode. diffrax's compile and trace took 9-31 s per mode and per
+#: process (asv makes one process per row, round and commit): its five modes cost the small
+#: grid's asv continuous 7 minutes per commit and round; the large grid keeps every mode
+REPRESENTATIVE_GRADIENT_MODES = ("adjoint", "backsolve")
 
 
 def _names(problems: Iterable[Problem]) -> list[str]:
@@ -185,8 +191,9 @@ def gradient_api() -> tuple[Any, Callable | None]:
 def gradient_cases() -> list[str]:
     """``backend:method:mode``: every registered gradient mode (``GRADIENT_MODES``) on the
     PyTorch reference with dopri5 (JAX too, and every explicit method, in the large grid), and
-    every mode a backend declares in ``Capabilities.gradient_modes`` with its representative
-    method (every explicit method in the large grid)."""
+    one mode a backend declares in ``Capabilities.gradient_modes`` (see
+    :data:`REPRESENTATIVE_GRADIENT_MODES`) with its representative method (the large grid: every
+    declared mode with every explicit method)."""
     modes, value_and_grad = gradient_api()
     installed = installed_backends()
     out: list[str] = []
@@ -210,13 +217,34 @@ def gradient_cases() -> list[str]:
         rep = representative(backend)
         methods = ([n for n, m in _methods(backend).items() if not is_implicit(backend, m)] if LARGE
                    else [rep] if rep else [])
+        if not LARGE:
+            declared = representative_gradient_modes(declared)
         out += [f"{backend}:{m}:{mode}" for m in methods for mode in declared]
     return out or [NONE]
+
+
+def representative_gradient_modes(declared: Iterable[str]) -> tuple[str, ...]:
+    """The one mode of ``declared`` that the small grid benchmarks (empty when none is declared)."""
+    declared = tuple(declared)
+    for mode in REPRESENTATIVE_GRADIENT_MODES:
+        if mode in declared:
+            return (mode,)
+    return declared[:1]
+
+
+def grid_devices() -> list[str]:
+    """The ``device`` parameter: ``cpu``, and ``cuda`` where an installed backend has a GPU here.
+    Without a GPU the cuda rows could only be skipped, and each skipped row still costs asv a
+    process per benchmark, round and commit (about half of the small grid's processes)."""
+    gpu = any(dev in ("cuda", "gpu") for name in installed_backends()
+              for dev in backends.get(name).capabilities().devices)
+    return ["cpu", "cuda"] if gpu else ["cpu"]
 
 
 def compute() -> dict[str, list[str]]:
     """Every parameter list of the suites, built in this process."""
     return {
+        "devices": grid_devices(),
         "forward": forward_cases(),
         "stiff": forward_cases(stiff=True),
         "order": order_cases(),

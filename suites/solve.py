@@ -6,49 +6,55 @@ options on every commit: output times ``t_eval = linspace(t0, t1, 5)``, rtol = a
 for adaptive methods (1e-6 / 1e-10 on stiff problems), 100 steps for fixed-step-only
 methods, at most 100 000 steps.
 
-- ``time_solve``: one solve, compilation and first-call costs done in ``setup``; on a GPU
-  the timed region waits for the device (``block_until_ready`` / ``torch.cuda.synchronize``).
-- ``peakmem_solve``: the process's peak resident memory over one solve (asv measures the
-  whole process, so imports dominate: a regression shows only when a solve allocates more
-  than the libraries' baseline).
+- ``time_solve``: the CPU time (``time.process_time``) of one solve, compilation and
+  first-call costs done in ``setup``; 5-20 samples per round, 2 rounds (``_common.CpuTimed``).
+  On a GPU the row is timed by the wall clock and the timed region waits for the device
+  (``block_until_ready`` / ``torch.cuda.synchronize``): see ``_common.WALL_TIME_DEVICES``.
+- ``peakmem_solve`` (large grid only): the process's peak resident memory over one solve
+  (asv measures the whole process, so imports dominate: a regression shows only when a solve
+  allocates more than the libraries' baseline). The small grid leaves it out: it cost a
+  process with its warm-up per row and commit for a figure that did not move.
 - ``track_nfev``, ``track_error``, ``track_scd_deficit``: computed once per commit in
   ``setup_cache`` (deterministic: the same value on every run), all lower-is-better.
+- the work counters beside the timing (same parameters as ``time_solve``, deterministic, from
+  ``Solution.stats``): ``track_steps_accepted``, ``track_steps_rejected``,
+  ``track_newton_iters``, ``track_lu_factorisations``, ``track_jacobian_evaluations`` (0 for
+  explicit methods, and where a backend does not report them).
 """
 from __future__ import annotations
 
 import itertools
 
-from ._common import DEVICES, lookup, values_table, warmed_case
-from ._grid import load
+from ._common import CpuTimed, choose_timer, lookup, values_table, warmed_case
+from ._grid import LARGE, load
 
 #: warmed-up cases of this process (asv re-runs ``setup`` before every timing sample)
 _WARM: dict = {}
 
-FORWARD = (load()["forward"], load()["nonstiff_problems"], list(DEVICES))
-STIFF = (load()["stiff"], load()["stiff_problems"], list(DEVICES))
+FORWARD = (load()["forward"], load()["nonstiff_problems"], load()["devices"])
+STIFF = (load()["stiff"], load()["stiff_problems"], load()["devices"])
 PARAM_NAMES = ("case", "problem", "device")
 
 
-class _Timed:
-    """Wall time and peak memory of one forward solve."""
+class _Timed(CpuTimed):
+    """CPU time (wall time on a GPU) and peak memory of one forward solve; the matching work
+    counters are the ``track_*`` of the Track class of the same name."""
 
     params = FORWARD
     param_names = PARAM_NAMES
     stiff = False
-    #: 3 to 10 samples per round, at most 4 s; asv's default 2 rounds are interleaved
-    repeat = (3, 10, 4.0)
-    #: setup has already made the first (compiling) call
-    warmup_time = 0.0
     timeout = 300
 
     def setup(self, case: str, problem: str, device: str) -> None:
+        choose_timer(self, device)
         self.case = warmed_case(case, problem, device, _WARM, stiff=self.stiff)
 
     def time_solve(self, case: str, problem: str, device: str) -> None:
         self.case.solve_synchronized()
 
-    def peakmem_solve(self, case: str, problem: str, device: str) -> None:
-        self.case.solve_synchronized()
+    if LARGE:  # a process per row, round and commit for a figure the imports dominate: large grid only
+        def peakmem_solve(self, case: str, problem: str, device: str) -> None:
+            self.case.solve_synchronized()
 
 
 class _Tracked:
@@ -79,6 +85,37 @@ class _Tracked:
         return lookup(table, (case, problem, device), "scd_deficit")
 
     track_scd_deficit.unit = "digits"
+
+    # --- work counters (Solution.stats): what the timing should be proportional to ----------
+    def track_steps_accepted(self, table: dict, case: str, problem: str, device: str) -> float:
+        """Accepted steps."""
+        return lookup(table, (case, problem, device), "accepted")
+
+    track_steps_accepted.unit = "steps"
+
+    def track_steps_rejected(self, table: dict, case: str, problem: str, device: str) -> float:
+        """Rejected steps (0 for fixed-step solves)."""
+        return lookup(table, (case, problem, device), "rejected")
+
+    track_steps_rejected.unit = "steps"
+
+    def track_newton_iters(self, table: dict, case: str, problem: str, device: str) -> float:
+        """Newton iterations of the stage equations, summed over steps (0 for explicit methods)."""
+        return lookup(table, (case, problem, device), "newton_iters")
+
+    track_newton_iters.unit = "iterations"
+
+    def track_lu_factorisations(self, table: dict, case: str, problem: str, device: str) -> float:
+        """LU factorisations of the Newton matrix (0 for explicit methods)."""
+        return lookup(table, (case, problem, device), "nlu")
+
+    track_lu_factorisations.unit = "factorisations"
+
+    def track_jacobian_evaluations(self, table: dict, case: str, problem: str, device: str) -> float:
+        """Jacobian evaluations (0 for explicit methods)."""
+        return lookup(table, (case, problem, device), "njev")
+
+    track_jacobian_evaluations.unit = "evaluations"
 
 
 class TimeSolve(_Timed):

@@ -15,6 +15,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,19 +66,41 @@ def test_every_installed_backend_has_forward_benchmarks():
     assert covered == installed, f"backends covered={sorted(covered)}, but should be {sorted(installed)}"
 
 
-def test_every_registered_gradient_mode_has_benchmarks():
+def _gradient_backends():
+    for name in backends.names():
+        b = backends.get(name)
+        if name.startswith("reference") or not b.available() or not callable(getattr(b, "gradient", None)):
+            continue
+        declared = tuple(getattr(b.capabilities(), "gradient_modes", ()))
+        if declared:
+            yield name, declared
+
+
+def test_every_registered_gradient_mode_has_benchmarks(monkeypatch):
+    """Small grid: every mode of the PyTorch reference, one mode of each other backend. Large grid:
+    every declared mode."""
     modes, value_and_grad = grid.gradient_api()
     if modes is None or value_and_grad is None:
         pytest.skip("odeverify.gradients has no GRADIENT_MODES / value_and_grad yet")
     cases = gradient_suite.TimeGradient.params[0]
     missing = [m for m, gm in modes.items() if "torch" in gm.libraries and f"reference-torch:dopri5:{m}" not in cases]
     assert not missing, f"gradient modes without a benchmark: {missing}"
-    for name in backends.names():
-        b = backends.get(name)
-        if name.startswith("reference") or not b.available() or not callable(getattr(b, "gradient", None)):
-            continue
-        for mode in getattr(b.capabilities(), "gradient_modes", ()):
-            assert any(c.startswith(f"{name}:") and c.endswith(f":{mode}") for c in cases), (name, mode)
+    for name, declared in _gradient_backends():
+        ours = [c for c in cases if c.startswith(f"{name}:")]
+        assert len(ours) == 1, f"{name}'s small-grid gradient rows={ours}, but should be one representative mode"
+        assert ours[0].endswith(f":{grid.representative_gradient_modes(declared)[0]}"), ours
+    monkeypatch.setattr(grid, "LARGE", True)
+    large = grid.gradient_cases()
+    for name, declared in _gradient_backends():
+        for mode in declared:
+            assert any(c.startswith(f"{name}:") and c.endswith(f":{mode}") for c in large), (name, mode)
+
+
+def test_representative_gradient_mode():
+    assert grid.representative_gradient_modes(("backprop", "adjoint", "adjoint_seminorm")) == ("adjoint",)
+    assert grid.representative_gradient_modes(("direct", "backsolve")) == ("backsolve",)
+    assert grid.representative_gradient_modes(("direct", "forward")) == ("direct",)
+    assert grid.representative_gradient_modes(()) == ()
 
 
 def test_stiff_grid_uses_stiff_problems_and_implicit_methods():
@@ -113,14 +136,184 @@ def test_asv_config_points_at_the_suites():
     assert conf["matrix"]["env_nobuild"]["OMP_NUM_THREADS"] == "1"
 
 
+# --- the timing configuration: CPU time, enough samples, a work counter beside each timing -----
+#: the deterministic work counters each suite module's Track class must have beside its timings
+WORK_COUNTERS = {
+    "suites.solve": ("track_nfev", "track_steps_accepted", "track_steps_rejected", "track_newton_iters",
+                     "track_lu_factorisations", "track_jacobian_evaluations"),
+    "suites.gradients": ("track_nfev_forward", "track_nfev_backward", "track_steps_forward",
+                         "track_steps_backward", "track_saved_bytes", "track_saved_peak_bytes"),
+}
+#: time_* benchmark classes allowed another timer than CPU time, with the reason (none today:
+#: GPU rows switch to the wall clock per row, see _common.WALL_TIME_DEVICES)
+TIMER_EXEMPT: dict[str, str] = {}
+SUITE_MODULES = [solve_suite, order_suite, gradient_suite]
+
+
+def _benchmark_classes(module):
+    return [obj for name, obj in vars(module).items()
+            if isinstance(obj, type) and not name.startswith("_") and obj.__module__ == module.__name__]
+
+
+def _attr(cls, name, default=None):
+    """An asv attribute as asv reads it for a row: from an instance (the timer is read that way)."""
+    return getattr(cls(), name, default)
+
+
+def config_problems(module) -> list[str]:
+    """What is wrong with the timing configuration of one suite module (empty: nothing).
+
+    Every class with a ``time_*`` benchmark: CPU time (or an entry in TIMER_EXEMPT), at least
+    MIN_SAMPLES samples per round as ``repeat = (min, max, max seconds)``, 2 or more rounds, no
+    warm-up (setup makes the first call), and a ``Track`` class of the same name with the same
+    parameters carrying this module's WORK_COUNTERS, each with a unit."""
+    problems = []
+    classes = {c.__name__: c for c in _benchmark_classes(module)}
+    for name, cls in classes.items():
+        timed = [m for m in dir(cls) if m.startswith("time_")]
+        if not timed:
+            continue
+        where = f"{module.__name__}.{name}"
+        timer = _attr(cls, "timer")
+        if timer is not common.CPU_TIMER and where not in TIMER_EXEMPT:
+            problems.append(f"{where}.timer={timer!r}, but should be time.process_time (or a stated exemption)")
+        repeat = _attr(cls, "repeat", 0)
+        if not (isinstance(repeat, tuple) and len(repeat) == 3):
+            problems.append(f"{where}.repeat={repeat!r}, but should be (min samples, max samples, max seconds)")
+        elif not (repeat[0] >= common.MIN_SAMPLES and repeat[1] >= repeat[0] and repeat[2] > 0):
+            problems.append(f"{where}.repeat={repeat!r}, but should take >= {common.MIN_SAMPLES} samples per round")
+        rounds = _attr(cls, "rounds", 2)
+        if not (isinstance(rounds, int) and rounds >= 2):
+            problems.append(f"{where}.rounds={rounds!r}, but should be >= 2 (asv interleaves rounds between commits)")
+        if _attr(cls, "warmup_time", -1) != 0:
+            problems.append(f"{where}.warmup_time={_attr(cls, 'warmup_time', -1)!r}, but should be 0 (setup warms)")
+        pair = classes.get("Track" + name[len("Time"):]) if name.startswith("Time") else None
+        if pair is None:
+            problems.append(f"{where} has no Track class of the same name beside it")
+            continue
+        if (pair.params, pair.param_names) != (cls.params, cls.param_names):
+            problems.append(f"{module.__name__}.{pair.__name__} has other parameters than {where}")
+        required = WORK_COUNTERS.get(module.__name__)
+        if required is None:
+            problems.append(f"{module.__name__} has time_* benchmarks but no WORK_COUNTERS entry in this test")
+            continue
+        for track in required:
+            fn = getattr(pair, track, None)
+            if fn is None:
+                problems.append(f"{module.__name__}.{pair.__name__} lacks the work counter {track}")
+            elif not getattr(fn, "unit", None):
+                problems.append(f"{module.__name__}.{pair.__name__}.{track} has no unit")
+    return problems
+
+
+@pytest.mark.parametrize("module", SUITE_MODULES, ids=lambda m: m.__name__)
+def test_timing_configuration(module):
+    problems = config_problems(module)
+    assert not problems, "\n".join(problems)
+
+
+def test_every_suite_module_with_timings_is_checked():
+    timed = {m.__name__ for m in SUITE_MODULES for c in _benchmark_classes(m) if any(a.startswith("time_") for a in dir(c))}
+    assert timed == set(WORK_COUNTERS), f"modules with time_*={sorted(timed)}, WORK_COUNTERS has {sorted(WORK_COUNTERS)}"
+    found = {p.stem for p in (ROOT / "suites").glob("*.py") if not p.stem.startswith("_")}
+    assert found == {m.__name__.split(".")[1] for m in SUITE_MODULES}, f"suite modules={sorted(found)}"
+
+
+def test_configuration_check_fails_on_a_wall_clock_unpaired_under_sampled_suite():
+    """The check above can fail: a module whose timing uses the wall clock, 3 samples, 1 round,
+    and has no Track class, gets one problem for each."""
+    import types
+
+    bad = types.ModuleType("suites.bad")
+
+    class TimeBad:
+        params, param_names = [["x"]], ["case"]
+        repeat, rounds, warmup_time = (3, 10, 4.0), 1, 0.0
+
+        def time_it(self, case):
+            pass
+
+    class TimeHalf(common.CpuTimed):
+        params, param_names = [["x"]], ["case"]
+
+        def time_it(self, case):
+            pass
+
+    class TrackHalf:
+        params, param_names = [["y"]], ["case"]
+
+        def track_nfev(self, case):
+            return 1.0
+
+    for cls in (TimeBad, TimeHalf, TrackHalf):
+        cls.__module__ = bad.__name__
+        setattr(bad, cls.__name__, cls)
+    problems = config_problems(bad)
+    text = "\n".join(problems)
+    for expected in ("TimeBad.timer=", "TimeBad.repeat=(3, 10, 4.0)", "TimeBad.rounds=1", "TimeBad has no Track class",
+                     "TrackHalf has other parameters", "no WORK_COUNTERS entry"):
+        assert expected in text, f"{expected!r} missing from the problems found:\n{text}"
+    WORK_COUNTERS[bad.__name__] = ("track_nfev", "track_steps_accepted")
+    try:
+        text = "\n".join(config_problems(bad))
+    finally:
+        del WORK_COUNTERS[bad.__name__]
+    assert "TrackHalf.track_nfev has no unit" in text
+    assert "TrackHalf lacks the work counter track_steps_accepted" in text
+
+
+@pytest.mark.parametrize("device,timer", [("cpu", common.CPU_TIMER), ("cuda", common.WALL_TIMER)])
+def test_rows_choose_their_timer(device, timer):
+    """A GPU row is timed by the wall clock (set in setup, which asv reads the timer after), a CPU
+    row by CPU time; the reason for the exemption is stated."""
+    assert set(common.WALL_TIME_DEVICES) == {"cuda"} and all(len(r) > 40 for r in common.WALL_TIME_DEVICES.values())
+    for cls in SETUP_CLASSES:
+        bench = cls()
+        bench.timer = None
+        common.choose_timer(bench, device)
+        assert bench.timer is timer, (cls.__name__, device, bench.timer)
+
+
+def test_cuda_setup_switches_to_the_wall_clock():
+    """setup itself chooses the timer (before it skips the row without a GPU)."""
+    for cls in SETUP_CLASSES:
+        row = _cuda_rows(cls)[0]
+        bench = cls()
+        try:
+            bench.setup(*row)
+        except NotImplementedError:
+            pass
+        assert bench.timer is common.WALL_TIMER, cls.__name__
+
+
+def test_cpu_timer_resolution_is_far_below_the_fastest_solve():
+    """process_time's resolution on this platform (1 ns on Linux) is at least 1000x below a 0.1 ms
+    sample (the fastest small-grid solve took 0.66 ms of CPU)."""
+    import time
+
+    assert time.get_clock_info("process_time").resolution <= 1e-7
+
+
 # --- no GPU here: every cuda row is skipped in setup --------------------------------------
 def _cuda_rows(cls):
-    return [p for p in itertools.product(*cls.params) if p[-1] == "cuda"]
+    """The cuda rows of ``cls``: those of its grid where there is a GPU, else the cpu rows moved
+    to cuda (the rows a GPU machine would run)."""
+    cases, problems, devices = cls.params
+    return list(itertools.product(cases, problems, ["cuda"]))
 
 
 def _has_gpu() -> bool:
     return any("cuda" in backends.get(n).capabilities().devices or "gpu" in backends.get(n).capabilities().devices
                for n in backends.names() if backends.get(n).available())
+
+
+def test_cuda_rows_only_where_a_gpu_is():
+    """Without a GPU the grid has no cuda rows (each would cost asv a process to skip); with one,
+    every suite has them."""
+    expected = ["cpu", "cuda"] if _has_gpu() else ["cpu"]
+    assert grid.grid_devices() == expected
+    for cls in SETUP_CLASSES + TABLE_CLASSES:
+        assert cls.params[-1] == expected, cls.__name__
 
 
 @pytest.mark.skipif(_has_gpu(), reason="a GPU is present: the cuda rows run")
@@ -139,6 +332,16 @@ def test_cuda_tracks_skip_without_a_gpu():
         table = common.values_table([params])
         with pytest.raises(NotImplementedError, match="cuda"):
             solve_suite.TrackSolve().setup(table, *params)
+
+
+def test_unknown_counts_are_not_a_number():
+    """asv compares negative values wrongly (scipy's -1 'no count' read as an improvement): n/a."""
+    assert math.isnan(common.count(-1)) and math.isnan(common.count(None)) and common.count(7) == 7.0
+    assert type(common.count(np.int64(3))) is float
+
+
+def test_peakmem_is_in_the_large_grid_only():
+    assert not any(name.startswith("peakmem_") for cls in SETUP_CLASSES for name in dir(cls)) or grid.LARGE
 
 
 # --- track values are deterministic -------------------------------------------------------
@@ -273,3 +476,59 @@ def test_results_are_json_serialisable():
 def test_grid_built_in_a_subprocess_is_the_same():
     """Under asv the grid is built in a subprocess (JAX must not start in asv's fork server)."""
     assert grid.compute_in_subprocess() == grid.compute()
+
+
+# --- benchmarks/asv_gate.py: the parts that run without asv ------------------------------------
+def _gate():
+    spec = importlib.util.spec_from_file_location("asv_gate", ROOT / "benchmarks" / "asv_gate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gate_plants_a_doubled_evaluation_in_the_reference_loop():
+    """The gate's anchor is in integrate.py, and the planted loop doubles NFE and nothing else."""
+    gate = _gate()
+    source = (ROOT / gate.PLANT_FILE).read_text()
+    planted = gate.plant(source)
+    assert planted.count("stats.nfev += 2") == source.count("stats.nfev += 2") + 1
+    # the planted function itself, run on a counter: two evaluations per call, both counted
+    m = gate.PLANT_PATTERN.search(source)
+    body = gate.PLANT_REPLACEMENT.format(indent="", body="    ")
+    calls: list = []
+    namespace: dict = {"calls": calls}
+    exec("from typing import Any\nclass S: nfev = 0\nstats = S()\nf = lambda t, y: calls.append(t) or y\n" + body,
+         namespace)
+    assert m is not None and namespace["fun"](0.0, 1.0) == 1.0
+    assert len(calls) == 2 and namespace["stats"].nfev == 2
+    with pytest.raises(RuntimeError, match="expected exactly once"):
+        gate.plant(source.replace("stats.nfev += 1\n        return f(t_arr, y)", "return f(t_arr, y)"))
+
+
+GATE_TABLE = """\
+| Change   | Before [44d66126] <gate-base>   | After [6ae6d0e3] <gate-planted>   | Ratio   | Benchmark (Parameter)   |
+|----------|---------------------------------|-----------------------------------|---------|-------------------------|
+| +        | 100                             | 199                               | 1.99    | solve.TrackSolve.track_nfev('reference:euler', 'mlp_tanh_2x16', 'cpu') |
+| +        | 1.50±0.1ms                      | 2.61±0.2ms                        | 1.74    | solve.TimeSolve.time_solve('reference:euler', 'mlp_tanh_2x16', 'cpu') |
+| -        | 8.87±0.3ms                      | 6.10±0.2ms                        | 0.69    | solve.TimeSolve.time_solve('scipy:RK45', 'warped_fast', 'cpu') |
+| +        | 20                              | 40                                | 2.00    | solve.TrackSolve.track_nfev('scipy:RK45', 'warped_fast', 'cpu') |
+|          | 0                               | 3                                 | n/a     | order.TrackOrder.track_order_deficit('reference:rk4', 'curated') |
+"""
+
+
+def test_gate_reads_asv_tables_and_judges_the_planted_run():
+    gate = _gate()
+    rows = gate.parse_rows("noise\n" + GATE_TABLE + "SOME BENCHMARKS HAVE CHANGED SIGNIFICANTLY.\n")
+    assert [(r["mark"], r["ratio"], r["case"]) for r in rows] == [
+        ("+", 1.99, "reference:euler"), ("+", 1.74, "reference:euler"), ("-", 0.69, "scipy:RK45"),
+        ("+", 2.0, "scipy:RK45"), ("", None, "reference:rk4")]
+    euler = ("solve.TrackSolve.track_nfev", "('reference:euler', 'mlp_tanh_2x16', 'cpu')")
+    dopri = ("solve.TrackSolve.track_nfev", "('reference:dopri5', 'mlp_tanh_2x16', 'cpu')")
+    problems = gate.judge_planted(1, rows, {euler, dopri})
+    assert len(problems) == 2, problems
+    assert "reference:dopri5" in problems[0] and "was not flagged" in problems[0]
+    assert "scipy:RK45" in problems[1] and "untouched" in problems[1]
+    assert gate.judge_planted(1, rows[:1], {euler}) == []
+    assert "exited 0" in gate.judge_planted(0, rows[:1], {euler})[0]
+    summary = gate.summarise(rows)
+    assert summary["flagged"] == 4 and summary["by_kind"]["time (other backends)"] == {"+": 0, "-": 1}
