@@ -41,13 +41,18 @@ from odeverify.problems import PROBLEMS  # noqa: E402
 from odeverify.problems.neural import mlp_field  # noqa: E402
 
 
+#: the clock every timing reads: wall time (default) or the process's CPU time (--clock cpu:
+#: on a shared, oversubscribed machine it leaves out the time other processes held the core)
+CLOCK = time.perf_counter
+
+
 def median_time(fn, repeats: int, inner: int = 1) -> float:
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(inner):
             fn()
-        out.append((time.perf_counter() - t0) / inner)
+        out.append((CLOCK() - t0) / inner)
     return statistics.median(out)
 
 
@@ -61,6 +66,34 @@ def _jax_setup():
     jax = _xp.require("jax")
     jax.config.update("jax_enable_x64", True)
     return jax
+
+
+def _jax_step_breakdown(fj, y0j, repeats: int) -> dict:
+    """Where a compiled reference step's time goes: the cached jitted step (the one the solves
+    above use) called once from Python (dispatch, run, the norms back to the host), against
+    the same traced step run 100 times inside one compiled loop (what the step costs once
+    the loop is compiled too, as in diffrax)."""
+    jax = _jax_setup()
+    from odeverify.solvers.rk import CompiledJaxStep
+
+    entry = next(v for k, v in CompiledJaxStep._cache.items() if k[0] is fj and v is not None and k[-1])
+    v = entry.v
+    host = np.asarray([1e-3, 0.0] + [v.c[i] * 1e-3 for i in range(1, v.stages)] + [1e-6, 1e-6])
+    k1 = fj(jax.numpy.asarray(0.0), y0j)
+    raw = entry._fn.__wrapped__  # the traced Python step of the cached jitted function
+
+    def one_call():
+        out = entry._fn(host, y0j, k1, None)
+        np.asarray(out[-1])
+
+    loop = jax.jit(lambda y, k: jax.lax.fori_loop(0, 100, lambda i, c: raw(host, c[0], c[2], None)[:3], (y, k, k)))
+    jax.block_until_ready(loop(y0j, k1))
+    one_call()
+    calls, loops = [], []
+    for _ in range(repeats):
+        calls.append(median_time(one_call, 1, 200))
+        loops.append(median_time(lambda: jax.block_until_ready(loop(y0j, k1)), 1, 3) / 100)
+    return {"step_call_s": statistics.median(calls), "step_in_compiled_loop_s": statistics.median(loops)}
 
 
 def overhead_case(state: int, hidden: int, batch: int, repeats: int, libs: list[str], t1: float) -> dict:
@@ -120,6 +153,7 @@ def overhead_case(state: int, hidden: int, batch: int, repeats: int, libs: list[
             run = reference(fj, y0j, compiled)
             sol = run()  # compiles the step (once per field) outside the timed region
             runners[f"reference {label} (jax)"] = (run, sol.stats.nfev, sol.stats.accepted + sol.stats.rejected, "jax")
+        res["jax_step_breakdown"] = _jax_step_breakdown(fj, y0j, repeats)
 
         if "diffrax" in libs and _xp.available("diffrax"):
             import diffrax
@@ -154,15 +188,17 @@ def overhead_case(state: int, hidden: int, batch: int, repeats: int, libs: list[
     jbare_t: list[float] = []
     jloop_t: list[float] = []
     inner_bare = 50 if batch > 1 else 500
+    # each timed repeat of a runner calls it often enough to last ~20 ms (one call of the
+    # slowest runners; ~80 of diffrax on the tiny field), so the clock's granularity and one
+    # scheduler hiccup do not decide a median
+    inner = {k: max(1, int(0.02 / max(median_time(fn, 1, 1), 1e-6))) for k, (fn, _, _, _) in runners.items()}
     for _ in range(repeats):
         bare_t.append(median_time(bare, 1, inner_bare))
         if jax_bare:
             jbare_t.append(median_time(jax_bare, 1, inner_bare))
             jloop_t.append(median_time(jax_loop_bare, 1, 1) / n_loop)
         for k, (fn, _, _, _) in runners.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(median_time(fn, 1, inner[k]))
     b = statistics.median(bare_t)
     jb = statistics.median(jbare_t) if jbare_t else None
     jl = statistics.median(jloop_t) if jloop_t else None
@@ -261,11 +297,15 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", default=None, help="write the results to this file too")
     ap.add_argument("--libs", default="torchdiffeq,jax,diffrax")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or the process's CPU time (all its threads; for shared machines)")
     ap.add_argument("--torch-compile", action="store_true",
                     help="also time one stage combination under torch.compile (its first compilation takes ~1 min)")
     ap.add_argument("--t1", type=float, default=10.0,
                     help="end time; the default 10 gives ~20 steps so start-up costs do not dominate")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     libs = args.libs.split(",")
     result = {
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
@@ -281,8 +321,10 @@ def main() -> int:
     except ImportError:
         pass
     result["machine"]["jax_cpu_async_dispatch"] = os.environ.get("JAX_CPU_ENABLE_ASYNC_DISPATCH", "true (default)")
+    result["machine"]["clock"] = args.clock
     print(f"OMP_NUM_THREADS={result['machine']['threads']}, JAX_CPU_ENABLE_ASYNC_DISPATCH="
-          f"{result['machine']['jax_cpu_async_dispatch']}, repeats={args.repeats}")
+          f"{result['machine']['jax_cpu_async_dispatch']}, repeats={args.repeats}, clock={args.clock},"
+          f" load average {os.getloadavg()[0]:.1f}")
     for key in ("neural_32x128_batch256", "tiny_2x16_batch1"):
         case = result[key]
         jl = case["bare_eval_jax_in_loop_s"]
@@ -294,6 +336,13 @@ def main() -> int:
         for k, r in case["rows"].items():
             print(f"| {k} | {r['time_s'] * 1e3:.2f} | {r['nfev']} | {r['steps']:g} | {r['cost_per_eval_over_bare']:.3f} |"
                   f" {r['overhead_per_step_ms']:.4f} |")
+        bd, comp = case.get("jax_step_breakdown"), case["rows"].get("reference compiled (jax)")
+        if bd and comp:
+            rest = (comp["time_s"] - comp["steps"] * bd["step_call_s"]) / comp["steps"]
+            print(f"\nreference compiled (jax), per step: {bd['step_call_s'] * 1e3:.4f} ms in the jitted step called from"
+                  f" Python (dispatch, run, norms to the host; {bd['step_in_compiled_loop_s'] * 1e3:.4f} ms when the same"
+                  f" step runs inside a compiled loop), {rest * 1e3:.4f} ms in the rest (the Python loop and the solve's"
+                  " start-up, per step)")
     targets = []
     big = result["neural_32x128_batch256"]["rows"]
     tiny = result["tiny_2x16_batch1"]["rows"]
