@@ -487,30 +487,13 @@ def stage_buffer(like: Any, stages: int) -> Any:
     return xp.empty((stages, int(np.prod(like.shape))), dtype=like.dtype, device=device(like))
 
 
-def copy_into(dst: Any, src: Any) -> None:
-    """``dst[...] = src`` in place (``dst`` a view of a :func:`stage_buffer` row)."""
-    if array_api_compat.is_torch_array(dst):
-        dst.copy_(src)
-    else:
-        dst[...] = src
-
-
-def combine_stages(rows: Any, coeffs: Any, base: Any = None, alpha: float = 1.0) -> Any:
-    """``base + alpha * coeffs @ rows``: ``rows`` the first ``i`` rows of a :func:`stage_buffer`
-    (``(i, size)``), ``coeffs`` a ``(1, i)`` row of :func:`coefficient_matrix`; the result has
-    ``base``'s shape (``(size,)`` without a base).
-
-    PyTorch: one ``addmm`` (or ``mm``) instead of ``i`` separate multiply-adds; the sum is
-    taken in BLAS's order, so it may differ from the sequential one in the last bits. Not for
-    autograd: the buffer is written in place.
-    """
-    if array_api_compat.is_torch_array(rows):
-        import torch
-
-        if base is None:
-            out = torch.mm(coeffs, rows)
-            return (out.mul_(alpha) if alpha != 1.0 else out).reshape(-1)
-        return torch.addmm(base.reshape(1, -1), coeffs, rows, alpha=alpha).reshape(base.shape)
-    xp = namespace(rows)
-    inc = xp.reshape(xp.matmul(coeffs, rows), (-1,)) * alpha
-    return inc if base is None else base + xp.reshape(inc, base.shape)
+def stage_matmuls(like: Any) -> tuple[Any, Any]:
+    """``(addmm, mm)`` of ``like``'s library (PyTorch): ``addmm(base_row, coeffs, rows, alpha=h)``
+    is ``base_row + h * coeffs @ rows`` in one call, the fused stage combination over a
+    :func:`stage_buffer`; ``mm(coeffs, rows)`` without the base. Their sums run in BLAS's
+    order, so they may differ from a sequential sum in the last bits. Not for autograd (the
+    buffer is written in place)."""
+    if not array_api_compat.is_torch_array(like):
+        raise NotImplementedError(f"fused stage combinations are PyTorch's; got {type(like).__module__}")
+    torch = require("torch")
+    return torch.addmm, torch.mm

@@ -204,16 +204,12 @@ class FusedTorchStep:
         self.per_sample = tc.per_sample
         self.size = math.prod(y0.shape)
         self.sample_size = math.prod(y0.shape[1:])  # components per sample
+        self._addmm, self._mm = _xp.stage_matmuls(y0)
 
     @staticmethod
     def usable(k1: Any) -> bool:
         """False when autograd records the first stage (the buffer is written in place)."""
         return not _xp.records_gradient(k1)
-
-    def _combine(self, row: Any, rows: Any, y: Any, h: Any, scale: Any) -> Any:
-        if not self.per_sample:
-            return _xp.combine_stages(rows, row, base=y, alpha=h)
-        return y + scale * self.xp.reshape(_xp.combine_stages(rows, row), y.shape)
 
     def _rms(self, x: Any) -> Any:
         xp = self.xp
@@ -229,22 +225,30 @@ class FusedTorchStep:
         if k1 is None:
             k1 = f(tc.time(tc.t), y)
             nfev += 1
-        hs = float(h) if not self.per_sample else 1.0
-        scale = None if not self.per_sample else tc.scale(h)
-        _xp.copy_into(self.slots[0], k1)
+        shape, slots, addmm = y.shape, self.slots, self._addmm
+        shared = not self.per_sample
+        hs = float(h) if shared else 1.0
+        scale = None if shared else tc.scale(h)
+        y_row = y.reshape(1, -1)  # a view: addmm's bias row
+        slots[0].copy_(k1)
         ks = [k1]
         yi = y
         for i in range(1, s):
             row, rows = self.combos[i]
-            yi = self._combine(row, rows, y, hs, scale)
+            if shared:
+                yi = addmm(y_row, row, rows, alpha=hs).view(shape)
+            else:
+                yi = y + scale * self._mm(row, rows).view(shape)
             k = f(tc.time(tc.t + v.c[i] * h), yi)
             ks.append(k)
             if i < s - 1 or self.store_last:
-                _xp.copy_into(self.slots[i], k)
+                slots[i].copy_(k)
         if v.fsal:
             y1, fsal = yi, ks[-1]
         else:
-            y1, fsal = self._combine(*self.out_row, y, hs, scale), None
+            row, rows = self.out_row
+            y1 = addmm(y_row, row, rows, alpha=hs).view(shape) if shared else y + scale * self._mm(row, rows).view(shape)
+            fsal = None
         res = FastStepResult(y1=y1, err=None, err_aux=None, ks=ks, nfev=nfev, fsal=fsal, k1=k1)
         if not self.estimate:
             return res
@@ -252,8 +256,8 @@ class FusedTorchStep:
         sc = atol + rtol * xp.maximum(abs_y, abs_y1)
         rms = []
         for row in self.err_rows:
-            e = _xp.combine_stages(self.buf, row, alpha=hs)
-            e = xp.reshape(e, y.shape) if scale is None else scale * xp.reshape(e, y.shape)
+            e = self._mm(row, self.buf).view(shape)
+            e = e.mul_(hs) if shared else scale * e
             rms.append(self._rms(e / sc))
         res.err_rms = (rms[0], rms[1] if len(rms) > 1 else None)
         res.abs_y1 = abs_y1
