@@ -327,6 +327,10 @@ class CompiledJaxStep:
         estimate = estimate and solver._v.b_err is not None
         tol_shape = tuple(None if isinstance(x, float) else tuple(x.shape) for x in (rtol, atol))
         key = (f, solver.coefficient_key(), tuple(y0.shape), str(y0.dtype), tol_shape, estimate)
+        try:
+            hash(key)
+        except TypeError:  # an unhashable callable object: no cache entry, so the eager step
+            return None
         if key in cls._cache:
             cls.stats["hits"] += 1
             cls._cache.move_to_end(key)
