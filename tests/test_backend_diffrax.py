@@ -5,6 +5,8 @@ problems/methods/options are reused so that most solves hit the cache.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -219,3 +221,154 @@ def test_a_failed_solve_keeps_no_unreached_rows(backend):
     ys = np.asarray(sol.ys)
     assert np.all(np.isfinite(ys[0])) and np.all(np.isnan(ys[1:]))
     assert np.isnan(sol.t_final) and "rows after t0 are NaN" in sol.message
+
+
+# ---------------------------------------------------------------------------- compilation paid once
+def _jax_cache_settings():
+    import jax
+
+    return {k: getattr(jax.config, k) for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                                                 "jax_persistent_cache_min_entry_size_bytes",
+                                                 "jax_enable_compilation_cache")}
+
+
+@pytest.fixture
+def jax_cache(monkeypatch):
+    """enable() from scratch: JAX without a cache directory, odeverify's answer forgotten; both
+    restored afterwards (nothing is compiled in between, so JAX never opens the directories)."""
+    import jax
+    from odeverify.backends import _jax_cache
+
+    saved, saved_choice = _jax_cache_settings(), dict(_jax_cache._enabled)
+    _jax_cache._reset_for_tests()
+    jax.config.update("jax_compilation_cache_dir", None)
+    monkeypatch.delenv(_jax_cache.ENV, raising=False)
+    yield _jax_cache
+    for k, v in saved.items():
+        jax.config.update(k, v)
+    _jax_cache._enabled.clear()
+    _jax_cache._enabled.update(saved_choice)
+
+
+def test_jax_cache_directory_resolution(tmp_path):
+    from odeverify.backends._jax_cache import ENV, resolve
+
+    home = {"HOME": str(tmp_path)}
+    assert resolve({"XDG_CACHE_HOME": "/x/cache"}).path == Path("/x/cache/odeverify/jax")
+    default = resolve({})
+    assert default.source == "default" and default.path == Path.home() / ".cache" / "odeverify" / "jax"
+    assert resolve({**home, ENV: str(tmp_path / "mine")}) == resolve({ENV: str(tmp_path / "mine")})
+    assert resolve({ENV: str(tmp_path / "mine")}).path == tmp_path / "mine"
+    assert resolve({ENV: "~/c"}).path == Path("~/c").expanduser()
+    for off in ("", "off", " OFF ", "0", "false", "no", "None"):
+        assert resolve({ENV: off}).path is None and resolve({ENV: off}).source == "env-off", off
+    # a directory the user gave JAX wins over ours; a cache switched off in JAX stays off
+    assert resolve({ENV: str(tmp_path)}, jax_dir="/their/dir").path == Path("/their/dir")
+    assert resolve({ENV: str(tmp_path)}, jax_dir="/their/dir").source == "jax"
+    assert resolve({ENV: str(tmp_path)}, jax_enabled=False).path is None
+
+
+def test_jax_cache_enable_sets_jax_once(jax_cache, monkeypatch, tmp_path):
+    import jax
+
+    target = tmp_path / "a" / "jax"
+    monkeypatch.setenv(jax_cache.ENV, str(target))
+    assert jax_cache.enable() == target and target.is_dir() and not list(target.iterdir())  # probe removed
+    assert jax.config.jax_compilation_cache_dir == str(target)
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == jax_cache.MIN_COMPILE_TIME_S < 1.0
+    assert jax.config.jax_persistent_cache_min_entry_size_bytes == -1
+    monkeypatch.setenv(jax_cache.ENV, str(tmp_path / "other"))
+    assert jax_cache.enable() == target  # once per process
+    assert jax.config.jax_compilation_cache_dir == str(target)
+
+
+def test_jax_cache_off_switch(jax_cache, monkeypatch):
+    import jax
+
+    monkeypatch.setenv(jax_cache.ENV, "off")
+    assert jax_cache.enable() is None and jax_cache.choice().source == "env-off"
+    assert jax.config.jax_compilation_cache_dir is None
+
+
+def test_jax_cache_respects_the_users_jax_setting(jax_cache, monkeypatch, tmp_path):
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "theirs"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.5)
+    monkeypatch.setenv(jax_cache.ENV, str(tmp_path / "ours"))
+    assert jax_cache.enable() == tmp_path / "theirs" and jax_cache.choice().source == "jax"
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "theirs")
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 2.5  # their thresholds untouched
+    assert not (tmp_path / "ours").exists()
+
+
+def test_jax_cache_unwritable_directory_warns_once(jax_cache, monkeypatch, tmp_path):
+    import warnings
+
+    import jax
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(jax_cache.ENV, str(blocker / "jax"))  # cannot be created, even by root
+    with pytest.warns(jax_cache.JaxCacheWarning, match=r"cannot be written.*ODEVERIFY_JAX_CACHE") as caught:
+        assert jax_cache.enable() is None
+    assert str(blocker / "jax") in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert jax_cache.enable() is None  # no second warning
+    assert jax_cache.choice().source == "unwritable" and jax.config.jax_compilation_cache_dir is None
+
+
+def test_problems_of_one_shape_share_one_compilation():
+    """warped_oscillatory and warped_real share their field and shapes (n = 3; the matrix A is a
+    traced argument); the convergence sweep's 16 output times and the span's 2 share one padded
+    slot count. One XLA compilation serves both (JAX's own compile events); another shape
+    (warped_fast, n = 2) compiles again."""
+    from odeverify.backends._jax_cache import counting
+    from odeverify.backends.diffrax_backend import DiffraxBackend
+
+    fresh = DiffraxBackend()
+    osc, real, fast = (odeverify.PROBLEMS.get(n) for n in ("warped_oscillatory", "warped_real", "warped_fast"))
+    with counting() as c:
+        a = fresh.solve(osc, "Heun", n_steps=32, t_eval=np.linspace(*osc.t_span, 16))
+        b = fresh.solve(real, "Heun", n_steps=16)
+    assert (a.status, b.status) == (Status.SUCCESS, Status.SUCCESS)
+    assert fresh.compiles == 1 and c.by_name["jit(fn)"] == 1, c.by_name
+    assert np.asarray(a.ys).shape == (16, 3) and np.asarray(b.ys).shape == (2, 3)
+    assert b.timing["compile_s"] == 0.0
+    # the shared program ran warped_real's own matrix and span: the reference's numbers, same tableau
+    ref = get("reference").solve(real, "heun", n_steps=16)
+    np.testing.assert_allclose(np.asarray(b.ys), np.asarray(ref.ys), rtol=1e-13, atol=1e-15)
+    with counting() as c:
+        fresh.solve(fast, "Heun", n_steps=16)
+    assert fresh.compiles == 2 and c.by_name["jit(fn)"] == 1
+
+
+def test_padded_output_times_change_nothing(monkeypatch):
+    """The padding of the output times (repeats of the last one) leaves the steps and the values
+    at the requested times unchanged, bit for bit: compiled without it, the same solves give the
+    same numbers (adaptive Tsit5 with 5 output times, forward and backward in time)."""
+    import dataclasses
+
+    from odeverify.backends import diffrax_backend
+    from odeverify.backends.diffrax_backend import DiffraxBackend
+
+    p = odeverify.PROBLEMS.get("warped_oscillatory")
+    t0, t1 = p.t_span
+    back = dataclasses.replace(p, name="warped_oscillatory_backward", t_span=(t1, t0),
+                               y0=tuple(p.solution_at(t1)))
+    assert len(diffrax_backend._padded_times(np.linspace(t0, t1, 5))) == diffrax_backend.MIN_OUTPUT_SLOTS
+    assert len(diffrax_backend._padded_times(np.linspace(t0, t1, 17))) == 32
+    runs = {}
+    for padded in (True, False):
+        if not padded:
+            monkeypatch.setattr(diffrax_backend, "_padded_times", lambda ts: ts)
+        b = DiffraxBackend()
+        runs[padded] = [b.solve(q, "Tsit5", rtol=1e-6, atol=1e-9, t_eval=np.linspace(*q.t_span, 5))
+                        for q in (p, back)]
+        assert b.compiles == 1  # the backward span is a traced argument too
+    for a, b in zip(runs[True], runs[False]):
+        assert a.status is b.status is Status.SUCCESS
+        assert np.asarray(a.ys).shape == (5, 3)
+        np.testing.assert_array_equal(np.asarray(a.ys), np.asarray(b.ys))
+        assert (a.stats.accepted, a.stats.rejected, a.stats.nfev) == (b.stats.accepted, b.stats.rejected, b.stats.nfev)

@@ -32,6 +32,13 @@ Facts this adapter relies on (diffrax 0.7.2, read from its source and measured h
   step sizes. The vmapped loop runs until the slowest sample finishes and evaluates the
   field on the whole batch each iteration, so ``nfev`` (calls, each on the whole batch)
   follows the closed form with the largest per-sample step count.
+- Compilation: one program per (vector field and its constant parameters, method, mode,
+  shapes, dtype, max_steps, output-time slots); y0, the span, tolerances, step sizes and the
+  float-array parameters are traced arguments. The output times are padded with repeats of the
+  last one to at least :data:`MIN_OUTPUT_SLOTS` (then a power of two), so the 2, 5 and 16 output
+  times of the conformance properties share one program. Compiled programs are also kept on
+  disk across runs by JAX's persistent compilation cache (``_jax_cache``, ``docs/jax-cache.md``),
+  except those with host callbacks (the implicit methods' evaluation counter, ``count_nfev``).
 """
 from __future__ import annotations
 
@@ -46,6 +53,7 @@ import numpy as np
 from .. import _xp
 from ..problems import Problem
 from ..solution import Solution, Stats, Status
+from . import _jax_cache
 from .base import Backend, Capabilities, MethodInfo, UnsupportedOption
 
 
@@ -260,6 +268,7 @@ class DiffraxBackend(Backend):
         import jax.numpy as jnp
 
         self._import()
+        _jax_cache.enable()  # compiled solves kept on disk across runs (before the first compilation)
         spec = _SPECS[method.name]
         jdt = jnp.float64 if dtype == "float64" else jnp.float32
         # y0, t_eval and the numeric options were validated by Backend.solve
@@ -306,7 +315,10 @@ class DiffraxBackend(Backend):
         if method.name in _IMEX and getattr(problem, "imex", None) is None:
             raise UnsupportedOption(f"diffrax method {method.name!r} is an IMEX method: it needs an explicit/implicit"
                                     f" split of the vector field, and problem {problem.name!r} supplies none")
-        key = (_field_key(problem), method.name, mode, struct, len(ts), batch, n, dtype, max_steps,
+        # output times padded to a bucket (repeats of the last one), so that properties asking
+        # for 2, 5 or 16 output times share one compilation (_padded_times)
+        ts_run = _padded_times(ts)
+        key = (_field_key(problem), method.name, mode, struct, len(ts_run), batch, n, dtype, max_steps,
                device, count is not False)
         entry = self._cache.get(key)
         # implicit methods: evaluations counted by a host callback kept with the compiled solve
@@ -318,7 +330,7 @@ class DiffraxBackend(Backend):
         def arr(v: Any, shape: tuple = ()) -> Any:
             return jnp.broadcast_to(jnp.asarray(np.asarray(v, dtype=np.float64), dtype=jdt), shape)
 
-        args: dict[str, Any] = {"y0": arr(y0n, y0n.shape), "ts": arr(ts, ts.shape), "t0": arr(t0), "t1": arr(t1),
+        args: dict[str, Any] = {"y0": arr(y0n, y0n.shape), "ts": arr(ts_run, ts_run.shape), "t0": arr(t0), "t1": arr(t1),
                                 "params": {k: arr(v, v.shape) for k, v in _traced_params(problem).items()}}
         if mode == "fixed":
             args["dt0"] = arr(span / nsteps)
@@ -341,7 +353,8 @@ class DiffraxBackend(Backend):
             fn = _build(problem, method.name, mode, max_steps, jdt, batch, count if counter is None else counter,
                         dtype)
             start = time.perf_counter()
-            compiled = jax.jit(fn).lower(args).compile()
+            with _jax_cache.cacheable_checks():
+                compiled = jax.jit(fn).lower(args).compile()
             compile_s = time.perf_counter() - start
             self.compiles += 1
             if count is False:
@@ -356,12 +369,33 @@ class DiffraxBackend(Backend):
             out = compiled(args)
             out = jax.block_until_ready(out)
             wall = time.perf_counter() - start
+            if len(ts_run) > len(ts):  # drop the padding rows (on the host: no compilation per length)
+                out["ys"] = jax.device_put(np.asarray(out["ys"])[:len(ts)], jdev)
             if counter is not None:
                 jax.effects_barrier()  # every callback has run
             return _to_solution(out, ts, method.name, spec, batch, fixed, options, wall, compile_s, mode,
                                 nsteps if fixed else None, None if counter is None else counter[0])
 
         return run
+
+
+#: the fewest output times a solve is compiled for: the conformance properties ask for 2 (the
+#: span), 5 (dense output) and 16 (the convergence sweep's check times) per problem, and these
+#: share one compilation; beyond it the count is rounded up to a power of two
+MIN_OUTPUT_SLOTS = 16
+
+
+def _padded_times(ts: np.ndarray) -> np.ndarray:
+    """``ts`` followed by repeats of its last time, up to :data:`MIN_OUTPUT_SLOTS` or the next
+    power of two. diffrax takes non-decreasing (or, backward, non-increasing) save times and
+    does not step to them (they are read off its interpolant inside each step), so the steps
+    and the values at the requested times are the same as without the padding (checked bit for
+    bit in ``tests/test_backend_diffrax.py``); the padded rows are dropped after the solve."""
+    n = len(ts)
+    slots = max(MIN_OUTPUT_SLOTS, 1 << max(n - 1, 0).bit_length())
+    if slots == n:
+        return ts
+    return np.concatenate([ts, np.full(slots - n, ts[-1], dtype=ts.dtype)])
 
 
 def _traced_params(problem: Problem) -> dict[str, np.ndarray]:

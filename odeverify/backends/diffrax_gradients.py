@@ -47,6 +47,7 @@ from .. import _xp
 from ..gradients._spec import GradientResult, Loss, mismatch_message, reconstruction_mismatch
 from ..problems import Problem
 from ..solution import Status
+from . import _jax_cache
 from .base import MethodInfo, UnsupportedOption, failed_gradient, gradient_params, gradient_times
 
 MODES = ("recursive_checkpoint", "direct", "backsolve", "backsolve_seminorm", "forward")
@@ -216,6 +217,7 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
     import jax.numpy as jnp
 
     _xp.get_namespace("jax")  # float64 on
+    _jax_cache.enable()  # compiled gradients kept on disk across runs
     jdt = jnp.float64 if dtype == "float64" else jnp.float32
     wrt = options.get("wrt") or "all"
     max_steps = int(options.get("max_steps") or 100_000)
@@ -261,9 +263,10 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
         reconstructed: list | None = [] if mode in BACKSOLVE_MODES else None
         grad_fn, primal_fn = _build(problem, method.name, mode, fixed, rows_t, batched, max_steps, wrt, leaves_np,
                                     jdt, None, reconstructed)
-        entry = {"grad": jax.jit(grad_fn).lower(y_init, p, a).compile(),
-                 "primal": jax.jit(primal_fn).lower(y_init, p, a).compile(), "count": None, "counter": None,
-                 "keep": problem.rhs, "reconstructed": reconstructed}
+        with _jax_cache.cacheable_checks():
+            entry = {"grad": jax.jit(grad_fn).lower(y_init, p, a).compile(),
+                     "primal": jax.jit(primal_fn).lower(y_init, p, a).compile(), "count": None, "counter": None,
+                     "keep": problem.rhs, "reconstructed": reconstructed}
         for fn in (entry["primal"], entry["grad"]):  # warm-up: a first call pays one-off costs
             jax.block_until_ready(fn(y_init, p, a))
         compile_s = time.perf_counter() - start
@@ -273,7 +276,8 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
         start = time.perf_counter()
         count_fn, _ = _build(problem, method.name, mode, fixed, rows_t, batched, max_steps, wrt, leaves_np, jdt,
                              counter)
-        entry["count"] = jax.jit(count_fn).lower(y_init, p, a).compile()
+        with _jax_cache.cacheable_checks():  # not stored (host callbacks), but traced alike
+            entry["count"] = jax.jit(count_fn).lower(y_init, p, a).compile()
         entry["counter"] = counter
         compile_s += time.perf_counter() - start
 
@@ -378,6 +382,7 @@ def reversible_reconstruction(problem: Problem, n_steps: int, *, y0: Any = None,
     import jax.numpy as jnp
 
     _xp.get_namespace("jax")
+    _jax_cache.enable()
     y0n = np.asarray(problem.y0 if y0 is None else y0, dtype=np.float64)
     t0, t1 = problem.t_span
     h = (t1 - t0) / int(n_steps)
@@ -399,7 +404,9 @@ def reversible_reconstruction(problem: Problem, n_steps: int, *, y0: Any = None,
                                        max_steps=int(n_steps) + 1)
             return back.ys[-1]
 
-        entry = {"run": jax.jit(run), "keep": problem.rhs}
+        y_in = jnp.asarray(y0n)
+        with _jax_cache.cacheable_checks():
+            entry = {"run": jax.jit(run).lower(y_in).compile(), "keep": problem.rhs}
         _CACHE[key] = entry
     y_rec = np.asarray(entry["run"](jnp.asarray(y0n)), dtype=np.float64)
     return float(np.max(np.abs(y_rec - y0n)) / max(1.0, float(np.max(np.abs(y0n)))))
