@@ -15,14 +15,15 @@ Run:
     python benchmarks/timings.py --list                               # the cases, without running
 
 Cases:
-    check-quick          odeverify check --quick
+    check-quick          odeverify check --quick (as many worker processes as cores)
+    check-quick-serial   odeverify check --quick -j 1
     check-<backend>      odeverify check --backend <backend> --matrix, for each installed backend of
                          --backends (default: reference, scipy, torchdiffeq, diffrax,
                          reference-torch; the eager reference-jax and
                          reference-array_api_strict only when named); its verdict matrix
                          goes to docs/verdict_matrices.md
     report-quick         odeverify report --quick --out <a temporary directory>
-    tests                python -m pytest -q (with --with-tests; as .ci/run runs it)
+    tests                python -m pytest -q -n auto (with --with-tests; as .ci/run runs it)
 
 A case run again replaces its previous entry; the other entries are kept with the machine
 and extras they were measured on (``--fresh`` drops them). A command that fails or times out
@@ -157,12 +158,14 @@ def available_backends(names: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def cases(backend_names: list[str], with_tests: bool, out_dir: str) -> dict[str, list[str]]:
     cli = odeverify_command()
-    out = {"check-quick": cli + ["check", "--quick"]}
+    # the commands as a user types them use every core (-j defaults to the cores); the serial
+    # run beside it shows what the worker processes bring
+    out = {"check-quick": cli + ["check", "--quick"], "check-quick-serial": cli + ["check", "--quick", "-j", "1"]}
     for name in backend_names:
         out[f"check-{name}"] = cli + ["check", "--backend", name, "--matrix"]
     out["report-quick"] = cli + ["report", "--quick", "--out", out_dir]
     if with_tests:
-        out["tests"] = [sys.executable, "-m", "pytest", "-q"]
+        out["tests"] = [sys.executable, "-m", "pytest", "-q", "-n", "auto"]
     return out
 
 
