@@ -51,10 +51,20 @@ class ReferenceBackend(Backend):
 
     def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Any, y0: np.ndarray | None,
                   options: dict[str, Any], dtype: str, device: str) -> Any:
+        self._jax_cache()
         return _reference_gradient(self.library, problem, method, mode, loss, y0, options, dtype)
+
+    def _jax_cache(self) -> None:
+        """On JAX, compiled steps persist across runs in odeverify's JAX compilation cache
+        (``backends/_jax_cache.py``)."""
+        if self.library == "jax":
+            from ._jax_cache import enable
+
+            enable()
 
     def _solve(self, problem: Problem, method: MethodInfo, y0: np.ndarray | None, options: dict[str, Any],
                dtype: str, device: str) -> Solution:
+        self._jax_cache()
         xp = _xp.get_namespace(self.library)
         dt = getattr(xp, dtype)
         f = problem.vector_field(xp, dt)
