@@ -423,7 +423,7 @@ def _check_units(args: argparse.Namespace, backend: str, names: list[str], conte
                  bar: Any, on_record: Any) -> list:
     """``check``'s methods (or gradient modes) as parallel units: each finished case goes to
     ``on_record`` (the journal, the counts) when its unit comes back."""
-    from .conformance import units as check_units
+    from .conformance import unit_cost, units as check_units
     from .parallel import records_of, run_units
 
     us = check_units(gradients=args.gradients, backend=backend, quick=args.quick, names=names,
@@ -447,7 +447,8 @@ def _check_units(args: argparse.Namespace, backend: str, names: list[str], conte
         if bar is not None:
             bar.update("running " + ", ".join(running.values()) if running else u.method, weight=1.0)
 
-    return records_of(run_units(us, on_start=on_start, on_outcome=on_outcome, on_case=on_case, **pool), us)
+    return records_of(run_units(us, on_start=on_start, on_outcome=on_outcome, on_case=on_case,
+                                priority=[unit_cost(backend, n, args.gradients) for n in names], **pool), us)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

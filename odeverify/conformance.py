@@ -497,6 +497,18 @@ def run_unit(*, gradients: bool = False, backend: str, quick: bool = False, unit
     return {"records": records, "cases": cases}
 
 
+def unit_cost(backend: str, name: str, gradients: bool = False) -> float:
+    """A unit's expected cost, for handing the costliest out first: an implicit method runs
+    the stiff checks (and compiles more on a jitted backend), several times an explicit one."""
+    if gradients:
+        return 1.0
+    try:
+        info = backends.get(backend).capabilities().method(name, backend)
+    except Exception:  # noqa: BLE001 - an unknown method fails in its unit, with its message
+        return 1.0
+    return (4.0 if info.adaptive else 2.0) if is_implicit(info) else 1.0
+
+
 def units(*, gradients: bool = False, backend: str, quick: bool = False, names: Iterable[str],
           resume: Mapping[str, Record] | None = None):
     """The :class:`odeverify.parallel.Unit` s of ``check``: one per method (or gradient mode)."""

@@ -187,8 +187,13 @@ def run_units(units: Sequence[Unit], *, jobs: int = 1, timeout: float | None = N
               scheduler: str | None = None, workers: int | None = None,
               on_start: Callable[[int, Unit], None] | None = None,
               on_outcome: Callable[[Outcome, Unit], None] | None = None,
-              on_case: Callable[[int, str, Record], None] | None = None) -> list[Outcome]:
+              on_case: Callable[[int, str, Record], None] | None = None,
+              priority: Sequence[float] | None = None) -> list[Outcome]:
     """Run ``units`` and return their outcomes in the order of ``units``.
+
+    ``priority`` (one number per unit: its expected cost) hands the costliest units out first,
+    so that a long unit does not start last and keep one worker busy while the others idle
+    (longest-processing-time-first); the order of the outcomes does not change.
 
     ``jobs`` worker processes (1 and no ``timeout``: in this process); ``scheduler`` (a Dask
     scheduler address) or ``workers`` (a local Dask cluster of that many processes) instead
@@ -204,11 +209,14 @@ def run_units(units: Sequence[Unit], *, jobs: int = 1, timeout: float | None = N
     if scheduler is not None and workers is not None:
         raise ValueError(f"scheduler={scheduler!r} and workers={workers!r}: give one (an existing cluster's"
                          " address, or the number of workers of a local cluster)")
+    if priority is not None and len(priority) != len(units):
+        raise ValueError(f"priority has {len(priority)} entries; expected one per unit ({len(units)})")
+    order = sorted(range(len(units)), key=lambda i: -priority[i]) if priority is not None else list(range(len(units)))
     if scheduler is not None or workers is not None:
-        return _run_dask(units, scheduler, workers, timeout, on_start, on_outcome)
+        return _run_dask(units, scheduler, workers, timeout, on_start, on_outcome, order)
     if jobs == 1 and timeout is None:
         outs = []
-        for i, unit in enumerate(units):
+        for i, unit in enumerate(units):  # one at a time: the order of the units
             if on_start is not None:
                 on_start(i, unit)
             out = execute(unit, i)
@@ -217,13 +225,13 @@ def run_units(units: Sequence[Unit], *, jobs: int = 1, timeout: float | None = N
             outs.append(out)
         return outs
     return _run_pool(units, min(jobs, max(len(units), 1)), timeout if timeout is not None else DEFAULT_TIMEOUT,
-                     on_start, on_outcome, on_case)
+                     on_start, on_outcome, on_case, order)
 
 
 def _run_pool(units: Sequence[Unit], jobs: int, timeout: float,
               on_start: Callable[[int, Unit], None] | None,
               on_outcome: Callable[[Outcome, Unit], None] | None,
-              on_case: Callable[[int, str, Record], None] | None) -> list[Outcome]:
+              on_case: Callable[[int, str, Record], None] | None, order: Sequence[int]) -> list[Outcome]:
     import multiprocessing
     import queue as _queue
     from concurrent.futures import FIRST_COMPLETED, TimeoutError as FutureTimeout, wait
@@ -251,8 +259,9 @@ def _run_pool(units: Sequence[Unit], jobs: int, timeout: float,
     pool = ProcessPool(max_workers=jobs, context=ctx, initializer=_init_worker, initargs=(stream,))
     try:
         pending = {}
-        for i, unit in enumerate(units):
-            pending[pool.schedule(execute, args=(unit, i), timeout=timeout)] = i
+        rank = {i: n for n, i in enumerate(order)}
+        for i in order:  # pebble hands tasks out in the order they were scheduled
+            pending[pool.schedule(execute, args=(units[i], i), timeout=timeout)] = i
         started: set[int] = set()
         while pending:
             if on_start is not None:
@@ -262,7 +271,7 @@ def _run_pool(units: Sequence[Unit], jobs: int, timeout: float,
                         on_start(i, units[i])
             done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
             drain()
-            for fut in done:
+            for fut in sorted(done, key=lambda f: rank[pending[f]]):  # several at once: as handed out
                 i = pending.pop(fut)
                 unit = units[i]
                 if on_start is not None and i not in started:
@@ -303,7 +312,7 @@ def _run_pool(units: Sequence[Unit], jobs: int, timeout: float,
 
 def _run_dask(units: Sequence[Unit], scheduler: str | None, workers: int | None, timeout: float | None,
               on_start: Callable[[int, Unit], None] | None,
-              on_outcome: Callable[[Outcome, Unit], None] | None) -> list[Outcome]:
+              on_outcome: Callable[[Outcome, Unit], None] | None, order: Sequence[int]) -> list[Outcome]:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:
@@ -323,8 +332,9 @@ def _run_dask(units: Sequence[Unit], scheduler: str | None, workers: int | None,
     token = uuid.uuid4().hex[:8]
     outs: dict[int, Outcome] = {}
     try:
-        futures = {client.submit(execute, unit, i, key=f"odeverify-{token}-{i}", pure=False): i
-                   for i, unit in enumerate(units)}
+        rank = {i: len(order) - n for n, i in enumerate(order)}  # Dask runs higher priorities first
+        futures = {client.submit(execute, units[i], i, key=f"odeverify-{token}-{i}", pure=False, priority=rank[i]): i
+                   for i in order}
         if on_start is not None:
             for i, unit in enumerate(units):
                 on_start(i, unit)

@@ -34,3 +34,9 @@ def unit_raise() -> dict:
     raise RuntimeError("planted failure")
 
 
+
+
+def unit_clock(n: int) -> dict:
+    """When it ran (the system-wide monotonic clock, comparable between processes)."""
+    return {"records": [Record(property="p", method=f"m{n}", problem="-", measured=time.monotonic(), expected=None,
+                               verdict="pass")]}

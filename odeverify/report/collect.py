@@ -652,7 +652,7 @@ def run_tasks_parallel(tasks: Sequence[Task], plan_args: dict[str, Any], paralle
             progress.update(f"{len(running)} running: " + "; ".join(running.values()) if running else task.label,
                             weight=task.weight)
 
-    run_units(units, on_start=on_start, on_outcome=on_outcome, **parallel)
+    run_units(units, on_start=on_start, on_outcome=on_outcome, priority=[t.weight for t in todo], **parallel)
     records: list[Record] = []
     for task in tasks:  # the order of the plan, whatever order the tasks finished in
         if task.label in by_label:
