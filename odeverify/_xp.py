@@ -105,7 +105,7 @@ def stop_gradient(x: Any) -> Any:
 
         # a concrete array (no transformation tracing it) has no gradient to stop: skip the
         # dispatch, which costs more than the time loop's own work on a small field
-        return jax.lax.stop_gradient(x) if isinstance(x, jax.core.Tracer) else x
+        return jax.lax.stop_gradient(x) if is_traced(x) else x
     return x
 
 

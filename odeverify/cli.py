@@ -387,9 +387,10 @@ def _record_line(r: Any) -> str:
     return f"{v:<12} {p:<26} {m:<14} {prob:<20} measured {meas:>8}  expected {exp:>6}"
 
 
-def parallel_options(args: argparse.Namespace, n_units: int) -> dict[str, Any] | None:
-    """How ``-j/--timeout/--scheduler/--workers`` run a command's units, or None: in this
-    process, one after the other (one job, or a single unit, and no time limit or cluster)."""
+def parallel_options(args: argparse.Namespace, n_units: int | None = None) -> dict[str, Any] | None:
+    """How ``-j/--timeout/--scheduler/--workers`` run a command's units (``n_units`` of them;
+    None: not known before the run plans them), or None: in this process, one after the other
+    (one job, or a single unit, and no time limit or cluster)."""
     from .parallel import default_jobs, validate_jobs, validate_timeout
 
     jobs = default_jobs() if args.jobs is None else validate_jobs(args.jobs, "--jobs")
@@ -399,7 +400,7 @@ def parallel_options(args: argparse.Namespace, n_units: int) -> dict[str, Any] |
     if args.scheduler is not None and args.workers is not None:
         raise ValueError(f"--scheduler={args.scheduler!r} and --workers={args.workers!r}; expected one of them (an"
                          " existing Dask cluster's address, or the size of a local one)")
-    if args.scheduler is None and args.workers is None and timeout is None and (jobs == 1 or n_units <= 1):
+    if args.scheduler is None and args.workers is None and timeout is None and (jobs == 1 or (n_units is not None and n_units <= 1)):
         return None
     return dict(jobs=jobs, timeout=timeout, scheduler=args.scheduler, workers=args.workers)
 
@@ -679,7 +680,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         methods = _split(args.methods, "--methods") if args.methods is not None else None
         report = open_report_run(args.out, backends=args.backends, quick=args.quick, methods=methods,
                                  resume=args.resume)  # every option checked before any work
-        pool = parallel_options(args, 2)
+        pool = parallel_options(args)
         try:
             paths = report.build(parallel=pool)
         except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, the work kept, no traceback

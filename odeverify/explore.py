@@ -417,6 +417,12 @@ def _atomic_append(path: Path, line: str) -> None:
         os.fsync(fh.fileno())
 
 
+def _save_finding(directory: str | os.PathLike, finding: Finding) -> None:
+    """Append a finding to ``directory/failures.jsonl``, where the next run replays it first."""
+    _atomic_append(Path(directory) / "failures.jsonl", json.dumps(
+        {"case": finding.case, "record": finding.record.to_dict()}, sort_keys=True))
+
+
 def _search(expl: Exploration, backend: str, infos: list[MethodInfo], *, examples: int, seed: int | None,
             database: Any, result: ExploreResult, log: Callable[[str], None],
             deadline: float | None = None) -> Finding | None:
@@ -549,8 +555,7 @@ def _explore_parallel(b: Any, expls: list[Exploration], methods: list[str] | Non
         for f in got.findings:
             result.findings.append(f)
             if directory is not None:
-                _atomic_append(Path(directory) / "failures.jsonl", json.dumps(
-                    {"case": f.case, "record": f.record.to_dict()}, sort_keys=True))
+                _save_finding(directory, f)
         log(f"[{time.monotonic() - start:6.1f}s] {name} on {b.name}: {got.examples.get(name, 0)} examples"
             f" ({out.wall_s:.1f}s in {out.worker}){', counterexample found' if got.findings else ''}")
 
@@ -590,15 +595,15 @@ def explore(backend: str, *, properties: Iterable[str] | None = None, methods: I
         raise ValueError(f"backend={b.name!r} is not installed: {b.install_hint}")
     caps = b.capabilities()
     infos = list(caps.methods.values()) if methods is None else [caps.method(m, b.name) for m in methods]
+    directory = None if directory is None else Path(directory)
+    if parallel is not None and len(expls) > 1:  # each worker opens the example database itself
+        return _explore_parallel(b, expls, None if methods is None else [i.name for i in infos], examples, budget,
+                                 seed, directory, log, parallel)
     database = None
     if directory is not None:
         from hypothesis.database import DirectoryBasedExampleDatabase
 
-        directory = Path(directory)
         database = DirectoryBasedExampleDatabase(str(directory / "db"))
-    if parallel is not None and len(expls) > 1:
-        return _explore_parallel(b, expls, None if methods is None else [i.name for i in infos], examples, budget,
-                                 seed, directory, log, parallel)
     # rounds of 50 with a budget: each round restarts hypothesis at its simplest example
     per_round = examples if examples is not None else (50 if budget is not None else 10)
     start = time.monotonic()
@@ -628,8 +633,7 @@ def explore(backend: str, *, properties: Iterable[str] | None = None, methods: I
                 result.findings.append(finding)
                 pending.remove(expl)
                 if directory is not None and _save:
-                    _atomic_append(Path(directory) / "failures.jsonl", json.dumps(
-                        {"case": finding.case, "record": finding.record.to_dict()}, sort_keys=True))
+                    _save_finding(directory, finding)
             if budget is not None and time.monotonic() - start > budget:
                 pending = []
                 break

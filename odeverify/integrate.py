@@ -23,6 +23,7 @@ from .solution import Solution, Stats, Status
 from .solvers import SOLVERS
 from .solvers.base import TimeContext
 from .solvers.rk import CompiledJaxStep, ExplicitRK, FastStepResult, FusedTorchStep, StepInterpolant, compiled_default
+from .solvers.rk import rms as _rms
 
 BATCH_MODES = ("shared", "per-sample")
 
@@ -77,17 +78,6 @@ def resolve_solver(method: Any) -> ExplicitRK:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _rms(xp: Any, x: Any, per_sample: bool) -> Any:
-    """Root mean square over the state (per sample, a NumPy array) or over everything (shared,
-    a float)."""
-    x = _xp.stop_gradient(x)
-    if per_sample:
-        axes = tuple(range(1, x.ndim))
-        norm = xp.linalg.vector_norm(x, axis=axes) if axes else xp.abs(x)
-        return np.asarray(_xp.to_numpy(norm), dtype=np.float64) / math.sqrt(math.prod(x.shape[1:]))
-    return float(_xp.to_numpy(xp.linalg.vector_norm(x))) / math.sqrt(math.prod(x.shape))
-
-
 def error_scale(xp: Any, abs_y: Any, abs_y1: Any, rtol: Any, atol: Any) -> Any:
     """atol + rtol * max(|y|, |y1|), from |y| and |y1| (the loop keeps |y1| for the next step)."""
     return atol + rtol * xp.maximum(abs_y, abs_y1)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import time
 import traceback
 import uuid
@@ -117,6 +118,12 @@ class Outcome:
                       message=f"{unit.label}: {self.error}")
 
 
+def warning_lines(label: str, caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """Warnings caught while ``label`` ran, once each, as "label: Category: first line"."""
+    return list(dict.fromkeys(f"{label}: {w.category.__name__}: {str(w.message).splitlines()[0][:300]}"
+                              for w in caught))
+
+
 def _resolve(target: str) -> Callable[..., Any]:
     module, sep, name = target.partition(":")
     if not sep or not module or not name:
@@ -124,21 +131,24 @@ def _resolve(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-#: in a pool worker: where finished cases are streamed to the parent (a Manager queue), and
-#: the index of the unit running
+#: in a pool worker: where finished cases are streamed to the parent (a queue the worker
+#: inherits), and the index of the unit running
 _STREAM: Any = None
 _CURRENT: int | None = None
 
 
-def stream_case(key: str, record: Record) -> None:
-    """Hand one finished case of the running unit to the parent as soon as it is finished (a
-    pool worker; elsewhere nothing happens and the case comes back with the unit's outcome).
-    The parent journals it and shows it at once, and keeps it if the unit is later stopped."""
-    if _STREAM is not None and _CURRENT is not None:
-        try:
-            _STREAM.put((_CURRENT, key, record.to_dict()))
-        except Exception:  # noqa: BLE001 - the parent is gone or the queue closed: the outcome still has it
-            pass
+def stream_case(key: str, record: Record) -> bool:
+    """Hand one finished case of the running unit to the parent as soon as it is finished.
+    The parent journals it and shows it at once, and keeps it if the unit is later stopped.
+    True when it was handed on (a pool worker streaming cases); otherwise the unit returns
+    the case with its outcome (``cases``)."""
+    if _STREAM is None or _CURRENT is None:
+        return False
+    try:
+        _STREAM.put((_CURRENT, key, record.to_dict()))
+    except Exception:  # noqa: BLE001 - the parent is gone or the queue closed: the outcome carries it
+        return False
+    return True
 
 
 def execute(unit: Unit, index: int = 0) -> Outcome:
@@ -158,28 +168,27 @@ def execute(unit: Unit, index: int = 0) -> Outcome:
         except Exception as exc:  # noqa: BLE001 - a failing unit is a recorded status
             out.error = f"raised {type(exc).__name__}: {exc}"
             out.value = traceback.format_exc(limit=8)
-    out.warnings = list(dict.fromkeys(f"{unit.label}: {w.category.__name__}: {str(w.message).splitlines()[0][:300]}"
-                                      for w in caught))
+    out.warnings = warning_lines(unit.label, caught)
     out.wall_s = round(time.perf_counter() - wall, 3)
     out.cpu_s = round(time.process_time() - cpu, 3)
     return out
 
 
 def _where() -> str:
-    try:
+    if "distributed" in sys.modules:  # a Dask worker has it imported; a pool worker need not look
         from distributed import get_worker
 
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"pid {os.getpid()}"
+        try:
+            return get_worker().address
+        except ValueError:  # not inside a Dask worker
+            pass
+    return f"pid {os.getpid()}"
 
 
 def _init_worker(stream: Any = None) -> None:
-    """A fresh worker process: one thread per numerical library, before any is imported; its
-    finished cases go to ``stream``."""
+    """A fresh pool worker: its finished cases go to ``stream``. (Its single-threaded
+    environment is inherited: numpy reads it on import, before any initializer runs.)"""
     global _STREAM
-    for k, v in SINGLE_THREAD_ENV.items():
-        os.environ.setdefault(k, v)
     _STREAM = stream
 
 
@@ -233,7 +242,6 @@ def _run_pool(units: Sequence[Unit], jobs: int, timeout: float,
               on_outcome: Callable[[Outcome, Unit], None] | None,
               on_case: Callable[[int, str, Record], None] | None, order: Sequence[int]) -> list[Outcome]:
     import multiprocessing
-    import queue as _queue
     from concurrent.futures import FIRST_COMPLETED, TimeoutError as FutureTimeout, wait
 
     from pebble import ProcessExpired, ProcessPool
@@ -287,11 +295,8 @@ def _run_pool(units: Sequence[Unit], jobs: int, timeout: float,
                                   error=f"its worker process died (exit code {exc.exitcode})")
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
                     out = Outcome(index=i, label=unit.label, error=f"failed in its worker: {type(exc).__name__}: {exc}")
-                drain()
-                if i in streamed:  # handed on already: the outcome's cases are the others
-                    out.streamed = streamed[i]
-                    seen = {k for k, _ in out.streamed}
-                    out.cases = [(k, r) for k, r in out.cases if k not in seen]
+                drain()  # every case the unit streamed was put before its outcome was sent
+                out.streamed = streamed.get(i, [])
                 outs[i] = out
                 if on_outcome is not None:
                     on_outcome(out, unit)

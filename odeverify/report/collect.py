@@ -46,6 +46,7 @@ from ..backends import MethodInfo
 from ..backends.base import UnsupportedOption, is_implicit
 from ..problems import PROBLEMS
 from ..properties.tolerance import default_tols
+from ..parallel import warning_lines
 from ..records import Record
 from ..tableaus import TABLEAUS, theory
 from .progress import Progress
@@ -543,12 +544,23 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
     return tasks, rows, missing
 
 
+def _task_property(task: Task) -> str:
+    """The property named by the error record of a task that failed."""
+    return {"stability": "stability_region"}.get(task.kind, task.kind)
+
+
 def _failed(task: Task, exc: BaseException) -> Record:
-    prop = {"conformance": "conformance", "work_precision": "work_precision", "stiffness": "stiffness",
-            "gradients": "gradients", "stability": "stability_region"}.get(task.kind, task.kind)
-    return Record(property=prop, method=task.method, problem="-", backend=task.backend, measured=None,
-                  expected=None, verdict="error", status="failed",
+    return Record(property=_task_property(task), method=task.method, problem="-", backend=task.backend,
+                  measured=None, expected=None, verdict="error", status="failed",
                   message=f"{task.label} raised {type(exc).__name__}: {exc}")
+
+
+def _resumed(task: Task, resume: Any) -> tuple[list[Record], dict[str, Any] | None, list[str]]:
+    """A task finished before an interruption: its records, its timing (marked ``resumed``)
+    and its warnings, from the journal."""
+    info = resume.task_info.get(task.label, {})
+    timing = {**info["timing"], "resumed": True} if info.get("timing") else None
+    return resume.tasks[task.label], timing, list(info.get("warnings", []))
 
 
 def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
@@ -566,12 +578,12 @@ def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
     records: list[Record] = []
     for task in tasks:
         if resume is not None and task.label in resume.tasks:  # finished before an interruption
-            records += resume.tasks[task.label]
-            info = resume.task_info.get(task.label, {})
-            if timings is not None and info.get("timing"):
-                timings.append({**info["timing"], "resumed": True})
+            recs, timing, mine = _resumed(task, resume)
+            records += recs
+            if timings is not None and timing:
+                timings.append(timing)
             if warned is not None:
-                warned += [w for w in info.get("warnings", []) if w not in warned]
+                warned += [w for w in mine if w not in warned]
             if progress is not None:
                 progress.update(task.label, weight=task.weight)
             continue
@@ -589,8 +601,7 @@ def run_tasks(tasks: Sequence[Task], progress: Progress | None = None,
             # CPU time of this process tells the cost apart from the load of a shared machine
             timings.append({"task": task.label, "wall_s": round(time.perf_counter() - wall, 3),
                             "cpu_s": round(time.process_time() - cpu, 3)})
-        mine = list(dict.fromkeys(f"{task.label}: {w.category.__name__}: {str(w.message).splitlines()[0][:300]}"
-                                  for w in caught))
+        mine = warning_lines(task.label, caught)
         if warned is not None:
             warned += [text for text in mine if text not in warned]
         if journal is not None:
@@ -631,7 +642,7 @@ def run_tasks_parallel(tasks: Sequence[Task], plan_args: dict[str, Any], paralle
 
     todo = [t for t in tasks if resume is None or t.label not in resume.tasks]
     units = [Unit(label=t.label, target="odeverify.report.collect:run_unit", kwargs={**plan_args, "label": t.label},
-                  backend=t.backend, method=t.method, property=t.kind) for t in todo]
+                  backend=t.backend, method=t.method, property=_task_property(t)) for t in todo]
     by_label: dict[str, tuple[list[Record], dict[str, Any], list[str]]] = {}
     running: dict[int, str] = {}
 
@@ -643,7 +654,7 @@ def run_tasks_parallel(tasks: Sequence[Task], plan_args: dict[str, Any], paralle
     def on_outcome(out: Any, unit: Unit) -> None:
         running.pop(out.index, None)
         task = todo[out.index]
-        records = out.records if out.error is None else [_failed_unit(task, out.error)]
+        records = out.records if out.error is None else [out.error_record(unit)]
         timing = {"task": task.label, "wall_s": out.wall_s, "cpu_s": out.cpu_s, "worker": out.worker}
         by_label[task.label] = (records, timing, out.warnings)
         if journal is not None:
@@ -658,10 +669,7 @@ def run_tasks_parallel(tasks: Sequence[Task], plan_args: dict[str, Any], paralle
         if task.label in by_label:
             recs, timing, mine = by_label[task.label]
         else:
-            recs = resume.tasks[task.label]
-            info = resume.task_info.get(task.label, {})
-            timing = {**info["timing"], "resumed": True} if info.get("timing") else None
-            mine = info.get("warnings", [])
+            recs, timing, mine = _resumed(task, resume)
             if progress is not None:
                 progress.update(task.label, weight=task.weight)
         records += recs
@@ -670,12 +678,6 @@ def run_tasks_parallel(tasks: Sequence[Task], plan_args: dict[str, Any], paralle
         if warned is not None:
             warned += [w for w in mine if w not in warned]
     return records
-
-
-def _failed_unit(task: Task, error: str) -> Record:
-    rec = _failed(task, RuntimeError(error))
-    rec.message = f"{task.label}: {error}"
-    return rec
 
 
 def collect(*, backends: Sequence[str] | str | None = None, quick: bool = False,

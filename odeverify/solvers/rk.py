@@ -155,6 +155,17 @@ class ExplicitRK:
         return powers @ P.T
 
 
+def rms(xp: Any, x: Any, per_sample: bool) -> Any:
+    """Root mean square over the state (per sample, a NumPy array) or over everything (shared,
+    a float): the error norm of the time loop and of the fused step."""
+    x = _xp.stop_gradient(x)
+    if per_sample:
+        axes = tuple(range(1, x.ndim))
+        norm = xp.linalg.vector_norm(x, axis=axes) if axes else xp.abs(x)
+        return np.asarray(_xp.to_numpy(norm), dtype=np.float64) / math.sqrt(math.prod(x.shape[1:]))
+    return float(_xp.to_numpy(xp.linalg.vector_norm(x))) / math.sqrt(math.prod(x.shape))
+
+
 def compiled_default() -> bool:
     """``solve(compiled=None)``: the fast step unless ``ODEVERIFY_COMPILED`` is ``0``, ``false``,
     ``no`` or ``off``."""
@@ -202,8 +213,6 @@ class FusedTorchStep:
         # the last stage enters a combination only through y1 (non-FSAL) or the error estimates
         self.store_last = self.estimate or not v.fsal
         self.per_sample = tc.per_sample
-        self.size = math.prod(y0.shape)
-        self.sample_size = math.prod(y0.shape[1:])  # components per sample
         self._addmm, self._mm = _xp.stage_matmuls(y0)
 
     @staticmethod
@@ -212,11 +221,7 @@ class FusedTorchStep:
         return not _xp.records_gradient(k1)
 
     def _rms(self, x: Any) -> Any:
-        xp = self.xp
-        if self.per_sample:
-            norm = xp.linalg.vector_norm(x, axis=tuple(range(1, x.ndim)))
-            return np.asarray(_xp.to_numpy(norm), dtype=np.float64) / math.sqrt(self.sample_size)
-        return float(_xp.to_numpy(xp.linalg.vector_norm(x))) / math.sqrt(self.size)
+        return rms(self.xp, x, self.per_sample)
 
     def __call__(self, f: Any, tc: TimeContext, y: Any, h: Any, k1: Any, abs_y: Any, rtol: Any,
                  atol: Any) -> FastStepResult:
