@@ -161,6 +161,19 @@ def initial_step(f: Callable, tc: TimeContext, y0: Any, f0: Any, t0: float, t1: 
     return direction * h, 1
 
 
+def fixed_grid(t0: float, t1: float, dt: float | None, n_steps: int | None) -> np.ndarray:
+    """The step boundaries of fixed-step mode: ``n_steps`` equal steps, or steps of ``dt`` with
+    the last one shortened to end on ``t1``."""
+    direction = 1.0 if t1 > t0 else -1.0
+    if n_steps is not None:
+        grid = t0 + (t1 - t0) * np.arange(n_steps + 1) / n_steps
+    else:
+        count = math.ceil(abs(t1 - t0) / dt * (1 - 1e-12))
+        grid = t0 + direction * dt * np.arange(count + 1, dtype=np.float64)
+    grid[-1] = t1
+    return grid
+
+
 # ----------------------------------------------------------------------------- solve
 def solve(
     f: Callable[[Any, Any], Any],
@@ -410,14 +423,7 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
     fail_mask = ops.full(bshape, False)
 
     if fixed:
-        if n_steps is not None:
-            grid = t0 + (t1 - t0) * np.arange(n_steps + 1) / n_steps
-        else:
-            count = math.ceil(abs(t1 - t0) / dt_v * (1 - 1e-12))
-            grid = t0 + direction * dt_v * np.arange(count + 1, dtype=np.float64)
-            grid[-1] = t1
-        grid[-1] = t1
-        grid = grid.tolist()
+        grid = fixed_grid(t0, t1, dt_v if dt is not None else None, n_steps).tolist()
         h = None
         cstate = None
         abs_y = None
@@ -618,3 +624,135 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         message=message or status.value,
         options=options,
     )
+
+
+# ----------------------------------------------------------------------------- SDEs
+def solve_sde(
+    drift: Callable[[Any, Any], Any],
+    diffusion: Callable[[Any, Any], Any],
+    y0: Any,
+    t_span: Sequence[float],
+    *,
+    bm: Any,
+    method: Any = "euler",
+    noise: str = "diagonal",
+    calculus: str | None = None,
+    commutative: bool | None = None,
+    t_eval: Sequence[float] | np.ndarray | None = None,
+    dt: float | None = None,
+    n_steps: int | None = None,
+    max_steps: int = 1_000_000,
+) -> Solution:
+    """Solve ``dX = drift(t, X) dt + diffusion(t, X) dW`` on the Brownian path ``bm`` with a
+    fixed step, through the one time loop (:func:`solve`).
+
+    Parameters
+    ----------
+    drift, diffusion : callables ``(t, y) -> array``
+        ``diffusion`` returns shape ``y.shape`` for ``noise="diagonal"`` and
+        ``y.shape + (m,)`` otherwise (torchsde's conventions).
+    y0 : array, shape ``(n,)`` or ``(M, n)``
+        ``M`` paths are a batch: path ``i`` is driven by row ``i`` of ``bm``.
+    bm : :class:`odeverify.brownian.BrownianTree` (or any object with ``t0``, ``t1``,
+        ``shape`` and ``increment(s, t, like=)``), of shape ``(m,)`` or ``(M, m)``, covering
+        ``t_span``.
+    method : str or SDEMethod
+        A name of ``odeverify.solvers.sde.SDE_METHODS``.
+    noise : {"diagonal", "scalar", "additive", "general"}
+    calculus : {"ito", "stratonovich"}, optional
+        The calculus the equation is written in; a method of the other calculus is refused
+        (convert with :meth:`odeverify.problems.sde.SDEProblem.as_calculus`).
+    commutative : bool, optional
+        Whether general noise commutes (decides Milstein's validity); default: diagonal,
+        scalar and additive noise commute, general noise does not.
+    t_eval : times on the step grid
+        SDE solutions have no dense output: every output time must be a step boundary.
+    dt, n_steps : the fixed step (one of them is required).
+
+    Returns
+    -------
+    Solution
+        As :func:`solve`; ``stats.ngev`` counts the diffusion's evaluations.
+    """
+    from .problems.sde import CALCULI, NOISE_TYPES
+    from .solvers.sde import SDE_METHODS, SDEMethod
+
+    sde_method = SDE_METHODS.get(method) if isinstance(method, str) else method
+    if not isinstance(sde_method, SDEMethod):
+        raise TypeError(f"method={method!r}, but it must be an SDE method name ({', '.join(SDE_METHODS.names())})"
+                        " or an SDEMethod")
+    if noise not in NOISE_TYPES:
+        raise ValueError(f"noise={noise!r}, but it must be one of {NOISE_TYPES}")
+    if calculus is not None and calculus not in CALCULI:
+        raise ValueError(f"calculus={calculus!r}, but it must be one of {CALCULI}")
+    if calculus is not None and calculus != sde_method.calculus:
+        raise ValueError(f"SDE method {sde_method.name!r} converges to the {sde_method.calculus} solution, but the"
+                         f" equation is written in the {calculus} sense; convert it (SDEProblem.as_calculus) or"
+                         f" pick a method of that calculus")
+    if not callable(drift) or not callable(diffusion):
+        raise TypeError("drift and diffusion must be callables (t, y) -> array")
+    if dt is None and n_steps is None:
+        raise ValueError(f"SDE method {sde_method.name!r} needs a fixed step: pass dt=... or n_steps=...")
+    for attr in ("t0", "t1", "shape", "increment"):
+        if not hasattr(bm, attr):
+            raise TypeError(f"bm={bm!r} is not a Brownian path: it has no {attr!r} (use odeverify.brownian.BrownianTree)")
+    if not isinstance(t_span, (tuple, list, np.ndarray)) or len(t_span) != 2:
+        raise ValueError(f"t_span={t_span!r}, but it must be a pair (t0, t1)")
+    t0 = _finite_float("t_span[0]", t_span[0])
+    t1 = _finite_float("t_span[1]", t_span[1])
+    if not t0 < t1:
+        raise ValueError(f"t_span={tuple(t_span)}, but an SDE is solved forward: t0 < t1")
+    if t0 < bm.t0 or t1 > bm.t1:
+        raise ValueError(f"t_span={(t0, t1)} is outside the Brownian path's interval [{bm.t0}, {bm.t1}]")
+    y_shape = tuple(np.shape(y0))
+    m = int(bm.shape[-1])
+    want_bm = (m,) if len(y_shape) == 1 else (y_shape[0], m)
+    if tuple(bm.shape) != want_bm:
+        raise ValueError(f"the Brownian path has shape {tuple(bm.shape)}, but y0 of shape {y_shape} needs"
+                         f" {'(m,)' if len(y_shape) == 1 else f'({y_shape[0]}, m)'}: one path per row of y0")
+    if noise == "diagonal" and len(y_shape) >= 1 and m != y_shape[-1]:
+        raise ValueError(f"diagonal noise needs a Brownian motion of the state's dimension {y_shape[-1]}, got m={m}")
+    if noise == "scalar" and m != 1:
+        raise ValueError(f"scalar noise needs a one-dimensional Brownian motion, got m={m}")
+    if dt is not None:
+        dt_v = _finite_float("dt", dt)
+        if dt_v <= 0:
+            raise ValueError(f"dt={dt!r}, but it must be > 0")
+    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps <= 0):
+        raise ValueError(f"n_steps={n_steps!r}, but it must be a positive int")
+    if dt is not None and n_steps is not None:
+        raise ValueError("give either dt or n_steps, not both")
+    grid = fixed_grid(t0, t1, dt_v if dt is not None else None, n_steps)
+    ts = None
+    if t_eval is not None:
+        req = np.asarray(_xp.to_numpy(t_eval) if _xp.is_array(t_eval) else t_eval, dtype=np.float64).reshape(-1)
+        idx = np.clip(np.searchsorted(grid, req), 0, grid.size - 1)
+        lower = np.clip(idx - 1, 0, grid.size - 1)
+        near = np.where(np.abs(grid[idx] - req) <= np.abs(grid[lower] - req), idx, lower)
+        off = np.abs(grid[near] - req) > 1e-9 * (t1 - t0)
+        if np.any(off):
+            raise ValueError(f"t_eval has times {req[off].tolist()[:4]} between steps; SDE solutions have no dense"
+                             " output, so every output time must be a step boundary (choose n_steps accordingly)")
+        ts = grid[near]
+    bm.prefetch(grid) if hasattr(bm, "prefetch") else None
+    stepper = sde_method.bind(diffusion, bm, noise=noise, noise_dim=m,
+                              commutative=(noise != "general") if commutative is None else bool(commutative),
+                              grid=grid)
+    first = [True]
+
+    def checked_drift(t: Any, y: Any) -> Any:
+        out = drift(t, y)
+        if first[0]:
+            first[0] = False
+            if _xp.is_array(out) and not bool(np.all(np.isfinite(_xp.to_numpy(_xp.stop_gradient(out))))):
+                raise ValueError(f"the drift returned non-finite values at t={t0} (the initial state); it must be"
+                                 " finite where the solve starts")
+        return out
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        sol = _solve(checked_drift, y0, (t0, t1), stepper, ts, 1e-6, 1e-9, dt_v if dt is not None else None,
+                     n_steps, None, None, max_steps, None, None, "shared", None, False)
+    sol.stats.ngev = stepper.ngev
+    sol.options.update({"noise": noise, "calculus": sde_method.calculus, "brownian": getattr(bm, "spec", dict)()})
+    sol.method = sde_method.name
+    return sol

@@ -47,6 +47,8 @@ class Stats:
     newton_iters: int = 0
     accepted: int = 0
     rejected: int = 0
+    #: evaluations of an SDE's diffusion (0 for ODEs)
+    ngev: int = 0
     sample_accepted: np.ndarray | None = None
     sample_rejected: np.ndarray | None = None
 
@@ -63,6 +65,8 @@ class Stats:
             "accepted": int(self.accepted),
             "rejected": int(self.rejected),
         }
+        if self.ngev:
+            out["ngev"] = int(self.ngev)
         if self.sample_accepted is not None:
             out["sample_accepted"] = [int(v) for v in self.sample_accepted]
             out["sample_rejected"] = [int(v) for v in self.sample_rejected]
@@ -93,6 +97,9 @@ class Solution:
     #: the accepted step boundaries t0, t1, ..., t_final (float64) of a shared-step reference
     #: solve; None where unknown (per-sample mode, other backends). Gradient modes replay them.
     t_steps: np.ndarray | None = None
+    #: an SDE solved on the library's own Brownian path (not odeverify's): W at ``ts``, NumPy
+    #: float64 of shape ``(T,) + path shape``, so closed forms can be evaluated on that path
+    brownian: np.ndarray | None = None
 
     @property
     def success(self) -> bool:

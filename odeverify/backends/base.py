@@ -43,7 +43,9 @@ import numpy as np
 from .._xp import MissingDependencyError
 from ..gradients._spec import GradientResult, Loss
 from ..problems import Problem
+from ..problems.sde import SDEProblem
 from ..solution import Solution, Stats, Status
+from ..solvers.sde import SDEMethod
 
 #: solver options every backend's ``solve`` accepts (and must honour or refuse)
 OPTIONS = ("rtol", "atol", "dt", "n_steps", "first_step", "max_steps", "safety", "factor_min", "factor_max",
@@ -296,10 +298,13 @@ class Capabilities:
     #: to round-off for the steps taken); the others solve a continuous adjoint (error ~ tolerance)
     discrete_gradient_modes: tuple[str, ...] = ()
     notes: str = ""
+    #: SDE methods (``Backend.solve_sde``), each with the library's calculus and claimed orders
+    sde_methods: Mapping[str, SDEMethod] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", MappingProxyType(dict(self.methods)))
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "sde_methods", MappingProxyType(dict(self.sde_methods)))
 
     def method(self, name: str, backend: str = "backend") -> MethodInfo:
         try:
@@ -426,6 +431,66 @@ class Backend(ABC):
             raise ValueError(f"{self.name} supports devices {caps.devices}, not device={device!r}")
         return info
 
+    def _solve_sde(self, problem: SDEProblem, method: SDEMethod, bm: Any, y0: np.ndarray, options: dict[str, Any],
+                   dtype: str, device: str) -> Solution:
+        raise NotImplementedError(f"{self.name} solves no SDEs")
+
+    def solve_sde(self, problem: SDEProblem, method: str, *, bm: Any = None, paths: int | None = None, seed: int = 0,
+                  y0: Sequence[float] | np.ndarray | None = None, dtype: str = "float64", device: str = "cpu",
+                  **options: Any) -> Solution:
+        """Solve the SDE ``problem`` with ``method`` (one of ``Capabilities.sde_methods``) on the
+        Brownian path ``bm`` (default: a :class:`~odeverify.brownian.BrownianTree` of ``paths``
+        paths from ``seed``), from ``y0`` (default: the problem's, repeated for every path).
+
+        Options: :data:`SDE_OPTIONS` (``n_steps`` or ``dt`` is required; output times must be
+        step boundaries). Bad arguments raise; a library's failure becomes a status. An adapter
+        drives the library with ``bm`` itself where the library takes a user path, so every
+        library is compared pathwise on the same noise; where it cannot, it returns the
+        values of its own path at the output times in ``Solution.brownian``.
+        """
+        ts = np.asarray(options["t_eval"] if options.get("t_eval") is not None else problem.t_span, dtype=np.float64)
+        if not self.available():
+            return failed_solution(problem, method, ts, y0, Status.UNAVAILABLE,
+                                   f"{self.name} is not installed: {self.install_hint}")
+        caps = self.capabilities()
+        if method not in caps.sde_methods:
+            import difflib
+
+            close = difflib.get_close_matches(method, list(caps.sde_methods), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{self.name} has no SDE method {method!r}{hint} Choices:"
+                             f" {', '.join(caps.sde_methods) or 'none'}")
+        info = caps.sde_methods[method]
+        if dtype not in caps.dtypes:
+            raise ValueError(f"{self.name} supports dtypes {caps.dtypes}, not dtype={dtype!r}")
+        if device not in caps.devices:
+            raise ValueError(f"{self.name} supports devices {caps.devices}, not device={device!r}")
+        validate_sde(problem, info, options, self.name)
+        if paths is not None and (isinstance(paths, bool) or not isinstance(paths, (int, np.integer)) or paths < 1):
+            raise ValueError(f"paths={paths!r}, but it must be a positive int")
+        if y0 is not None:
+            y0a = np.asarray(y0, dtype=np.float64)
+            if y0a.ndim not in (1, 2) or y0a.shape[-1] != problem.n or not np.all(np.isfinite(y0a)):
+                raise ValueError(f"y0 has shape {y0a.shape}, but it must be finite of shape ({problem.n},) or"
+                                 f" (M, {problem.n})")
+            if y0a.ndim == 1:
+                y0a = np.broadcast_to(y0a, (paths or 1, problem.n)).copy()
+        else:
+            count = paths if paths is not None else (bm.shape[0] if bm is not None and len(bm.shape) == 2 else 1)
+            y0a = problem.y0_batch(count)
+        path = sde_brownian(problem, bm, paths if paths is not None else y0a.shape[0], seed, y0a)
+        start = time.perf_counter()
+        try:
+            sol = self._solve_sde(problem, info, path, y0a, dict(options), dtype, device)
+        except UnsupportedOption:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a library's failure becomes a status
+            return failed_solution(problem, method, ts, y0a, classify_exception(exc), f"{type(exc).__name__}: {exc}",
+                                   wall=time.perf_counter() - start)
+        sol.timing.setdefault("wall_s", time.perf_counter() - start)
+        sol.timing.setdefault("compile_s", 0.0)
+        return sol
+
     def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np.ndarray | None,
                   options: dict[str, Any], dtype: str, device: str) -> GradientResult:
         raise NotImplementedError(f"{self.name} computes no gradients")
@@ -460,6 +525,47 @@ class Backend(ABC):
             res.message = ("non-finite gradient from a finite solve: the vector field is not differentiable"
                            " along the trajectory (or its derivative overflows)")
         return res
+
+
+#: options every backend's ``solve_sde`` accepts
+SDE_OPTIONS = ("n_steps", "dt", "t_eval")
+
+
+def sde_brownian(problem: SDEProblem, bm: Any, paths: int | None, seed: int, y0: np.ndarray | None) -> Any:
+    """The Brownian path of an SDE solve: ``bm`` checked against the problem, or a fresh
+    :class:`~odeverify.brownian.BrownianTree` of ``paths`` paths (the rows of ``y0``)."""
+    from ..brownian import BrownianTree
+
+    rows = None if y0 is None or np.ndim(y0) == 1 else int(np.shape(y0)[0])
+    if bm is None:
+        count = paths if paths is not None else rows
+        return BrownianTree(*problem.t_span, problem.brownian_shape(count), seed=seed)
+    want = problem.brownian_shape(rows if rows is not None else (bm.shape[0] if len(bm.shape) == 2 else None))
+    if tuple(bm.shape) != want:
+        raise ValueError(f"bm has shape {tuple(bm.shape)}, but problem {problem.name!r} with noise_dim"
+                         f" {problem.noise_dim} and y0 rows {rows} needs {want}")
+    if bm.t0 > problem.t_span[0] or bm.t1 < problem.t_span[1]:
+        raise ValueError(f"bm covers [{bm.t0}, {bm.t1}], but problem {problem.name!r} spans {problem.t_span}")
+    return bm
+
+
+def validate_sde(problem: SDEProblem, info: SDEMethod, options: Mapping[str, Any], backend: str) -> None:
+    """Bad arguments of :meth:`Backend.solve_sde` raise here, the same way for every backend."""
+    if not isinstance(problem, SDEProblem):
+        raise TypeError(f"problem={problem!r}, but solve_sde takes an SDEProblem (odeverify.problems.sde)")
+    for key in options:
+        if key not in SDE_OPTIONS:
+            raise ValueError(f"unknown SDE solve option {key!r}; expected one of {', '.join(SDE_OPTIONS)}")
+    if options.get("n_steps") is None and options.get("dt") is None:
+        raise ValueError(f"{backend} SDE method {info.name!r} needs a fixed step: pass n_steps=... or dt=...")
+    validate_options(problem, {k: v for k, v in options.items() if k in ("n_steps", "dt", "t_eval")})
+    if info.calculus != problem.calculus:
+        raise ValueError(f"{backend} SDE method {info.name!r} converges to the {info.calculus} solution, but problem"
+                         f" {problem.name!r} is written in the {problem.calculus} sense (convert it with"
+                         f" problem.as_calculus({info.calculus!r}))")
+    if not info.valid_for(problem.noise_class):
+        raise ValueError(f"{backend} SDE method {info.name!r} is not valid for {problem.noise_class} noise"
+                         f" (problem {problem.name!r}, noise={problem.noise!r}); valid for: {', '.join(info.strong)}")
 
 
 def failed_solution(problem: Problem, method: str, ts: np.ndarray, y0: np.ndarray | None, status: Status,

@@ -7,10 +7,11 @@ import numpy as np
 
 from .. import _xp
 from ..control import PIController
-from ..integrate import solve
+from ..integrate import solve, solve_sde
 from ..problems import Problem
 from ..solution import Solution
 from ..solvers import SOLVERS
+from ..solvers.sde import SDE_METHODS
 from .base import Backend, Capabilities, MethodInfo
 
 
@@ -46,8 +47,22 @@ class ReferenceBackend(Backend):
                                      "max_order_stiff": "no reference method switches between a non-stiff and"
                                                         " a stiff formula (bdf takes max_order)"},
                             per_sample=True, gradient_modes=modes, discrete_gradient_modes=discrete,
+                            sde_methods=dict(SDE_METHODS.items()),
                             notes="batch='shared' (default) or 'per-sample'; per_sample refers to the latter;"
                                   " gradient modes (odeverify.gradients) on the PyTorch and JAX libraries")
+
+    def _solve_sde(self, problem: Any, method: Any, bm: Any, y0: np.ndarray, options: dict[str, Any], dtype: str,
+                   device: str) -> Solution:
+        xp = _xp.get_namespace(self.library)
+        if self.library == "jax":
+            self._jax_cache()
+        dt_ = getattr(xp, dtype)
+        sol = solve_sde(problem.drift_field(xp, dt_), problem.diffusion_field(xp, dt_), xp.asarray(y0, dtype=dt_),
+                        problem.t_span, bm=bm, method=SDE_METHODS.get(method.name), noise=problem.noise,
+                        calculus=problem.calculus, commutative=problem.commutative, t_eval=options.get("t_eval"),
+                        dt=options.get("dt"), n_steps=options.get("n_steps"))
+        sol.ys = np.asarray(_xp.to_numpy(sol.ys), dtype=np.float64) if self.library != "numpy" else sol.ys
+        return sol
 
     def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Any, y0: np.ndarray | None,
                   options: dict[str, Any], dtype: str, device: str) -> Any:

@@ -1,0 +1,459 @@
+"""Stochastic differential equations as frozen data (registry ``SDE_PROBLEMS``).
+
+``dX = f(t, X) dt + g(t, X) dW`` in the Itô or the Stratonovich sense, with the noise type
+declared (the shapes of ``g`` follow torchsde's conventions, so that adapters pass fields
+through unchanged):
+
+=============  ======================  ==================  =================================
+noise          ``g(t, y)`` returns     noise dimension m   ``g dW``
+=============  ======================  ==================  =================================
+``diagonal``   ``(..., n)``            ``n``               ``g * dW`` (component-wise)
+``scalar``     ``(..., n, 1)``         1                   ``g[..., 0] * dW``
+``additive``   ``(..., n, m)``, no y   any                 ``g @ dW``
+``general``    ``(..., n, m)``         any                 ``g @ dW``
+=============  ======================  ==================  =================================
+
+A problem knows what is known about its solution:
+
+- ``exact(ts, y0, bm, p)``: the solution on the Brownian path ``bm``
+  (:class:`odeverify.brownian.BrownianTree`) at times ``ts``, NumPy float64, shape
+  ``(len(ts), M, n)`` for ``y0`` of shape ``(M, n)``. Most closed forms are functions of
+  ``W(t)`` alone; Ornstein-Uhlenbeck's needs ``∫ e^{θs} dW_s``, which it takes from the path
+  on a fine dyadic grid (``exact_accuracy`` states how close that is).
+- ``moments(t, y0, p)``: exact ``E[X_t]`` and ``E[X_t^2]`` (component-wise), for the weak order.
+- ``correction(xp, t, y, p)``: ``c = ½ Σ_j (∂g_j/∂x) g_j``, the drift that converts between the
+  calculi (Itô drift = Stratonovich drift + c), for the Itô-Stratonovich consistency property.
+
+The closed-form problems are transcribed from P. E. Kloeden & E. Platen, *Numerical Solution
+of Stochastic Differential Equations* (Springer 1992), section 4.4 (equation numbers as
+cited there and in SciML's DiffEqProblemLibrary, whose ``prob_sde_cubic``, ``prob_sde_wave``
+and ``prob_sde_additive`` are the same equations); each closed form is checked against a
+fine Euler-Maruyama solve on the same path in ``tests/test_sde_problems.py``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from .._registry import Registry
+
+NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
+CALCULI = ("ito", "stratonovich")
+
+
+@dataclass(frozen=True)
+class SDEProblem:
+    """``dX = drift(t, X) dt + diffusion(t, X) dW`` from ``y0`` on ``t_span``, as frozen data.
+
+    ``drift(xp, t, y, p)`` and ``diffusion(xp, t, y, p)`` are written against the Array API
+    like :class:`~odeverify.problems.Problem`'s ``rhs``: ``y`` has shape ``(..., n)`` (a batch
+    of paths first), ``t`` is 0-d. ``commutative`` declares that the noise commutes
+    (``L^j g_k = L^k g_j``; diagonal, scalar and additive noise always do), which decides the
+    strong order a method can reach and whether Milstein applies.
+    """
+
+    name: str
+    drift: Callable[..., Any]
+    diffusion: Callable[..., Any]
+    y0: tuple[float, ...]
+    t_span: tuple[float, float]
+    noise: str
+    noise_dim: int
+    calculus: str = "ito"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    exact: Callable[..., np.ndarray] | None = None
+    moments: Callable[..., dict[str, np.ndarray]] | None = None
+    correction: Callable[..., Any] | None = None
+    commutative: bool = True
+    exact_accuracy: float = 0.0  #: absolute accuracy of ``exact`` where it is a path functional
+    citation: str = ""
+    description: str = ""
+    tags: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "y0", tuple(float(v) for v in self.y0))
+        object.__setattr__(self, "t_span", (float(self.t_span[0]), float(self.t_span[1])))
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        object.__setattr__(self, "tags", frozenset(self.tags))
+        if self.noise not in NOISE_TYPES:
+            raise ValueError(f"SDE problem {self.name!r}: noise={self.noise!r}; expected one of {NOISE_TYPES}")
+        if self.calculus not in CALCULI:
+            raise ValueError(f"SDE problem {self.name!r}: calculus={self.calculus!r}; expected one of {CALCULI}")
+        if not isinstance(self.noise_dim, int) or self.noise_dim < 1:
+            raise ValueError(f"SDE problem {self.name!r}: noise_dim={self.noise_dim!r}, but it must be an int >= 1")
+        if self.noise == "diagonal" and self.noise_dim != self.n:
+            raise ValueError(f"SDE problem {self.name!r}: diagonal noise needs noise_dim = n = {self.n},"
+                             f" got noise_dim={self.noise_dim}")
+        if self.noise == "scalar" and self.noise_dim != 1:
+            raise ValueError(f"SDE problem {self.name!r}: scalar noise needs noise_dim=1, got {self.noise_dim}")
+        if not self.t_span[0] < self.t_span[1]:
+            raise ValueError(f"SDE problem {self.name!r}: t_span={self.t_span}, but it must have t0 < t1")
+        if not np.all(np.isfinite(self.y0)):
+            raise ValueError(f"SDE problem {self.name!r}: y0={self.y0} must be finite")
+
+    @property
+    def n(self) -> int:
+        return len(self.y0)
+
+    @property
+    def noise_class(self) -> str:
+        """``additive``, ``commutative`` (diagonal, scalar or declared) or ``general``: what decides
+        a method's strong order."""
+        if self.noise == "additive":
+            return "additive"
+        if self.noise in ("diagonal", "scalar") or self.commutative:
+            return "commutative"
+        return "general"
+
+    def brownian_shape(self, paths: int | None = None) -> tuple[int, ...]:
+        return (self.noise_dim,) if paths is None else (int(paths), self.noise_dim)
+
+    def converted_params(self, xp: Any, dtype: Any = None, device: Any = None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.params.items():
+            if isinstance(value, np.ndarray):
+                kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+                if device is not None:
+                    kwargs["device"] = device
+                out[key] = xp.asarray(value, **kwargs)
+            else:
+                out[key] = value
+        return out
+
+    def _bind(self, fun: Callable[..., Any], suffix: str, xp: Any, dtype: Any, device: Any) -> Callable[[Any, Any], Any]:
+        p = self.converted_params(xp, dtype, device)
+
+        def bound(t: Any, y: Any) -> Any:
+            return fun(xp, t, y, p)
+
+        bound.__name__ = f"{self.name}_{suffix}"
+        return bound
+
+    def drift_field(self, xp: Any, dtype: Any = None, device: Any = None) -> Callable[[Any, Any], Any]:
+        return self._bind(self.drift, "drift", xp, dtype, device)
+
+    def diffusion_field(self, xp: Any, dtype: Any = None, device: Any = None) -> Callable[[Any, Any], Any]:
+        return self._bind(self.diffusion, "diffusion", xp, dtype, device)
+
+    def y0_batch(self, paths: int, xp: Any = None, dtype: Any = None, device: Any = None) -> Any:
+        """``y0`` repeated for ``paths`` paths: shape ``(paths, n)``."""
+        arr = np.broadcast_to(np.asarray(self.y0, dtype=np.float64), (int(paths), self.n)).copy()
+        if xp is None:
+            return arr
+        kwargs: dict[str, Any] = {"dtype": dtype if dtype is not None else xp.float64}
+        if device is not None:
+            kwargs["device"] = device
+        return xp.asarray(arr, **kwargs)
+
+    def as_calculus(self, calculus: str) -> SDEProblem:
+        """The same process written in the other calculus (drift ∓ the correction)."""
+        if calculus not in CALCULI:
+            raise ValueError(f"calculus={calculus!r}; expected one of {CALCULI}")
+        if calculus == self.calculus:
+            return self
+        if self.correction is None:
+            raise ValueError(f"SDE problem {self.name!r} has no analytic Itô-Stratonovich correction")
+        sign = -1.0 if calculus == "stratonovich" else 1.0
+        drift, corr = self.drift, self.correction
+
+        def converted(xp: Any, t: Any, y: Any, p: Any) -> Any:
+            return drift(xp, t, y, p) + sign * corr(xp, t, y, p)
+
+        return replace(self, name=f"{self.name}[{calculus}]", drift=converted, calculus=calculus)
+
+
+SDE_PROBLEMS: Registry[SDEProblem] = Registry("SDE problem")
+
+
+def register(problem: SDEProblem) -> SDEProblem:
+    SDE_PROBLEMS.register(problem.name, problem)
+    return problem
+
+
+def _w(bm: Any, ts: np.ndarray) -> np.ndarray:
+    """W at ``ts`` with a path axis: shape (T, M, m)."""
+    w = bm.values(ts)
+    return w if w.ndim == 3 else w[:, None, :]
+
+
+def _y0(y0: np.ndarray) -> np.ndarray:
+    y = np.asarray(y0, dtype=np.float64)
+    return y if y.ndim == 2 else y[None, :]
+
+
+def _shape_back(out: np.ndarray, y0: np.ndarray) -> np.ndarray:
+    return out if np.ndim(y0) == 2 else out[:, 0, :]
+
+
+# ----------------------------------------------------------------------------- GBM
+def _gbm_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["mu"] * y
+
+
+def _gbm_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["sigma"] * y
+
+
+def _gbm_correction(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return (0.5 * p["sigma"] ** 2) * y
+
+
+def _gbm_exact(ito: bool) -> Callable[..., np.ndarray]:
+    def exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+        t0 = bm.t0
+        w = _w(bm, ts)
+        rate = p["mu"] - (0.5 * p["sigma"] ** 2 if ito else 0.0)
+        tt = (np.asarray(ts) - t0)[:, None, None]
+        return _shape_back(_y0(y0)[None] * np.exp(rate * tt + p["sigma"] * w), y0)
+
+    return exact
+
+
+def _gbm_moments(ito: bool) -> Callable[..., dict[str, np.ndarray]]:
+    def moments(t: float, y0: np.ndarray, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        mu = p["mu"] + (0.0 if ito else 0.5 * p["sigma"] ** 2)  # the Itô drift rate
+        y = np.asarray(y0, dtype=np.float64)
+        return {"mean": y * math.exp(mu * t), "second": y * y * math.exp((2 * mu + p["sigma"] ** 2) * t)}
+
+    return moments
+
+
+for _calc in CALCULI:
+    _ito = _calc == "ito"
+    register(SDEProblem(
+        name=f"gbm_{_calc}", drift=_gbm_drift, diffusion=_gbm_diffusion, y0=(1.0,), t_span=(0.0, 1.0),
+        noise="diagonal", noise_dim=1, calculus=_calc, params={"mu": 1.0, "sigma": 0.5},
+        exact=_gbm_exact(_ito), moments=_gbm_moments(_ito), correction=_gbm_correction,
+        citation="Kloeden & Platen (1992), eq. (4.4.6)-(4.4.7)",
+        description=("geometric Brownian motion dX = mu X dt + sigma X " + ("dW (Itô): X = X0 exp((mu - sigma^2/2) t"
+                     " + sigma W)" if _ito else "o dW (Stratonovich): X = X0 exp(mu t + sigma W)")),
+        tags={"linear"}))
+
+
+# ----------------------------------------------------------------------------- reducible nonlinear (K&P 4.4)
+def _cubic_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return -(p["a"] ** 2) * y * (1.0 - y * y)
+
+
+def _cubic_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["a"] * (1.0 - y * y)
+
+
+def _cubic_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    w = _w(bm, ts)[..., :1]
+    return _shape_back(np.tanh(p["a"] * w + np.arctanh(_y0(y0))[None]), y0)
+
+
+def _wave_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    c = xp.cos(y)
+    return -(p["a"] ** 2) * xp.sin(y) * c * c * c
+
+
+def _wave_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    c = xp.cos(y)
+    return p["a"] * c * c
+
+
+def _wave_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    w = _w(bm, ts)[..., :1]
+    return _shape_back(np.arctan(p["a"] * w + np.tan(_y0(y0))[None]), y0)
+
+
+register(SDEProblem(
+    name="kp_cubic", drift=_cubic_drift, diffusion=_cubic_diffusion, y0=(0.5,), t_span=(0.0, 1.0),
+    noise="diagonal", noise_dim=1, params={"a": 0.5}, exact=_cubic_exact, correction=_cubic_drift,
+    citation="Kloeden & Platen (1992), eq. (4.4.46); SciML prob_sde_cubic",
+    description="dX = -a^2 X (1 - X^2) dt + a (1 - X^2) dW (Itô): X = tanh(a W + artanh X0)",
+    tags={"nonlinear"}))
+
+register(SDEProblem(
+    name="kp_wave", drift=_wave_drift, diffusion=_wave_diffusion, y0=(0.5,), t_span=(0.0, 1.0),
+    noise="diagonal", noise_dim=1, params={"a": 1.0}, exact=_wave_exact, correction=_wave_drift,
+    citation="Kloeden & Platen (1992), eq. (4.4.47); SciML prob_sde_wave (there a = 0.1)",
+    description="dX = -a^2 sin X cos^3 X dt + a cos^2 X dW (Itô): X = arctan(a W + tan X0)",
+    tags={"nonlinear"}))
+
+
+# additive noise with a closed form in W(t)
+def _kp_additive_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    s = 1.0 + t
+    return p["beta"] / xp.sqrt(s) - y / (2.0 * s)
+
+
+def _kp_additive_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    s = 1.0 + t
+    col = (p["alpha"] * p["beta"]) / xp.sqrt(s) + 0.0 * y  # (..., 1): independent of y
+    return col[..., None]
+
+
+def _kp_additive_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    w = _w(bm, ts)[..., :1]
+    s = np.sqrt(1.0 + np.asarray(ts, dtype=np.float64))[:, None, None]
+    tt = np.asarray(ts, dtype=np.float64)[:, None, None]
+    return _shape_back(_y0(y0)[None] / s + p["beta"] * (tt + p["alpha"] * w) / s, y0)
+
+
+def _kp_additive_moments(t: float, y0: np.ndarray, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    y = np.asarray(y0, dtype=np.float64)
+    s = math.sqrt(1.0 + t)
+    mean = y / s + p["beta"] * t / s
+    var = (p["beta"] * p["alpha"]) ** 2 * t / (1.0 + t)
+    return {"mean": mean, "second": mean * mean + var}
+
+
+register(SDEProblem(
+    name="kp_additive", drift=_kp_additive_drift, diffusion=_kp_additive_diffusion, y0=(1.0,), t_span=(0.0, 1.0),
+    noise="additive", noise_dim=1, params={"alpha": 1.0, "beta": 0.5}, exact=_kp_additive_exact,
+    moments=_kp_additive_moments, correction=lambda xp, t, y, p: 0.0 * y,
+    citation="Kloeden & Platen (1992), eq. (4.4.49); SciML prob_sde_additive (there alpha = 0.1, beta = 0.05)",
+    description=("dX = (beta / sqrt(1+t) - X / (2 (1+t))) dt + alpha beta / sqrt(1+t) dW:"
+                 " X = X0 / sqrt(1+t) + beta (t + alpha W) / sqrt(1+t)"),
+    tags={"linear", "time_dependent"}))
+
+
+# ----------------------------------------------------------------------------- Ornstein-Uhlenbeck
+_OU_LEVEL = 14  #: the dyadic level of the path integral in OU's exact solution
+
+
+def _ou_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["theta"] * (p["mu"] - y)
+
+
+def _ou_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["sigma"] + 0.0 * y[..., None]
+
+
+def _ou_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    """X_t = mu + (X0 - mu) e^{-θ(t-t0)} + σ (W_t - θ ∫ e^{-θ(t-s)} W_s ds) (by parts), the
+    integral by the trapezoidal rule on the dyadic grid of level 14 (exact W there): the
+    error is σθ times a sum of independent bridge integrals, standard deviation
+    σθ h sqrt((t - t0)/12) with h = (t1 - t0)/2^14 (2e-5 σθ on a unit span)."""
+    theta, mu, sigma = p["theta"], p["mu"], p["sigma"]
+    t0, t1 = bm.t0, bm.t1
+    grid = t0 + (t1 - t0) * np.arange((1 << _OU_LEVEL) + 1) / float(1 << _OU_LEVEL)
+    ts = np.asarray(ts, dtype=np.float64)
+    wg = _w(bm, grid)[..., 0]  # (G, M)
+    y = _y0(y0)[:, 0]
+    out = np.empty((ts.size, y.size))
+    for k, t in enumerate(ts):
+        j = int(round((t - t0) / (t1 - t0) * (1 << _OU_LEVEL)))
+        if not math.isclose(grid[j], t, rel_tol=0, abs_tol=1e-12 * (t1 - t0)):
+            raise ValueError(f"ou's exact solution is computed at dyadic times of level {_OU_LEVEL}; t={t} is not one")
+        if j == 0:
+            integral = np.zeros(y.size)
+        else:
+            wts = np.exp(-theta * (t - grid[: j + 1]))[:, None] * wg[: j + 1]
+            hstep = grid[1] - grid[0]
+            integral = hstep * (wts.sum(axis=0) - 0.5 * (wts[0] + wts[-1]))
+        out[k] = mu + (y - mu) * math.exp(-theta * (t - t0)) + sigma * (wg[j] - theta * integral)
+    return _shape_back(out[..., None], y0)
+
+
+def _ou_moments(t: float, y0: np.ndarray, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    theta, mu, sigma = p["theta"], p["mu"], p["sigma"]
+    y = np.asarray(y0, dtype=np.float64)
+    mean = mu + (y - mu) * math.exp(-theta * t)
+    var = sigma**2 / (2 * theta) * (1 - math.exp(-2 * theta * t))
+    return {"mean": mean, "second": mean * mean + var}
+
+
+register(SDEProblem(
+    name="ou", drift=_ou_drift, diffusion=_ou_diffusion, y0=(2.0,), t_span=(0.0, 1.0), noise="additive",
+    noise_dim=1, params={"theta": 2.0, "mu": 0.5, "sigma": 0.8}, exact=_ou_exact, moments=_ou_moments,
+    correction=lambda xp, t, y, p: 0.0 * y, exact_accuracy=2e-5 * 2.0 * 0.8 * 5,
+    citation="Uhlenbeck & Ornstein (1930); Kloeden & Platen (1992), eq. (4.4.13)",
+    description="dX = theta (mu - X) dt + sigma dW; exact via the path integral (dyadic level 14)",
+    tags={"linear"}))
+
+
+# ----------------------------------------------------------------------------- linear, commuting noise
+def _rotation(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
+_Q = _rotation(0.6)
+_A_DIAG = np.array([-0.5, 0.3])
+_B_DIAG = np.array([[0.4, 0.2], [-0.3, 0.5]])  #: row j: the eigenvalues of B_j
+
+
+def _lin_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return y @ p["A"].T  # (M, n) @ (n, n)^T
+
+
+def _lin_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    # column j is B_j y: (M, n, m)
+    cols = [y @ p["B"][j].T for j in range(p["B"].shape[0])]
+    return xp.stack(cols, axis=-1)
+
+
+def _lin_correction(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    # ½ Σ_j B_j B_j y
+    return 0.5 * (y @ p["BB"].T)
+
+
+def _lin_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    """In the common eigenbasis Q: z_i = exp((a_i - ½ Σ_j b_ji^2) t + Σ_j b_ji W_j) z0_i."""
+    w = _w(bm, ts)  # (T, M, m)
+    tt = (np.asarray(ts, dtype=np.float64) - bm.t0)[:, None, None]
+    z0 = _y0(y0) @ _Q  # rows: Q^T y0
+    rate = _A_DIAG - 0.5 * np.sum(_B_DIAG**2, axis=0)
+    z = z0[None] * np.exp(rate * tt + np.einsum("tmj,ji->tmi", w, _B_DIAG))
+    return _shape_back(z @ _Q.T, y0)
+
+
+def _lin_moments(t: float, y0: np.ndarray, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """E z_i = e^{a_i t} z0_i; E z_i z_k = z0_i z0_k exp((a_i + a_k + Σ_j b_ji b_jk) t)."""
+    z0 = np.asarray(y0, dtype=np.float64) @ _Q
+    mean_z = z0 * np.exp(_A_DIAG * t)
+    cov = np.outer(z0, z0) * np.exp((_A_DIAG[:, None] + _A_DIAG[None, :] + _B_DIAG.T @ _B_DIAG) * t)
+    second = np.einsum("ik,ik->i", _Q @ cov, _Q)  # E (Q z)_i^2 = Σ_kl Q_ik Q_il E z_k z_l
+    return {"mean": _Q @ mean_z, "second": second}
+
+
+_A = _Q @ np.diag(_A_DIAG) @ _Q.T
+_B = np.stack([_Q @ np.diag(b) @ _Q.T for b in _B_DIAG])
+register(SDEProblem(
+    name="linear_commuting", drift=_lin_drift, diffusion=_lin_diffusion, y0=(1.0, 0.5), t_span=(0.0, 1.0),
+    noise="general", noise_dim=2, params={"A": _A, "B": _B, "BB": _B[0] @ _B[0] + _B[1] @ _B[1]},
+    exact=_lin_exact, moments=_lin_moments, correction=_lin_correction, commutative=True,
+    citation="Kloeden & Platen (1992), section 4.8 (linear SDEs with commuting matrices)",
+    description=("dX = A X dt + B_1 X dW_1 + B_2 X dW_2 (Itô) with A, B_1, B_2 diagonal in one rotated basis:"
+                 " X = exp((A - ½ Σ B_j^2) t + Σ B_j W_j) X0"),
+    tags={"linear"}))
+
+
+# non-commutative noise: no closed form; graded against a fine solve on the same path
+def _nc_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return -0.5 * y
+
+
+def _nc_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    # g_1 = (s, 0) const, g_2 = (0, s y_1): L^1 g_2 = (0, s^2) but L^2 g_1 = 0 -> not commutative
+    s = p["s"]
+    z = 0.0 * y[..., 0]
+    col1 = xp.stack([z + s, z], axis=-1)
+    col2 = xp.stack([z, s * y[..., 0]], axis=-1)
+    return xp.stack([col1, col2], axis=-1)
+
+
+register(SDEProblem(
+    name="noncommutative", drift=_nc_drift, diffusion=_nc_diffusion, y0=(0.5, 1.0), t_span=(0.0, 1.0),
+    noise="general", noise_dim=2, params={"s": 0.8}, commutative=False,
+    correction=lambda xp, t, y, p: 0.0 * y,
+    citation="a two-noise system whose Lévy area matters (L^1 g_2 != L^2 g_1), after Kloeden & Platen (1992), section 10.3",
+    description=("dX_1 = -X_1/2 dt + s dW_1, dX_2 = -X_2/2 dt + s X_1 dW_2: non-commutative noise; no"
+                 " closed form, so strong errors are measured against a fine solve on the same path"),
+    tags={"linear"}))
+
+
+def get(name: str) -> SDEProblem:
+    return SDE_PROBLEMS.get(name)
+
+
+__all__ = ["CALCULI", "NOISE_TYPES", "SDEProblem", "SDE_PROBLEMS", "get", "register"]
