@@ -277,6 +277,26 @@ def check_plan(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, Any]
     if args.library != "numpy" and not b.name.startswith("reference"):
         raise ValueError(f"--library={args.library!r}, but the array library is chosen only for the reference"
                          f" backend; {b.name} uses its own (expected --backend reference or no --library)")
+    if args.sde and args.gradients:
+        raise ValueError("--sde and --gradients, but a check grades one family at a time; expected one of them")
+    if args.sde:
+        if args.modes is not None:
+            raise ValueError(f"--modes={args.modes!r}, but check --sde grades SDE methods; expected --methods")
+        caps = b.capabilities() if b.available() else None
+        units = _split(args.methods, "--methods")
+        known = list(caps.sde_methods) if caps is not None else []
+        if caps is not None:
+            for m in units:
+                if m not in known:
+                    raise ValueError(f"--methods={m!r}, but {b.name} has no such SDE method; expected some of:"
+                                     f" {', '.join(known) or '(none)'}{_did_you_mean(m, known)}")
+        if not units:
+            from .conformance import SDE_SHARED_UNIT
+
+            units = known + ([SDE_SHARED_UNIT] if b.name.startswith("reference") and known else [])
+        run = {"command": "check --sde", "backend": b.name, "library": args.library, "quick": bool(args.quick),
+               "units": units, "version": __version__}
+        return b, units, run
     if args.modes is not None and not args.gradients:
         raise ValueError(f"--modes={args.modes!r}, but gradient modes are graded only with --gradients;"
                          " expected --gradients --modes ... (or --methods for solver methods)")
@@ -428,7 +448,7 @@ def _check_units(args: argparse.Namespace, backend: str, names: list[str], conte
     from .parallel import records_of, run_units
 
     us = check_units(gradients=args.gradients, backend=backend, quick=args.quick, names=names,
-                     resume=contents.cases if contents else {})
+                     resume=contents.cases if contents else {}, sde=args.sde)
     running: dict[int, str] = {}
 
     def on_start(i: int, u: Any) -> None:
@@ -449,11 +469,11 @@ def _check_units(args: argparse.Namespace, backend: str, names: list[str], conte
             bar.update("running " + ", ".join(running.values()) if running else u.method, weight=1.0)
 
     return records_of(run_units(us, on_start=on_start, on_outcome=on_outcome, on_case=on_case,
-                                priority=[unit_cost(backend, n, args.gradients) for n in names], **pool), us)
+                                priority=[unit_cost(backend, n, args.gradients, args.sde) for n in names], **pool), us)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .conformance import run_conformance, run_gradient_conformance
+    from .conformance import SDE_SHARED_UNIT, run_conformance, run_gradient_conformance, run_sde_conformance
     from .records import count_verdicts
     from .report.progress import Progress
 
@@ -504,6 +524,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             records = _check_units(args, backend.name, units, contents, pool, bar, on_record)
         elif args.gradients:
             records = run_gradient_conformance(backend.name, args.quick, modes=units or None, **hooks)
+        elif args.sde:
+            methods = [u for u in units if u != SDE_SHARED_UNIT]
+            records = run_sde_conformance(backend=backend.name, quick=args.quick, methods=methods,
+                                          shared=SDE_SHARED_UNIT in units, **hooks)
         else:
             records = run_conformance(backend=backend.name, quick=args.quick, methods=units, **hooks)
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, the work kept, no traceback
@@ -633,6 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="grade the backend's gradient modes against one oracle instead (accuracy, discrete"
                          " exactness, adjoint convergence); --backend reference means reference-torch")
     pc.add_argument("--modes", default=None, help="with --gradients: comma-separated gradient modes (default: all)")
+    pc.add_argument("--sde", action="store_true",
+                    help="grade the backend's SDE methods instead: strong and weak order with bootstrap confidence"
+                         " intervals on the same Brownian paths, pathwise agreement with odeverify's reference,"
+                         " reversibility, the Brownian tree, Itô-Stratonovich consistency (--methods names SDE"
+                         " methods)")
     pc.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.check/1)")
     pc.add_argument("--resume", action="store_true",
                     help="continue an interrupted run with the same options from its journal (finished cases are"

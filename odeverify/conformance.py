@@ -475,9 +475,125 @@ def run_gradient_conformance(backend: str = "torchdiffeq", quick: bool = False, 
     return [expectations.apply(r) for r in records]
 
 
+# ----------------------------------------------------------------------------- SDEs
+#: every registered SDE problem is graded unless a run names fewer; quick runs take these
+QUICK_SDE_PROBLEMS = ("gbm_ito", "kp_cubic", "kp_additive", "linear_commuting", "noncommutative")
+#: the pathwise agreement of a library method with odeverify's method of the same step rule, on
+#: the same Brownian increments: round-off only, a few ulps per step (as ODE agreement), times
+#: the state's scale; a different rule differs by the strong error (~1e-2 at 64 steps)
+SDE_AGREEMENT_ULPS = 64.0
+SDE_AGREEMENT_STEPS = 64
+
+
+def sde_pathwise_agreement(problem: Any, method: str, *, backend: str, reference: str, paths: int = 32,
+                           n_steps: int = SDE_AGREEMENT_STEPS, seed: int = 0) -> Record:
+    """A library's SDE method against odeverify's reference method of the same step rule, on
+    the same Brownian path: equal to round-off (at most :data:`SDE_AGREEMENT_ULPS` ulps per
+    step of the state's scale)."""
+    import numpy as np
+
+    from .brownian import BrownianTree
+
+    b = backends.get(backend)
+    ref = backends.get("reference")
+    bm = BrownianTree(*problem.t_span, problem.brownian_shape(paths), seed=seed)
+    y0 = problem.y0_batch(paths)
+    common = dict(property="sde_pathwise_agreement", method=method, problem=problem.name, backend=b.name)
+    sol = b.solve_sde(problem, method, bm=bm, y0=y0, n_steps=n_steps)
+    if sol.brownian is not None:
+        return Record(measured=None, expected=None, verdict="skip", message=f"{method} drives the library's own"
+                      " Brownian path: no pathwise comparison", **common)
+    base = ref.solve_sde(problem, reference, bm=bm, y0=y0, n_steps=n_steps)
+    if not (sol.success and base.success):
+        return Record(measured=None, expected=None, verdict="fail", message=f"statuses {sol.status.code} (library),"
+                      f" {base.status.code} (reference)", **common)
+    a, c = np.asarray(sol.ys, dtype=np.float64), np.asarray(base.ys, dtype=np.float64)
+    scale = max(1.0, float(np.max(np.abs(c))))
+    ulps = float(np.max(np.abs(a - c)) / (scale * np.finfo(np.float64).eps) / n_steps)
+    ok = ulps <= SDE_AGREEMENT_ULPS
+    return Record(measured=ulps, expected=SDE_AGREEMENT_ULPS, verdict="pass" if ok else "fail",
+                  details={"reference_method": reference, "n_steps": n_steps, "paths": paths, "seed": seed,
+                           "max_abs_difference": float(np.max(np.abs(a - c)))},
+                  message="" if ok else (f"{method} differs from the reference {reference} by {ulps:.3g} ulps per"
+                                         f" step on the same Brownian path (max |difference| "
+                                         f"{float(np.max(np.abs(a - c))):.3g})"), **common)
+
+
+def _sde_problems(quick: bool) -> list[Any]:
+    from .problems.sde import SDE_PROBLEMS
+
+    return [SDE_PROBLEMS.get(n) for n in (QUICK_SDE_PROBLEMS if quick else SDE_PROBLEMS.names())]
+
+
+#: the unit of a parallel ``check --sde`` that runs the records made once per run
+SDE_SHARED_UNIT = "(brownian tree, Itô-Stratonovich)"
+
+
+@_streaming
+def run_sde_conformance(*, backend: str = "reference", quick: bool = False,
+                        methods: str | Iterable[str] | None = None, shared: bool | None = None,
+                        progress: Callable[[str], None] | None = None) -> list[Record]:
+    """Every SDE method of ``backend`` (``Capabilities.sde_methods``) on every SDE problem its
+    noise class admits (the problem converted to the method's calculus where it has the
+    analytic correction): strong order, weak order, pathwise agreement with odeverify's method
+    of the same rule (libraries), reversibility (reversible methods of the reference); and,
+    once (``shared``, default: when no methods are named, on the reference), the Brownian
+    tree's consistency and the Itô-Stratonovich consistency."""
+    from .properties.sde import (brownian_consistency, ito_stratonovich_consistency, sde_reversibility,
+                                 sde_strong_order, sde_weak_order)
+
+    b = backends.get(backend)
+    if not b.available():
+        return [unavailable_record(b.name, b.install_hint)]
+    caps = b.capabilities()
+    names = list(caps.sde_methods) if methods is None else (
+        [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
+    for m in names:
+        if m not in caps.sde_methods:
+            raise ValueError(f"{b.name} has no SDE method {m!r}; choices: {', '.join(caps.sde_methods) or 'none'}")
+    records: list[Record] = _Sink()
+    if not caps.sde_methods:
+        records.append(Record(property="sde_methods", method="*", problem="-", measured=None, expected=None,
+                              verdict="skip", backend=b.name, message=f"{b.name} declares no SDE methods"))
+        return list(records)
+    is_reference = b.name.startswith("reference")
+    problems = _sde_problems(quick)
+    for m in names:
+        info = caps.sde_methods[m]
+        if progress:
+            progress(m)
+        for p in problems:
+            if not info.valid_for(p.noise_class):
+                continue
+            if p.calculus != info.calculus:
+                if p.correction is None:
+                    continue
+                p = p.as_calculus(info.calculus)
+            records.append(_safe(sde_strong_order, p, m, backend=b.name, label=b.name))
+            if p.moments is not None or (p.exact is not None and not p.exact_accuracy):
+                records.append(_safe(sde_weak_order, p, m, backend=b.name, label=b.name))
+            if not is_reference and info.reference:
+                records.append(_safe(sde_pathwise_agreement, p, m, backend=b.name, reference=info.reference,
+                                     label=b.name))
+        if is_reference and info.reversible:
+            for p in problems[:2] if quick else problems:
+                q = p if p.calculus == info.calculus or p.correction is None else p.as_calculus(info.calculus)
+                if q.calculus == info.calculus:
+                    records.append(_safe(sde_reversibility, q, m, label=b.name))
+    if shared is None:
+        shared = methods is None
+    if is_reference and shared:
+        records.append(_safe(brownian_consistency, label=b.name))
+        for p in problems:
+            if p.correction is not None:
+                pair = ("heun", "milstein_ito") if p.noise_class != "general" else ("heun", "euler")
+                records.append(_safe(ito_stratonovich_consistency, p, *pair, label=b.name))
+    return [expectations.apply(r) for r in records]
+
+
 # ----------------------------------------------------------------------------- parallel units
 def run_unit(*, gradients: bool = False, backend: str, quick: bool = False, unit: str,
-             resume: Mapping[str, Record] | None = None) -> dict[str, Any]:
+             resume: Mapping[str, Record] | None = None, sde: bool = False) -> dict[str, Any]:
     """One method's conformance cases (or, with ``gradients``, one gradient mode's), as a
     unit of :mod:`odeverify.parallel`: ``{"records": [...], "cases": [(key, record), ...]}``.
     Cases in ``resume`` are not run again."""
@@ -492,27 +608,33 @@ def run_unit(*, gradients: bool = False, backend: str, quick: bool = False, unit
     hooks = dict(on_record=finished, resume=dict(resume or {}))
     if gradients:
         records = run_gradient_conformance(backend, quick, modes=[unit], **hooks)
+    elif sde:
+        shared = unit == SDE_SHARED_UNIT
+        records = run_sde_conformance(backend=backend, quick=quick, methods=[] if shared else [unit], shared=shared,
+                                      **hooks)
     else:
         records = run_conformance(backend=backend, quick=quick, methods=[unit], **hooks)
     return {"records": records, "cases": cases}
 
 
-def unit_cost(backend: str, name: str, gradients: bool = False) -> float:
+def unit_cost(backend: str, name: str, gradients: bool = False, sde: bool = False) -> float:
     """A unit's expected cost, for handing the costliest out first: an implicit method runs
     the stiff checks (and compiles more on a jitted backend), several times an explicit one."""
-    if gradients:
+    if gradients or sde:
         return 1.0
     info = backends.get(backend).capabilities().method(name, backend)
     return (4.0 if info.adaptive else 2.0) if is_implicit(info) else 1.0
 
 
 def units(*, gradients: bool = False, backend: str, quick: bool = False, names: Iterable[str],
-          resume: Mapping[str, Record] | None = None):
-    """The :class:`odeverify.parallel.Unit` s of ``check``: one per method (or gradient mode)."""
+          resume: Mapping[str, Record] | None = None, sde: bool = False):
+    """The :class:`odeverify.parallel.Unit` s of ``check``: one per method (or gradient mode, or
+    SDE method; ``check --sde`` adds :data:`SDE_SHARED_UNIT` when it runs every method)."""
     from .parallel import Unit
 
-    prop = "gradients" if gradients else "conformance"
+    prop = "gradients" if gradients else ("sde" if sde else "conformance")
     return [Unit(label=f"{backend}: {n} {prop}",
                  target="odeverify.conformance:run_unit",
-                 kwargs=dict(gradients=gradients, backend=backend, quick=quick, unit=n, resume=dict(resume or {})),
+                 kwargs=dict(gradients=gradients, backend=backend, quick=quick, unit=n, resume=dict(resume or {}),
+                             **({"sde": True} if sde else {})),
                  backend=backend, method=n, property=prop) for n in names]
