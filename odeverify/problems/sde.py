@@ -388,7 +388,7 @@ def _lin_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
 
 def _lin_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
     # column j is B_j y: (M, n, m)
-    cols = [y @ p["B"][j].T for j in range(p["B"].shape[0])]
+    cols = [y @ p["B"][j, ...].T for j in range(p["B"].shape[0])]
     return xp.stack(cols, axis=-1)
 
 
@@ -450,6 +450,332 @@ register(SDEProblem(
     description=("dX_1 = -X_1/2 dt + s dW_1, dX_2 = -X_2/2 dt + s X_1 dW_2: non-commutative noise; no"
                  " closed form, so strong errors are measured against a fine solve on the same path"),
     tags={"linear"}))
+
+
+# ----------------------------------------------------------------------------- more closed forms
+def _tarr(xp: Any, t: Any, y: Any) -> Any:
+    """``t`` as a 0-d array of ``y``'s dtype (the loop passes time as float64)."""
+    if isinstance(t, (int, float)):
+        return xp.asarray(float(t), dtype=y.dtype)
+    return xp.astype(t, y.dtype)
+
+
+def _elapsed(ts: np.ndarray, bm: Any) -> np.ndarray:
+    """``t - t0`` with axes (T, 1, 1) for broadcasting against (T, M, n)."""
+    return (np.asarray(ts, dtype=np.float64) - bm.t0)[:, None, None]
+
+
+# sinh: dX = (b sqrt(1+X^2) + a^2 X / 2) dt + a sqrt(1+X^2) dW (Itô). With Z = asinh X,
+# Itô's formula gives dZ = dX / sqrt(1+X^2) - X / (2 (1+X^2)^{3/2}) (dX)^2 = b dt + a dW, so
+# X = sinh(a W + b t + asinh X0). b = 0 is K&P's reducible example; b = a = 1 is Karatzas &
+# Shreve's exercise. Correction: ½ g g' = ½ a sqrt(1+X^2) a X / sqrt(1+X^2) = a^2 X / 2.
+def _sinh_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["b"] * xp.sqrt(1.0 + y * y) + (0.5 * p["a"] ** 2) * y
+
+
+def _sinh_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["a"] * xp.sqrt(1.0 + y * y)
+
+
+def _sinh_correction(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return (0.5 * p["a"] ** 2) * y
+
+
+def _sinh_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    w = _w(bm, ts)[..., :1]
+    return _shape_back(np.sinh(p["a"] * w + p["b"] * _elapsed(ts, bm) + np.arcsinh(_y0(y0))[None]), y0)
+
+
+register(SDEProblem(
+    name="sinh_reducible", drift=_sinh_drift, diffusion=_sinh_diffusion, y0=(0.5,), t_span=(0.0, 1.0),
+    noise="diagonal", noise_dim=1, params={"a": 0.8, "b": 0.5}, exact=_sinh_exact, correction=_sinh_correction,
+    citation=("Kloeden & Platen (1992), section 4.4 (reducible equation X = sinh(a W + asinh X0), here with"
+              " an added drift b sqrt(1+X^2)); Karatzas & Shreve (1991), exercise 5.2.27 (a = b = 1)"),
+    description="dX = (b sqrt(1+X^2) + a^2 X / 2) dt + a sqrt(1+X^2) dW (Itô): X = sinh(a W + b t + asinh X0)",
+    tags={"nonlinear"}))
+
+
+# tanh with drift (SciML prob_sde_stiffquadito / _stiffquadstrat, after Burrage & Tian and
+# Abdulle & Cirilli): X = tanh(Z), Z = -alpha t + beta W + atanh X0. Stratonovich chain rule:
+# dX = (1 - X^2) o dZ, so the Stratonovich drift is -alpha (1 - X^2) and g = beta (1 - X^2);
+# the correction ½ g g' = ½ beta (1-X^2) (-2 beta X) = -beta^2 X (1 - X^2) gives the Itô drift
+# -(alpha + beta^2 X)(1 - X^2), as in SciML's stiff_quad_f_ito.
+def _quad_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return -p["alpha"] * (1.0 - y * y)
+
+
+def _quad_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["beta"] * (1.0 - y * y)
+
+
+def _quad_correction(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return -(p["beta"] ** 2) * y * (1.0 - y * y)
+
+
+def _quad_drift_ito(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return _quad_drift(xp, t, y, p) + _quad_correction(xp, t, y, p)
+
+
+def _quad_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    w = _w(bm, ts)[..., :1]
+    z = -p["alpha"] * _elapsed(ts, bm) + p["beta"] * w + np.arctanh(_y0(y0))[None]
+    return _shape_back(np.tanh(z), y0)
+
+
+for _calc in CALCULI:
+    register(SDEProblem(
+        name=f"stiff_quadratic_{_calc}", drift=_quad_drift_ito if _calc == "ito" else _quad_drift,
+        diffusion=_quad_diffusion, y0=(0.5,), t_span=(0.0, 3.0), noise="diagonal", noise_dim=1, calculus=_calc,
+        params={"alpha": 1.0, "beta": 1.0}, exact=_quad_exact, correction=_quad_correction,
+        citation=("SciML DiffEqProblemLibrary prob_sde_stiffquad" + ("ito" if _calc == "ito" else "strat")
+                  + " (alpha = beta = 1, X0 = 1/2 on [0, 3]); Burrage & Tian, the composite Euler method;"
+                  " Abdulle & Cirilli, S-ROCK"),
+        description=("dX = " + ("-(alpha + beta^2 X)(1 - X^2) dt + beta (1 - X^2) dW (Itô)" if _calc == "ito" else
+                                "-alpha (1 - X^2) dt + beta (1 - X^2) o dW (Stratonovich)")
+                     + ": X = tanh(-alpha t + beta W + atanh X0)"),
+        tags={"nonlinear"}))
+
+
+# linear with time-dependent coefficients (narrow sense): dX = (2 X / (1+t) + b (1+t)^2) dt
+# + b (1+t)^2 dW. Y = X / (1+t)^2 has dY = dX / (1+t)^2 - 2 X / (1+t)^3 dt = b dt + b dW, so
+# X = (1+t)^2 (X0 + b (t + W)) (on a span starting at t = 0).
+def _lt_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    s = 1.0 + _tarr(xp, t, y)
+    return 2.0 * y / s + p["b"] * s * s
+
+
+def _lt_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    s = 1.0 + _tarr(xp, t, y)
+    return (p["b"] * s * s + 0.0 * y)[..., None]
+
+
+def _lt_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    w = _w(bm, ts)[..., :1]
+    tt = np.asarray(ts, dtype=np.float64)[:, None, None]
+    return _shape_back((1.0 + tt) ** 2 * (_y0(y0)[None] + p["b"] * (tt + w)), y0)
+
+
+def _lt_moments(t: float, y0: np.ndarray, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    y = np.asarray(y0, dtype=np.float64)
+    s2 = (1.0 + t) ** 2
+    mean = s2 * (y + p["b"] * t)
+    return {"mean": mean, "second": mean * mean + (s2 * p["b"]) ** 2 * t}
+
+
+register(SDEProblem(
+    name="linear_time_dependent", drift=_lt_drift, diffusion=_lt_diffusion, y0=(0.2,), t_span=(0.0, 1.0),
+    noise="additive", noise_dim=1, params={"b": 0.5}, exact=_lt_exact, moments=_lt_moments,
+    correction=lambda xp, t, y, p: 0.0 * y,
+    citation="Kloeden & Platen (1992), section 4.4 (linear SDE in the narrow sense with time-dependent coefficients)",
+    description="dX = (2 X / (1+t) + b (1+t)^2) dt + b (1+t)^2 dW: X = (1+t)^2 (X0 + b (t + W))",
+    tags={"linear", "time_dependent"}))
+
+
+# multiplicative noise with a time-dependent drift rate: dX = c X / (1+t) dt + b X dW (Itô);
+# d ln X = dX / X - b^2 / 2 dt = (c / (1+t) - b^2 / 2) dt + b dW, so
+# X = X0 (1+t)^c exp(-b^2 t / 2 + b W).
+def _gt_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["c"] * y / (1.0 + _tarr(xp, t, y))
+
+
+def _gt_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["b"] * y
+
+
+def _gt_correction(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return (0.5 * p["b"] ** 2) * y
+
+
+def _gt_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    w = _w(bm, ts)[..., :1]
+    tt = np.asarray(ts, dtype=np.float64)[:, None, None]
+    return _shape_back(_y0(y0)[None] * (1.0 + tt) ** p["c"] * np.exp(-0.5 * p["b"] ** 2 * tt + p["b"] * w), y0)
+
+
+def _gt_moments(t: float, y0: np.ndarray, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    y = np.asarray(y0, dtype=np.float64)
+    mean = y * (1.0 + t) ** p["c"]
+    return {"mean": mean, "second": mean * mean * math.exp(p["b"] ** 2 * t)}
+
+
+register(SDEProblem(
+    name="gbm_time_dependent", drift=_gt_drift, diffusion=_gt_diffusion, y0=(1.0,), t_span=(0.0, 1.0),
+    noise="diagonal", noise_dim=1, params={"c": 1.5, "b": 0.6}, exact=_gt_exact, moments=_gt_moments,
+    correction=_gt_correction,
+    citation="Kloeden & Platen (1992), section 4.4 (homogeneous linear SDE, time-dependent drift rate)",
+    description="dX = c X / (1+t) dt + b X dW (Itô): X = X0 (1+t)^c exp(-b^2 t / 2 + b W)",
+    tags={"linear", "time_dependent"}))
+
+
+# SciML's prob_sde_2Dlinear: 8 independent GBMs as a 4x2 matrix (flattened row-major here),
+# each driven by its own Brownian component (diagonal noise); alpha = 1.01, beta = 0.87,
+# u0 = 1/2. The Stratonovich version (prob_sde_2Dlinear_stratonovich) keeps f and g and has
+# X = u0 exp(alpha t + beta W).
+for _calc in CALCULI:
+    _ito = _calc == "ito"
+    register(SDEProblem(
+        name=f"sciml_2dlinear_{_calc}", drift=_gbm_drift, diffusion=_gbm_diffusion, y0=(0.5,) * 8,
+        t_span=(0.0, 1.0), noise="diagonal", noise_dim=8, calculus=_calc, params={"mu": 1.01, "sigma": 0.87},
+        exact=_gbm_exact(_ito), moments=_gbm_moments(_ito), correction=_gbm_correction,
+        citation=f"SciML DiffEqProblemLibrary prob_sde_2Dlinear{'' if _ito else '_stratonovich'} (a 4x2 matrix of"
+                 " linear SDEs, alpha = 1.01, beta = 0.87, u0 = 1/2; flattened to n = 8)",
+        description=("8 independent geometric Brownian motions (a 4x2 matrix), diagonal noise, "
+                     + ("Itô" if _ito else "Stratonovich")),
+        tags={"linear"}))
+
+
+# SciML's prob_sde_additivesystem: the additive problem (K&P) per component, alpha_i = 0.1,
+# beta = (0.5, 0.25, 0.125, 0.1115), X0 = 1, each component with its own Brownian motion.
+def _adds_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    s = 1.0 + _tarr(xp, t, y)
+    return p["beta"] / xp.sqrt(s) - y / (2.0 * s)
+
+
+def _adds_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    s = 1.0 + _tarr(xp, t, y)
+    diag = (p["alpha"] * p["beta"]) / xp.sqrt(s) + 0.0 * y  # (..., n)
+    return diag[..., None] * p["eye"]  # (..., n, n): diagonal
+
+
+def _adds_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    w = _w(bm, ts)
+    tt = np.asarray(ts, dtype=np.float64)[:, None, None]
+    s = np.sqrt(1.0 + tt)
+    return _shape_back(_y0(y0)[None] / s + p["beta"] * (tt + p["alpha"] * w) / s, y0)
+
+
+def _adds_moments(t: float, y0: np.ndarray, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    y = np.asarray(y0, dtype=np.float64)
+    s = math.sqrt(1.0 + t)
+    mean = y / s + p["beta"] * t / s
+    return {"mean": mean, "second": mean * mean + (p["alpha"] * p["beta"]) ** 2 * t / (1.0 + t)}
+
+
+register(SDEProblem(
+    name="sciml_additive_system", drift=_adds_drift, diffusion=_adds_diffusion, y0=(1.0, 1.0, 1.0, 1.0),
+    t_span=(0.0, 1.0), noise="additive", noise_dim=4,
+    params={"alpha": np.full(4, 0.1), "beta": np.array([0.5, 0.25, 0.125, 0.1115]), "eye": np.eye(4)},
+    exact=_adds_exact, moments=_adds_moments, correction=lambda xp, t, y, p: 0.0 * y,
+    citation="SciML DiffEqProblemLibrary prob_sde_additivesystem (Kloeden & Platen's additive problem per component)",
+    description="4 uncoupled additive-noise problems dX_i = (beta_i/sqrt(1+t) - X_i/(2(1+t))) dt + alpha_i beta_i/sqrt(1+t) dW_i",
+    tags={"linear", "time_dependent"}))
+
+
+# Kubo oscillator: one Brownian motion drives a two-dimensional system (scalar noise,
+# g of shape (..., 2, 1)). Stratonovich: dX = a J X dt + b J X o dW with J the rotation
+# generator [[0, -1], [1, 0]]; X = R(a t + b W) X0 (the chain rule: dR(θ)/dθ = J R(θ)), so
+# |X| is conserved. Correction ½ (∂g/∂x) g = ½ b^2 J J X = -b^2 X / 2: the Itô drift is
+# a J X - b^2 X / 2. E X = e^{-b^2 t / 2} R(a t) X0 (θ ~ N(a t, b^2 t)); E X_i^2 from
+# E cos 2θ = cos(2 a t) e^{-2 b^2 t}, E sin 2θ = sin(2 a t) e^{-2 b^2 t}.
+def _kubo_rot(xp: Any, y: Any) -> Any:
+    return xp.stack([-y[..., 1], y[..., 0]], axis=-1)  # J y
+
+
+def _kubo_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["a"] * _kubo_rot(xp, y)
+
+
+def _kubo_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return (p["b"] * _kubo_rot(xp, y))[..., None]
+
+
+def _kubo_correction(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return (-0.5 * p["b"] ** 2) * y
+
+
+def _kubo_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    theta = p["a"] * _elapsed(ts, bm)[..., 0] + p["b"] * _w(bm, ts)[..., 0]  # (T, M)
+    c, s = np.cos(theta), np.sin(theta)
+    y = _y0(y0)[None]
+    out = np.stack([c * y[..., 0] - s * y[..., 1], s * y[..., 0] + c * y[..., 1]], axis=-1)
+    return _shape_back(out, y0)
+
+
+def _kubo_moments(t: float, y0: np.ndarray, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    a, b = p["a"], p["b"]
+    x1, x2 = (float(v) for v in np.asarray(y0, dtype=np.float64))
+    damp = math.exp(-0.5 * b * b * t)
+    c, s = math.cos(a * t), math.sin(a * t)
+    e2 = math.exp(-2.0 * b * b * t)
+    ec2, es2 = math.cos(2 * a * t) * e2, math.sin(2 * a * t) * e2
+    mean = damp * np.array([c * x1 - s * x2, s * x1 + c * x2])
+    # X_1 = cos θ x1 - sin θ x2, X_2 = sin θ x1 + cos θ x2, expanded with double angles
+    second = np.array([0.5 * (x1 * x1 + x2 * x2) + 0.5 * (x1 * x1 - x2 * x2) * ec2 - x1 * x2 * es2,
+                       0.5 * (x1 * x1 + x2 * x2) - 0.5 * (x1 * x1 - x2 * x2) * ec2 + x1 * x2 * es2])
+    return {"mean": mean, "second": second}
+
+
+register(SDEProblem(
+    name="kubo_oscillator", drift=_kubo_drift, diffusion=_kubo_diffusion, y0=(1.0, 0.0), t_span=(0.0, 1.0),
+    noise="scalar", noise_dim=1, calculus="stratonovich", params={"a": 2.0, "b": 0.7}, exact=_kubo_exact,
+    moments=_kubo_moments, correction=_kubo_correction,
+    citation=("the Kubo oscillator (R. Kubo 1962); a test problem of G. N. Milstein, Yu. M. Repin &"
+              " M. V. Tretyakov, SIAM J. Numer. Anal. 40 (2002), numerical methods for stochastic systems"
+              " preserving symplectic structure"),
+    description="dX = a J X dt + b J X o dW (Stratonovich, scalar noise, n = 2): X = R(a t + b W) X0, |X| conserved",
+    tags={"linear", "scalar_noise"}))
+
+
+# ----------------------------------------------------------------------------- neural SDE
+_NEURAL_STATE, _NEURAL_WIDTH, _NEURAL_SEED, _NEURAL_SCALE = 3, 16, 20261207, 0.5
+
+
+def _neural_params(seed: int = _NEURAL_SEED, n: int = _NEURAL_STATE, width: int = _NEURAL_WIDTH) -> dict[str, np.ndarray]:
+    """Seeded float64 weights: N(0, 1/fan_in) (fan_in counts the time input), biases N(0, 0.1^2).
+    Drift: two tanh layers of ``width`` on [y, t]; diffusion: one tanh layer on [y, t], then
+    ``scale * sigmoid``, so 0 < g < scale."""
+    rng = np.random.default_rng(seed)
+
+    def weight(rows: int, cols: int, fan_in: int) -> np.ndarray:
+        return rng.normal(0.0, 1.0 / math.sqrt(fan_in), size=(rows, cols))
+
+    p = {
+        "F0": weight(width, n, n + 1), "f_t": weight(width, 1, n + 1)[:, 0], "f0": rng.normal(0, 0.1, width),
+        "F1": weight(width, width, width), "f1": rng.normal(0, 0.1, width),
+        "F2": weight(n, width, width), "f2": rng.normal(0, 0.1, n),
+        "G0": weight(width, n, n + 1), "g_t": weight(width, 1, n + 1)[:, 0], "g0": rng.normal(0, 0.1, width),
+        "G1": weight(n, width, width), "g1": rng.normal(0, 0.1, n),
+    }
+    # ∂u_i/∂y_i through the hidden layer: Σ_k G1[i, k] (1 - h_k^2) G0[k, i] = ((1 - h^2) @ P)_i
+    p["P"] = p["G1"].T * p["G0"]
+    return p
+
+
+def _neural_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    tt = _tarr(xp, t, y)
+    h = xp.tanh(y @ p["F0"].T + tt * p["f_t"] + p["f0"])
+    h = xp.tanh(h @ p["F1"].T + p["f1"])
+    return h @ p["F2"].T + p["f2"]
+
+
+def _neural_hidden(xp: Any, t: Any, y: Any, p: Any) -> tuple[Any, Any]:
+    """The diffusion's hidden layer h and its sigmoid output σ(u) (σ via tanh: no overflow)."""
+    h = xp.tanh(y @ p["G0"].T + _tarr(xp, t, y) * p["g_t"] + p["g0"])
+    u = h @ p["G1"].T + p["g1"]
+    return h, 0.5 * (1.0 + xp.tanh(0.5 * u))
+
+
+def _neural_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return p["scale"] * _neural_hidden(xp, t, y, p)[1]
+
+
+def _neural_correction(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    # diagonal noise: c_i = ½ g_i ∂g_i/∂y_i, ∂g_i/∂y_i = scale σ_i (1 - σ_i) ((1 - h^2) @ P)_i
+    h, sig = _neural_hidden(xp, t, y, p)
+    g = p["scale"] * sig
+    return 0.5 * g * (g * (1.0 - sig)) * ((1.0 - h * h) @ p["P"])
+
+
+register(SDEProblem(
+    name="neural_sde", drift=_neural_drift, diffusion=_neural_diffusion, y0=(0.5, -0.3, 0.2), t_span=(0.0, 1.0),
+    noise="diagonal", noise_dim=_NEURAL_STATE, params={**_neural_params(), "scale": _NEURAL_SCALE},
+    exact=None, correction=_neural_correction,
+    citation=("a neural SDE (Li, Wong, Chen & Duvenaud 2020; Kidger et al. 2021): seeded MLP drift (tanh, 2"
+              " layers of width 16, time input) and a bounded diagonal diffusion (0.5 sigmoid of a tanh layer);"
+              f" weights from numpy.random.default_rng({_NEURAL_SEED}), odeverify"),
+    description=("dX = MLP_f([X, t]) dt + 0.5 sigmoid(MLP_g([X, t])) * dW, n = 3, diagonal noise (Itô); no closed"
+                 " form: graded against a fine solve on the same path"),
+    tags={"neural", "nonlinear", "time_dependent"}))
 
 
 def get(name: str) -> SDEProblem:
