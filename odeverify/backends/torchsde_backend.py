@@ -67,13 +67,16 @@ _METHODS: dict[str, tuple[str, tuple[str, ...], SDEMethod]] = {
                " (default grad_free=False) takes g' by autograd, the reference a central difference (exact for"
                " g linear or quadratic in y). torchsde refuses general noise even when it commutes. For scalar"
                " noise with n > 1 torchsde's vector-Jacobian product gives (dg/dy)^T g, not (dg/dy) g"
-               " (base_sde.py, g_prod_and_gdg_prod_default): equal only for a symmetric dg/dy"))),
+               " (base_sde.py, g_prod_and_gdg_prod_default): equal only for a symmetric dg/dy; on"
+               " dX = B X dW with B not symmetric it converges at order ~0.5, not its claimed 1.0"
+               " (tests/test_torchsde_backend.py)"))),
     "milstein_strat": ("milstein", ("diagonal", "scalar", "additive"), SDEMethod(
         "milstein_strat", "stratonovich", strong={"commutative": 1.0, "additive": 1.0},
         weak={"commutative": 1.0, "additive": 1.0}, rule="milstein_strat", reference="milstein_strat",
         citation=f"Milstein (Stratonovich); {_SRC}milstein.py (MilsteinStratonovich: strong_order 1.0)",
         notes=("torchsde's method 'milstein' on a Stratonovich SDE: y + f h + g dW + ½ g g' dW², the"
-               " reference's milstein_strat up to the derivative (autograd against a central difference)"))),
+               " reference's milstein_strat up to the derivative (autograd against a central difference); the"
+               " same transposed Jacobian as milstein's on scalar noise with n > 1"))),
     "srk": ("srk", ("diagonal", "scalar", "additive"), SDEMethod(
         "srk", "ito", strong={"commutative": 1.5, "additive": 1.5}, weak={"commutative": 1.5, "additive": 1.5},
         rule="srk", order=2,
