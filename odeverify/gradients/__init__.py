@@ -13,5 +13,7 @@ from . import checkpoint as _checkpoint  # noqa: E402,F401
 from . import forward as _forward  # noqa: E402,F401
 from . import reversible as _reversible  # noqa: E402,F401
 from .api import value_and_grad
+from .sde import SDE_GRADIENT_MODES, sde_value_and_grad  # SDE solves: discrete, adjoint, reversible_heun
 
-__all__ = ["GRADIENT_MODES", "GradientMode", "GradientResult", "Loss", "value_and_grad"]
+__all__ = ["GRADIENT_MODES", "GradientMode", "GradientResult", "Loss", "SDE_GRADIENT_MODES", "sde_value_and_grad",
+           "value_and_grad"]
