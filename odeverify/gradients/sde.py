@@ -76,7 +76,7 @@ from ..problems.sde import SDEProblem
 from ..solution import Status
 from ..solvers.base import TimeContext
 from ..solvers.sde import SDE_METHODS, SDEMethod
-from ._common import AUTODIFF_LIBRARIES, DTYPES, Clock, Counter, Setup, stored_memory, to_float64
+from ._common import AUTODIFF_LIBRARIES, DTYPES, Clock, Counter, Setup, array_bytes, stored_memory, to_float64
 from ._modes import GradientMode
 from ._spec import GradientResult, Loss, mismatch_message, reconstruction_mismatch
 from .discrete import _differentiate
@@ -514,8 +514,11 @@ def run_reversible_heun(s: SDESetup, **_: Any) -> GradientResult:
     mismatch = reconstruction_mismatch([(_xp.to_numpy(y0_rec), _xp.to_numpy(s.y0))])
     return _result(s, "reversible_heun", loss=L, grad_y0=gy0, grad_params=grads, clock=clock,
                    steps_backward=s.n_steps, adjoint_mismatch=mismatch, message=mismatch_message(mismatch),
-                   memory=stored_memory(s, len(state) + len(s.ts)),
-                   details={"stored_arrays": len(state) + len(s.ts), "reconstruction_error": mismatch})
+                   memory=stored_memory(s, len(state) - 1 + len(s.ts), step_floats=s.grid.size,
+                                        extra_bytes=array_bytes(state[-1])),
+                   details={"stored_arrays": len(state) + len(s.ts), "reconstruction_error": mismatch,
+                            "memory_note": "the final (y, ŷ, f(ŷ), g(ŷ)) and the loss outputs; the step grid is"
+                                           " replayed backward (step_record_bytes)"})
 
 
 # ----------------------------------------------------------------------------- stochastic adjoint
@@ -641,7 +644,8 @@ def run_adjoint(s: SDESetup, *, adjoint_method: Any = None, **_: Any) -> Gradien
     aug = 2 * s.n + s.P
     return _result(s, "adjoint", loss=L, grad_y0=a, grad_params=gp, clock=clock, steps_backward=steps_b,
                    adjoint_mismatch=mismatch, message=mismatch_message(mismatch),
-                   memory=stored_memory(s, len(s.ts), extra_bytes=s.M * aug * (8 if "64" in str(s.dtype) else 4)),
+                   memory=stored_memory(s, len(s.ts), step_floats=s.grid.size,
+                                        extra_bytes=array_bytes(a) * aug // s.n),  # the augmented state
                    options={"adjoint_method": name},
                    details={"theta_products": "jvp" if system.use_jvp else "vjp per path", "segments": len(pairs)})
 
