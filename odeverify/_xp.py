@@ -19,6 +19,7 @@ _OPTIONAL = {
     "torchdiffeq": ("torchdiffeq", "torch"),
     "jax": ("jax", "jax"),
     "diffrax": ("diffrax", "jax"),
+    "torchsde": ("torchsde", "torch"),
     "array_api_strict": ("array_api_strict", "test"),
 }
 

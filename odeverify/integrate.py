@@ -627,6 +627,27 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
 
 
 # ----------------------------------------------------------------------------- SDEs
+#: how close (relative to the span) a time must be to a step boundary to be that boundary
+GRID_SNAP = 1e-9
+
+
+def snap_to_grid(grid: np.ndarray, times: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Each time replaced by the step boundary of ``grid`` (increasing) it lies within
+    :data:`GRID_SNAP` of (a library's accumulated ``t + dt`` misses a boundary by ulps, and
+    a Brownian path queried off its grid answers a different draw); a time between steps
+    raises: SDE solutions have no dense output."""
+    grid = np.asarray(grid, dtype=np.float64)
+    req = np.asarray(times, dtype=np.float64).reshape(-1)
+    idx = np.clip(np.searchsorted(grid, req), 0, grid.size - 1)
+    lower = np.clip(idx - 1, 0, grid.size - 1)
+    near = np.where(np.abs(grid[idx] - req) <= np.abs(grid[lower] - req), idx, lower)
+    off = np.abs(grid[near] - req) > GRID_SNAP * abs(grid[-1] - grid[0])
+    if np.any(off):
+        raise ValueError(f"t_eval has times {req[off].tolist()[:4]} between steps; SDE solutions have no dense"
+                         " output, so every output time must be a step boundary (choose n_steps accordingly)")
+    return grid[near]
+
+
 def solve_sde(
     drift: Callable[[Any, Any], Any],
     diffusion: Callable[[Any, Any], Any],
@@ -725,15 +746,7 @@ def solve_sde(
     grid = fixed_grid(t0, t1, dt_v if dt is not None else None, n_steps)
     ts = None
     if t_eval is not None:
-        req = np.asarray(_xp.to_numpy(t_eval) if _xp.is_array(t_eval) else t_eval, dtype=np.float64).reshape(-1)
-        idx = np.clip(np.searchsorted(grid, req), 0, grid.size - 1)
-        lower = np.clip(idx - 1, 0, grid.size - 1)
-        near = np.where(np.abs(grid[idx] - req) <= np.abs(grid[lower] - req), idx, lower)
-        off = np.abs(grid[near] - req) > 1e-9 * (t1 - t0)
-        if np.any(off):
-            raise ValueError(f"t_eval has times {req[off].tolist()[:4]} between steps; SDE solutions have no dense"
-                             " output, so every output time must be a step boundary (choose n_steps accordingly)")
-        ts = grid[near]
+        ts = snap_to_grid(grid, _xp.to_numpy(t_eval) if _xp.is_array(t_eval) else t_eval)
     bm.prefetch(grid) if hasattr(bm, "prefetch") else None
     stepper = sde_method.bind(diffusion, bm, noise=noise, noise_dim=m,
                               commutative=(noise != "general") if commutative is None else bool(commutative),

@@ -3,7 +3,8 @@ items in any test suite, against an installed odeverify, with no clone of its re
 
 - ``pytest --odeverify-backend NAME`` (repeatable or comma-separated): one test per method of
   the backend, failing with the records that failed (``--odeverify-quick`` for the quick
-  profile, ``--odeverify-gradients`` for the gradient modes instead);
+  profile, ``--odeverify-gradients`` for the gradient modes instead, ``--odeverify-sde`` for
+  its SDE methods, ``check --sde``);
 - ``pytest --odeverify-explore NAME``: one test per explore property that applies to the
   backend, failing with the shrunk counterexample and its one-line reproduction
   (``--odeverify-examples N``, ``--odeverify-budget SECONDS``, ``--odeverify-seed S``; the
@@ -27,6 +28,8 @@ def pytest_addoption(parser: Any) -> None:
     group.addoption("--odeverify-quick", action="store_true", help="with --odeverify-backend: the quick profile")
     group.addoption("--odeverify-gradients", action="store_true",
                     help="with --odeverify-backend: grade the gradient modes instead of the solvers")
+    group.addoption("--odeverify-sde", action="store_true",
+                    help="with --odeverify-backend: grade the SDE methods instead of the ODE solvers")
     group.addoption("--odeverify-explore", action="append", default=[], metavar="NAME",
                     help="search generated problems for counterexamples against this backend (repeatable)")
     group.addoption("--odeverify-examples", type=int, default=10, help="explore: examples per property (default 10)")
@@ -39,14 +42,18 @@ def _names(values: list[str]) -> list[str]:
 
 
 class ConformanceItem(pytest.Item):
-    def __init__(self, *, backend: str, method: str, quick: bool, gradients: bool, **kwargs: Any) -> None:
+    def __init__(self, *, backend: str, method: str, quick: bool, gradients: bool, sde: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.backend, self.method, self.quick, self.gradients = backend, method, quick, gradients
+        self.backend, self.method, self.quick, self.gradients, self.sde = backend, method, quick, gradients, sde
 
     def runtest(self) -> None:
-        from .conformance import run_conformance, run_gradient_conformance
+        from .conformance import run_conformance, run_gradient_conformance, run_sde_conformance
 
-        if self.gradients:
+        if self.sde:
+            records = run_sde_conformance(backend=self.backend, quick=self.quick,
+                                          methods=None if self.method == "*" else [self.method])
+        elif self.gradients:
             records = run_gradient_conformance(self.backend, self.quick,
                                                modes=None if self.method == "*" else [self.method])
         else:
@@ -92,21 +99,24 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> Non
     from .explore import EXPLORATIONS
 
     quick, gradients = config.getoption("odeverify_quick"), config.getoption("odeverify_gradients")
+    sde = config.getoption("odeverify_sde")
     for name in backends_:
         b = backends.get(name)
         if not b.available():
             items.append(ConformanceItem.from_parent(session, name=f"odeverify[{name}]", backend=name, method="*",
-                                                     quick=quick, gradients=gradients))
+                                                     quick=quick, gradients=gradients, sde=sde))
             continue
         caps = b.capabilities()
-        what = caps.gradient_modes if gradients else [m.name for m in caps.methods.values()]
+        what = (list(caps.sde_methods) if sde else caps.gradient_modes if gradients
+                else [m.name for m in caps.methods.values()])
         for m in what:
             items.append(ConformanceItem.from_parent(session, name=f"odeverify[{name}-{m}]", backend=name, method=m,
-                                                     quick=quick, gradients=gradients))
+                                                     quick=quick, gradients=gradients, sde=sde))
     for name in explores:
         b = backends.get(name)
-        infos = list(b.capabilities().methods.values()) if b.available() else []
+        caps = b.capabilities() if b.available() else None
         for prop, expl in EXPLORATIONS.items():
+            infos = [] if caps is None else list((caps.sde_methods if expl.family == "sde" else caps.methods).values())
             if b.available() and not any(expl.applies(i, b.name) for i in infos):
                 continue
             items.append(ExploreItem.from_parent(session, name=f"odeverify-explore[{name}-{prop}]", backend=name,

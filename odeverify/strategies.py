@@ -189,3 +189,56 @@ def losses(draw: Any, problem: Problem, max_times: int = 4) -> Any:
 
 __all__ = ["EXACT_KINDS", "KINDS", "SPECTRA", "batches", "canonical", "dtypes", "fixed_steps", "losses",
            "output_times", "problem_specs", "problems", "spectra", "tolerances"]
+
+
+# ----------------------------------------------------------------------------- SDEs
+#: every family of generated SDE problem, simplest first (:mod:`odeverify.problems.sde_specs`)
+SDE_KINDS = ("sde_gbm", "sde_linear", "sde_reducible", "sde_additive", "sde_noncommutative")
+#: families with a closed form in W(t)
+SDE_EXACT_KINDS = ("sde_gbm", "sde_linear", "sde_reducible", "sde_additive")
+
+
+@st.composite
+def sde_problem_specs(draw: Any, kinds: Sequence[str] = SDE_KINDS, noise_classes: Sequence[str] | None = None) -> dict:
+    """A spec dict of a generated SDE problem. ``noise_classes`` (``additive``,
+    ``commutative``, ``general``) keeps only families of those classes."""
+    from .problems.sde_specs import SDE_GENERATORS
+
+    classes = {"sde_gbm": "commutative", "sde_linear": "commutative", "sde_reducible": "commutative",
+               "sde_additive": "additive", "sde_noncommutative": "general"}
+    for k in kinds:
+        SDE_GENERATORS.get(k)  # unknown kinds fail with the choices
+    usable = [k for k in kinds if noise_classes is None or classes[k] in noise_classes]
+    if not usable:
+        raise ValueError(f"no SDE family of kinds {list(kinds)} has noise class in {list(noise_classes or [])}")
+    kind = draw(st.sampled_from(usable))
+    t1 = draw(_f(0.5, 2.0))
+    calculus = draw(st.sampled_from(["ito", "stratonovich"]))
+    if kind == "sde_gbm":
+        n = draw(st.integers(1, 3))
+        params: dict[str, Any] = {"mu": [draw(_f(-1.5, 1.5)) for _ in range(n)],
+                                  "sigma": [draw(_f(0.1, 1.2)) for _ in range(n)],
+                                  "x0": [draw(_f(0.2, 2.0)) for _ in range(n)], "calculus": calculus, "t1": t1}
+    elif kind == "sde_linear":
+        n, m = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        params = {"a": [draw(_f(-1.5, 1.0)) for _ in range(n)],
+                  "b": [[draw(_f(-0.8, 0.8)) for _ in range(n)] for _ in range(m)],
+                  "x0": [draw(_f(-2.0, 2.0)) for _ in range(n)], "seed": draw(st.integers(0, 999)), "t1": t1}
+    elif kind == "sde_reducible":
+        family = draw(st.sampled_from(["tanh", "arctan", "sinh"]))
+        limit = {"tanh": 0.9, "arctan": 1.3, "sinh": 2.5}[family]
+        params = {"family": family, "a": draw(_f(0.1, 1.5)), "alpha": draw(_f(-1.0, 1.0)),
+                  "x0": draw(_f(-limit, limit)), "calculus": calculus, "t1": t1}
+    elif kind == "sde_additive":
+        params = {"alpha": draw(_f(0.1, 2.0)), "beta": draw(_f(0.1, 2.0)), "x0": draw(_f(-2.0, 2.0)), "t1": t1}
+    else:
+        params = {"c": draw(_f(0.0, 1.5)), "s": draw(_f(0.2, 1.2)),
+                  "x0": [draw(_f(-1.5, 1.5)), draw(_f(-1.5, 1.5))], "t1": t1}
+    return {"kind": kind, "params": params}
+
+
+def sde_problems(kinds: Sequence[str] = SDE_KINDS, noise_classes: Sequence[str] | None = None) -> st.SearchStrategy:
+    """Generated :class:`~odeverify.problems.sde.SDEProblem` s (see :func:`sde_problem_specs`)."""
+    from .problems.sde_specs import sde_from_spec
+
+    return sde_problem_specs(kinds, noise_classes).map(sde_from_spec)

@@ -22,6 +22,8 @@ _BUILTIN = {
     "scipy": "odeverify.backends.scipy_backend:ScipyBackend",
     "torchdiffeq": "odeverify.backends.torchdiffeq_backend:TorchdiffeqBackend",
     "diffrax": "odeverify.backends.diffrax_backend:DiffraxBackend",
+    # SDE methods only (Capabilities.sde_methods): graded by check --sde
+    "torchsde": "odeverify.backends.torchsde_backend:TorchsdeBackend",
 }
 
 for _lib in ("numpy", "torch", "jax", "array_api_strict"):

@@ -314,7 +314,9 @@ class Capabilities:
 
             close = difflib.get_close_matches(name, list(self.methods), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{backend} has no method {name!r}{hint} Choices: {', '.join(self.methods)}") from None
+            raise ValueError(f"{backend} has no method {name!r}{hint} Choices: {', '.join(self.methods) or 'none'}"
+                             + (f" (its SDE methods: {', '.join(self.sde_methods)}; check --sde)" if self.sde_methods
+                                else "")) from None
 
 
 def classify_exception(exc: BaseException) -> Status:
@@ -559,6 +561,11 @@ def validate_sde(problem: SDEProblem, info: SDEMethod, options: Mapping[str, Any
     if options.get("n_steps") is None and options.get("dt") is None:
         raise ValueError(f"{backend} SDE method {info.name!r} needs a fixed step: pass n_steps=... or dt=...")
     validate_options(problem, {k: v for k, v in options.items() if k in ("n_steps", "dt", "t_eval")})
+    if options.get("t_eval") is not None:
+        from ..integrate import fixed_grid, snap_to_grid
+
+        t0, t1 = problem.t_span
+        snap_to_grid(fixed_grid(t0, t1, options.get("dt"), options.get("n_steps")), options["t_eval"])
     if info.calculus != problem.calculus:
         raise ValueError(f"{backend} SDE method {info.name!r} converges to the {info.calculus} solution, but problem"
                          f" {problem.name!r} is written in the {problem.calculus} sense (convert it with"

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .. import _xp
-from ..integrate import fixed_grid
+from ..integrate import GRID_SNAP, fixed_grid, snap_to_grid
 from ..problems import Problem
 from ..problems.sde import SDEProblem
 from ..solution import Solution, Stats, Status
@@ -117,7 +117,7 @@ _METHODS: dict[str, tuple[str, tuple[str, ...], SDEMethod]] = {
 }
 
 #: relative distance (of the span) within which a query time is snapped to the step grid
-_SNAP = 1e-9
+_SNAP = GRID_SNAP
 
 _classes: dict[str, Any] = {}
 
@@ -225,20 +225,10 @@ class _CountingSDE:
 
 
 def _output_times(problem: SDEProblem, grid: np.ndarray, t_eval: Any) -> np.ndarray:
-    """The output times, each snapped to the step grid; a time between steps raises (as the
-    reference's ``solve_sde``: an SDE solution has no dense output)."""
-    t0, t1 = problem.t_span
+    """The output times, each snapped to the step grid (a time between steps raises)."""
     if t_eval is None:
-        return np.array([t0, t1])
-    req = np.asarray(t_eval, dtype=np.float64).reshape(-1)
-    idx = np.clip(np.searchsorted(grid, req), 0, grid.size - 1)
-    lower = np.clip(idx - 1, 0, grid.size - 1)
-    near = np.where(np.abs(grid[idx] - req) <= np.abs(grid[lower] - req), idx, lower)
-    off = np.abs(grid[near] - req) > _SNAP * (t1 - t0)
-    if np.any(off):
-        raise ValueError(f"t_eval has times {req[off].tolist()[:4]} between steps; SDE solutions have no dense"
-                         " output, so every output time must be a step boundary (choose n_steps accordingly)")
-    return grid[near]
+        return np.array(problem.t_span)
+    return snap_to_grid(grid, t_eval)
 
 
 class TorchsdeBackend(Backend):

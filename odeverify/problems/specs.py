@@ -271,18 +271,25 @@ def with_span(problem: Problem, t0: float, t1: float) -> Problem:
                                references=())
 
 
-def from_spec(spec: str | dict[str, Any]) -> Problem:
-    """Rebuild a generated problem from its spec (a JSON string or a dict); see the module doc."""
+def load_spec(spec: str | dict[str, Any], keys: tuple[str, ...] = ("kind", "params", "span")) -> dict[str, Any]:
+    """A spec as a dict (from its JSON line), with a ``kind`` and no keys outside ``keys``."""
     if isinstance(spec, str):
         try:
             spec = json.loads(spec)
         except json.JSONDecodeError as exc:
             raise ValueError(f"spec={spec!r} is not valid JSON ({exc})") from None
     if not isinstance(spec, dict) or "kind" not in spec:
-        raise ValueError(f"spec={spec!r}, but it must be an object with 'kind', 'params' and optionally 'span'")
-    unknown = set(spec) - {"kind", "params", "span"}
+        raise ValueError(f"spec={spec!r}, but it must be an object with keys among {', '.join(map(repr, keys))}"
+                         " ('kind' required)")
+    unknown = set(spec) - set(keys)
     if unknown:
-        raise ValueError(f"spec has unknown keys {sorted(unknown)}; expected 'kind', 'params', 'span'")
+        raise ValueError(f"spec has unknown keys {sorted(unknown)}; expected {', '.join(map(repr, keys))}")
+    return spec
+
+
+def from_spec(spec: str | dict[str, Any]) -> Problem:
+    """Rebuild a generated problem from its spec (a JSON string or a dict); see the module doc."""
+    spec = load_spec(spec)
     GENERATORS.get(spec["kind"])  # an unknown kind fails with the choices
     if not isinstance(spec.get("params", {}), dict):
         raise ValueError(f"spec params={spec['params']!r}, but it must be an object of keyword arguments")

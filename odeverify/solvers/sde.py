@@ -120,6 +120,7 @@ class SDEStepper:
 
     # --- helpers
     def _snap(self, t: float) -> float:
+        """The grid point nearest ``t`` (the loop's ``t + h`` may miss it by an ulp)."""
         if self.grid is None:
             return t
         j = int(np.clip(np.searchsorted(self.grid, t), 1, self.grid.size - 1))
