@@ -139,14 +139,7 @@ def gradient_times(problem: Problem, loss: Loss) -> tuple[np.ndarray, np.ndarray
 def validate_gradient(problem: Problem, mode: str, loss: Any, options: Mapping[str, Any], caps: Capabilities,
                       backend: str) -> None:
     """Bad arguments of :meth:`Backend.gradient` raise here, the same way for every backend."""
-    if mode not in caps.gradient_modes:
-        import difflib
-
-        if not caps.gradient_modes:
-            raise ValueError(f"{backend} has no gradient modes (mode={mode!r})")
-        close = difflib.get_close_matches(str(mode), list(caps.gradient_modes), n=1)
-        raise ValueError(f"mode={mode!r}: {backend} has no such gradient mode"
-                         f"{f'; did you mean {close[0]!r}?' if close else ''} Choices: {', '.join(caps.gradient_modes)}")
+    check_mode(mode, caps.gradient_modes, backend, "gradient")
     if not isinstance(loss, Loss):
         raise TypeError(f"loss={loss!r}, but it must be an odeverify.gradients.Loss")
     if loss.n != problem.n:
@@ -161,11 +154,27 @@ def validate_gradient(problem: Problem, mode: str, loss: Any, options: Mapping[s
         if v is not None and not (np.all(np.isfinite(np.asarray(v, dtype=np.float64)))
                                   and np.all(np.asarray(v, dtype=np.float64) > 0)):
             raise ValueError(f"{key}={v!r}, but it must be finite and > 0")
-    wrt = options.get("wrt")
+    check_wrt(options.get("wrt"), problem, bool(gradient_params(problem)), "problem", "array")
+
+
+def check_mode(mode: Any, modes: Sequence[str], backend: str, kind: str) -> None:
+    """``mode`` one of ``modes`` (a backend's ``kind`` modes), else a ValueError naming the choices."""
+    if mode not in modes:
+        import difflib
+
+        if not modes:
+            raise ValueError(f"{backend} has no {kind} modes (mode={mode!r})")
+        close = difflib.get_close_matches(str(mode), list(modes), n=1)
+        raise ValueError(f"mode={mode!r}: {backend} has no such {kind} mode"
+                         f"{f'; did you mean {close[0]!r}?' if close else ''} Choices: {', '.join(modes)}")
+
+
+def check_wrt(wrt: Any, problem: Any, has_params: bool, what: str, kind: str) -> None:
+    """``wrt`` of a gradient: None, 'all', 'y0' or 'params' (only with parameters to differentiate)."""
     if wrt not in (None, "all", "y0", "params"):
         raise ValueError(f"wrt={wrt!r}, but it must be 'all' (default), 'y0' or 'params'")
-    if wrt == "params" and not gradient_params(problem):
-        raise ValueError(f"wrt='params', but problem {problem.name!r} has no array parameters to differentiate"
+    if wrt == "params" and not has_params:
+        raise ValueError(f"wrt='params', but {what} {problem.name!r} has no {kind} parameters to differentiate"
                          f" (params: {sorted(problem.params) or 'none'})")
 
 
@@ -300,6 +309,11 @@ class Capabilities:
     notes: str = ""
     #: SDE methods (``Backend.solve_sde``), each with the library's calculus and claimed orders
     sde_methods: Mapping[str, SDEMethod] = field(default_factory=dict)
+    #: gradient modes of SDE solves (``Backend.sde_gradient``), and those among them that
+    #: differentiate the computed solution itself (discrete: exact to round-off on the path); the
+    #: others solve a continuous (stochastic) adjoint backward on the same path (error ~ h^p)
+    sde_gradient_modes: tuple[str, ...] = ()
+    sde_discrete_gradient_modes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", MappingProxyType(dict(self.methods)))
@@ -454,33 +468,9 @@ class Backend(ABC):
         if not self.available():
             return failed_solution(problem, method, ts, y0, Status.UNAVAILABLE,
                                    f"{self.name} is not installed: {self.install_hint}")
-        caps = self.capabilities()
-        if method not in caps.sde_methods:
-            import difflib
-
-            close = difflib.get_close_matches(method, list(caps.sde_methods), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{self.name} has no SDE method {method!r}{hint} Choices:"
-                             f" {', '.join(caps.sde_methods) or 'none'}")
-        info = caps.sde_methods[method]
-        if dtype not in caps.dtypes:
-            raise ValueError(f"{self.name} supports dtypes {caps.dtypes}, not dtype={dtype!r}")
-        if device not in caps.devices:
-            raise ValueError(f"{self.name} supports devices {caps.devices}, not device={device!r}")
+        info = self._sde_method(method, dtype, device)
         validate_sde(problem, info, options, self.name)
-        if paths is not None and (isinstance(paths, bool) or not isinstance(paths, (int, np.integer)) or paths < 1):
-            raise ValueError(f"paths={paths!r}, but it must be a positive int")
-        if y0 is not None:
-            y0a = np.asarray(y0, dtype=np.float64)
-            if y0a.ndim not in (1, 2) or y0a.shape[-1] != problem.n or not np.all(np.isfinite(y0a)):
-                raise ValueError(f"y0 has shape {y0a.shape}, but it must be finite of shape ({problem.n},) or"
-                                 f" (M, {problem.n})")
-            if y0a.ndim == 1:
-                y0a = np.broadcast_to(y0a, (paths or 1, problem.n)).copy()
-        else:
-            count = paths if paths is not None else (bm.shape[0] if bm is not None and len(bm.shape) == 2 else 1)
-            y0a = problem.y0_batch(count)
-        path = sde_brownian(problem, bm, paths if paths is not None else y0a.shape[0], seed, y0a)
+        y0a, path = sde_inputs(problem, bm, paths, seed, y0)
         start = time.perf_counter()
         try:
             sol = self._solve_sde(problem, info, path, y0a, dict(options), dtype, device)
@@ -492,6 +482,64 @@ class Backend(ABC):
         sol.timing.setdefault("wall_s", time.perf_counter() - start)
         sol.timing.setdefault("compile_s", 0.0)
         return sol
+
+    def _sde_method(self, method: str, dtype: str, device: str) -> SDEMethod:
+        """The SDE method's info; an unknown method, dtype or device raises, naming the choices."""
+        caps = self.capabilities()
+        if method not in caps.sde_methods:
+            import difflib
+
+            close = difflib.get_close_matches(str(method), list(caps.sde_methods), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{self.name} has no SDE method {method!r}{hint} Choices:"
+                             f" {', '.join(caps.sde_methods) or 'none'}")
+        if dtype not in caps.dtypes:
+            raise ValueError(f"{self.name} supports dtypes {caps.dtypes}, not dtype={dtype!r}")
+        if device not in caps.devices:
+            raise ValueError(f"{self.name} supports devices {caps.devices}, not device={device!r}")
+        return caps.sde_methods[method]
+
+    def _sde_gradient(self, problem: SDEProblem, method: SDEMethod, mode: str, loss: Loss, bm: Any, y0: np.ndarray,
+                      n_steps: int, options: dict[str, Any], dtype: str, device: str) -> GradientResult:
+        raise NotImplementedError(f"{self.name} computes no SDE gradients")
+
+    def sde_gradient(self, problem: SDEProblem, method: str, mode: str, loss: Loss, *, bm: Any = None,
+                     paths: int | None = None, seed: int = 0, y0: Sequence[float] | np.ndarray | None = None,
+                     n_steps: int, dtype: str = "float64", device: str = "cpu", **options: Any) -> GradientResult:
+        """The pathwise gradient dL/dy0, dL/dθ of ``loss`` (a :class:`~odeverify.gradients.Loss`,
+        summed over the paths) of the SDE solve of ``problem`` with ``method`` on the Brownian
+        path ``bm`` (default: ``paths`` paths from ``seed``, as :meth:`solve_sde`), by gradient
+        ``mode`` (one of ``Capabilities.sde_gradient_modes``), at ``n_steps`` fixed steps; θ is
+        :func:`sde_gradient_params` (float scalars included). Every loss time must be a step
+        boundary.
+
+        ``grad_y0`` has the shape ``(M, n)`` of the batch of initial states (a y0 of shape
+        ``(n,)`` is repeated for every path, and each path's row is differentiated). Options:
+        :data:`SDE_GRADIENT_OPTIONS`. Bad arguments raise (an unknown mode or method, a loss of
+        another dimension or off the grid, a problem in the other calculus); a method the
+        library cannot differentiate in this mode raises ``UnsupportedOption``; a failure inside
+        the library becomes a status with NaN gradients, and a non-finite gradient of a
+        successful solve is ``NONFINITE``.
+        """
+        wrt = options.get("wrt")
+        if not self.available():
+            return failed_sde_gradient(problem, mode, method, self.name, None, Status.UNAVAILABLE,
+                                       f"{self.name} is not installed: {self.install_hint}", wrt)
+        info = self._sde_method(method, dtype, device)
+        validate_sde_gradient(problem, info, mode, loss, n_steps, options, self.capabilities(), self.name)
+        y0a, path = sde_inputs(problem, bm, paths, seed, y0)
+        try:
+            res = self._sde_gradient(problem, info, mode, loss, path, y0a, int(n_steps), dict(options), dtype, device)
+        except UnsupportedOption:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a library's failure becomes a status
+            return failed_sde_gradient(problem, mode, method, self.name, y0a, classify_exception(exc),
+                                       f"{type(exc).__name__}: {exc}"[:500], wrt)
+        if res.status.ok and not np.all(np.isfinite(res.flat())):
+            res.status = Status.NONFINITE
+            res.message = ("non-finite gradient from a finite solve: the drift or diffusion is not differentiable"
+                           " along the path (or its derivative overflows)")
+        return res
 
     def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np.ndarray | None,
                   options: dict[str, Any], dtype: str, device: str) -> GradientResult:
@@ -549,6 +597,75 @@ def sde_brownian(problem: SDEProblem, bm: Any, paths: int | None, seed: int, y0:
     if bm.t0 > problem.t_span[0] or bm.t1 < problem.t_span[1]:
         raise ValueError(f"bm covers [{bm.t0}, {bm.t1}], but problem {problem.name!r} spans {problem.t_span}")
     return bm
+
+
+def sde_inputs(problem: SDEProblem, bm: Any, paths: int | None, seed: int, y0: Any) -> tuple[np.ndarray, Any]:
+    """The batch of initial states ``(M, n)`` (``y0`` of shape ``(n,)`` repeated for ``paths``
+    paths; default the problem's) and the Brownian path (:func:`sde_brownian`) of an SDE solve."""
+    if paths is not None and (isinstance(paths, bool) or not isinstance(paths, (int, np.integer)) or paths < 1):
+        raise ValueError(f"paths={paths!r}, but it must be a positive int")
+    if y0 is not None:
+        y0a = np.asarray(y0, dtype=np.float64)
+        if y0a.ndim not in (1, 2) or y0a.shape[-1] != problem.n or not np.all(np.isfinite(y0a)):
+            raise ValueError(f"y0 has shape {y0a.shape}, but it must be finite of shape ({problem.n},) or"
+                             f" (M, {problem.n})")
+        if y0a.ndim == 1:
+            y0a = np.broadcast_to(y0a, (paths or 1, problem.n)).copy()
+    else:
+        count = paths if paths is not None else (bm.shape[0] if bm is not None and len(bm.shape) == 2 else 1)
+        y0a = problem.y0_batch(count)
+    return y0a, sde_brownian(problem, bm, paths if paths is not None else y0a.shape[0], seed, y0a)
+
+
+#: options every backend's ``sde_gradient`` accepts: ``wrt`` ("all" (default), "y0", "params")
+#: and ``adjoint_method`` (the backward solve's method of a continuous-adjoint mode, in the
+#: library's own names; a backend refuses a value it does not know)
+SDE_GRADIENT_OPTIONS = ("wrt", "adjoint_method")
+
+
+def sde_gradient_params(problem: SDEProblem) -> dict[str, np.ndarray]:
+    """The parameters an SDE gradient dL/dθ is taken with respect to: every float entry of
+    ``problem.params``, float arrays *and* Python float scalars (as 0-d float64 arrays), as in
+    ``odeverify.gradients.sde_value_and_grad`` (SDE problems keep their coefficients as
+    scalars); ints, bools and other values are constants."""
+    out = {}
+    for key, value in problem.params.items():
+        if isinstance(value, (bool, np.bool_)):
+            continue
+        if isinstance(value, (float, np.floating)) or (isinstance(value, np.ndarray)
+                                                      and np.issubdtype(value.dtype, np.floating)):
+            out[key] = np.array(value, dtype=np.float64)
+    return out
+
+
+def validate_sde_gradient(problem: SDEProblem, info: SDEMethod, mode: str, loss: Any, n_steps: Any,
+                          options: Mapping[str, Any], caps: Capabilities, backend: str) -> None:
+    """Bad arguments of :meth:`Backend.sde_gradient` raise here, the same way for every backend."""
+    check_mode(mode, caps.sde_gradient_modes, backend, "SDE gradient")
+    if not isinstance(problem, SDEProblem):
+        raise TypeError(f"problem={problem!r}, but sde_gradient takes an SDEProblem (odeverify.problems.sde)")
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss={loss!r}, but it must be an odeverify.gradients.Loss")
+    if loss.n != problem.n:
+        raise ValueError(f"loss has weights of shape {loss.weights.shape} (n={loss.n}), but SDE problem"
+                         f" {problem.name!r} has state dimension n={problem.n}")
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError(f"n_steps={n_steps!r}, but it must be a positive int (SDE gradients take fixed steps)")
+    for key in options:
+        if key not in SDE_GRADIENT_OPTIONS:
+            raise ValueError(f"unknown SDE gradient option {key!r}; expected one of {', '.join(SDE_GRADIENT_OPTIONS)}")
+    check_wrt(options.get("wrt"), problem, bool(sde_gradient_params(problem)), "SDE problem", "float")
+    validate_sde(problem, info, {"n_steps": n_steps, "t_eval": loss.t_eval}, backend)
+
+
+def failed_sde_gradient(problem: SDEProblem, mode: str, method: str, backend: str, y0: np.ndarray | None,
+                        status: Status, message: str, wrt: str | None = None) -> GradientResult:
+    """A failed SDE gradient: NaN gradients of the right shapes (never zeros) and the status."""
+    shape = np.shape(y0) if y0 is not None else (1, problem.n)
+    grad_y0 = None if wrt == "params" else np.full(shape, np.nan)
+    params = {} if wrt == "y0" else {k: np.full(v.shape, np.nan) for k, v in sde_gradient_params(problem).items()}
+    return GradientResult(mode=mode, method=method, backend=backend, library="-", status=status, loss=float("nan"),
+                          grad_y0=grad_y0, grad_params=params, message=message)
 
 
 def validate_sde(problem: SDEProblem, info: SDEMethod, options: Mapping[str, Any], backend: str) -> None:

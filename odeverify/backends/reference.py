@@ -12,7 +12,7 @@ from ..problems import Problem
 from ..solution import Solution
 from ..solvers import SOLVERS
 from ..solvers.sde import SDE_METHODS
-from .base import Backend, Capabilities, MethodInfo
+from .base import Backend, Capabilities, MethodInfo, UnsupportedOption
 
 
 class ReferenceBackend(Backend):
@@ -42,12 +42,14 @@ class ReferenceBackend(Backend):
                                        implicit=bool(getattr(s, "implicit", False)),
                                        option_ranges=(("max_order", 1, s.max_order),) if variable else ())
         modes, discrete = _gradient_modes(self.library)
+        sde_modes, sde_discrete = _sde_gradient_modes(self._sde_gradient_library())
         return Capabilities(methods=methods, dtypes=("float64", "float32"), devices=("cpu",),
                             options={"max_order": True,
                                      "max_order_stiff": "no reference method switches between a non-stiff and"
                                                         " a stiff formula (bdf takes max_order)"},
                             per_sample=True, gradient_modes=modes, discrete_gradient_modes=discrete,
-                            sde_methods=dict(SDE_METHODS.items()),
+                            sde_methods=dict(SDE_METHODS.items()), sde_gradient_modes=sde_modes,
+                            sde_discrete_gradient_modes=sde_discrete,
                             notes="batch='shared' (default) or 'per-sample'; per_sample refers to the latter;"
                                   " gradient modes (odeverify.gradients) on the PyTorch and JAX libraries")
 
@@ -63,6 +65,41 @@ class ReferenceBackend(Backend):
                         dt=options.get("dt"), n_steps=options.get("n_steps"))
         sol.ys = np.asarray(_xp.to_numpy(sol.ys), dtype=np.float64) if self.library != "numpy" else sol.ys
         return sol
+
+    def _sde_gradient_library(self) -> str | None:
+        """The library of the SDE gradient modes: this backend's where it differentiates (torch,
+        jax), PyTorch for the NumPy reference (when installed), else None."""
+        from ..gradients._common import AUTODIFF_LIBRARIES
+
+        if self.library in AUTODIFF_LIBRARIES:
+            return self.library
+        return "torch" if self.library == "numpy" and _xp.available("torch") else None
+
+    def _sde_gradient(self, problem: Any, method: Any, mode: str, loss: Any, bm: Any, y0: np.ndarray, n_steps: int,
+                      options: dict[str, Any], dtype: str, device: str) -> Any:
+        """``odeverify.gradients.sde.sde_value_and_grad`` on this backend's library (PyTorch for
+        the NumPy reference)."""
+        from ..gradients.sde import ADJOINT_METHODS, sde_value_and_grad
+
+        if mode == "reversible_heun" and not method.reversible:
+            raise UnsupportedOption(f"{self.name} SDE gradient mode 'reversible_heun' inverts the steps of an"
+                                    f" algebraically reversible method; {method.name!r} is not one (use"
+                                    " method 'reversible_heun')")
+        if mode == "adjoint" and method.calculus != "stratonovich":
+            raise UnsupportedOption(f"{self.name} SDE gradient mode 'adjoint' solves the Stratonovich adjoint on the"
+                                    f" same path; {method.name!r} is an {method.calculus} method (use a Stratonovich"
+                                    " method on the problem's Stratonovich form)")
+        chosen = options.get("adjoint_method")
+        if chosen is not None and (mode != "adjoint" or chosen not in ADJOINT_METHODS):
+            raise UnsupportedOption(f"{self.name} cannot honour adjoint_method={chosen!r}: only mode 'adjoint' takes"
+                                    f" it, one of {', '.join(ADJOINT_METHODS)}")
+        library = self._sde_gradient_library()
+        self._jax_cache()
+        res = sde_value_and_grad(problem, loss, mode=mode, method=method.name, bm=bm, n_steps=n_steps,
+                                 library=library, dtype=dtype, y0=y0, wrt=options.get("wrt") or "all",
+                                 adjoint_method=options.get("adjoint_method"))
+        res.backend = self.name
+        return res
 
     def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Any, y0: np.ndarray | None,
                   options: dict[str, Any], dtype: str, device: str) -> Any:
@@ -115,6 +152,16 @@ def _gradient_modes(library: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if "backsolve" in modes:
         modes.append("backsolve_seminorm")
     return tuple(modes), discrete
+
+
+def _sde_gradient_modes(library: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The SDE gradient modes (``odeverify.gradients.sde``) on ``library``, and the discrete ones."""
+    if library is None:
+        return (), ()
+    from ..gradients.sde import SDE_GRADIENT_MODES
+
+    modes = tuple(name for name, gm in SDE_GRADIENT_MODES.items() if library in gm.libraries)
+    return modes, tuple(name for name in modes if SDE_GRADIENT_MODES.get(name).exact_discrete)
 
 
 def _reference_gradient(library: str, problem: Problem, method: MethodInfo, mode: str, loss: Any,
