@@ -29,6 +29,15 @@ of Stochastic Differential Equations* (Springer 1992), section 4.4 (equation num
 cited there and in SciML's DiffEqProblemLibrary, whose ``prob_sde_cubic``, ``prob_sde_wave``
 and ``prob_sde_additive`` are the same equations); each closed form is checked against a
 fine Euler-Maruyama solve on the same path in ``tests/test_sde_problems.py``.
+
+Also registered: reducible equations of K&P section 4.4 (``sinh_reducible``, with an added
+drift as in Karatzas & Shreve's exercise 5.2.27), linear equations with time-dependent
+coefficients (``linear_time_dependent``, ``gbm_time_dependent``), SciML's
+``prob_sde_stiffquadito``/``_stiffquadstrat`` (``stiff_quadratic_*``), ``prob_sde_2Dlinear``
+(``sciml_2dlinear_*``, a 4x2 matrix flattened to n = 8), ``prob_sde_additivesystem`` and
+``prob_sde_nltest``; the Kubo oscillator (scalar noise driving n = 2); and ``neural_sde``, a
+seeded MLP drift and bounded diagonal diffusion with no closed form (tag ``neural``). Each
+closed form's derivation by Itô's formula is written next to it.
 """
 from __future__ import annotations
 
@@ -533,7 +542,7 @@ for _calc in CALCULI:
         description=("dX = " + ("-(alpha + beta^2 X)(1 - X^2) dt + beta (1 - X^2) dW (Itô)" if _calc == "ito" else
                                 "-alpha (1 - X^2) dt + beta (1 - X^2) o dW (Stratonovich)")
                      + ": X = tanh(-alpha t + beta W + atanh X0)"),
-        tags={"nonlinear"}))
+        tags={"nonlinear", "superlinear"}))  # coefficients grow like X^3 outside (-1, 1)
 
 
 # linear with time-dependent coefficients (narrow sense): dX = (2 X / (1+t) + b (1+t)^2) dt
@@ -605,6 +614,44 @@ register(SDEProblem(
     citation="Kloeden & Platen (1992), section 4.4 (homogeneous linear SDE, time-dependent drift rate)",
     description="dX = c X / (1+t) dt + b X dW (Itô): X = X0 (1+t)^c exp(-b^2 t / 2 + b W)",
     tags={"linear", "time_dependent"}))
+
+
+# polynomial growth (SciML prob_sde_nltest, from Tocino & Ardanuy): X = Z^3 with
+# Z = 2 t + 1 + W / 3; Itô: dX = 3 Z^2 dZ + 3 Z (dZ)^2 = (6 Z^2 + Z / 3) dt + Z^2 dW, so with
+# Z = cbrt(X) (the real cube root, which keeps the formulas right for X < 0):
+# f = 6 X^{2/3} + X^{1/3} / 3, g = X^{2/3}; correction ½ g g' = ½ X^{2/3} (2/3) X^{-1/3} = X^{1/3} / 3.
+def _cbrt(xp: Any, y: Any) -> Any:
+    return xp.sign(y) * xp.abs(y) ** (1.0 / 3.0)
+
+
+def _nl_drift(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    z = _cbrt(xp, y)
+    return 6.0 * z * z + z / 3.0
+
+
+def _nl_diffusion(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    z = _cbrt(xp, y)
+    return z * z
+
+
+def _nl_correction(xp: Any, t: Any, y: Any, p: Any) -> Any:
+    return _cbrt(xp, y) / 3.0
+
+
+def _nl_exact(ts: np.ndarray, y0: np.ndarray, bm: Any, p: Mapping[str, Any]) -> np.ndarray:
+    w = _w(bm, ts)[..., :1]
+    z = np.cbrt(_y0(y0))[None] + 2.0 * _elapsed(ts, bm) + w / 3.0
+    return _shape_back(z**3, y0)
+
+
+register(SDEProblem(
+    name="sciml_nltest", drift=_nl_drift, diffusion=_nl_diffusion, y0=(1.0,), t_span=(0.0, 1.0),
+    noise="diagonal", noise_dim=1, exact=_nl_exact, correction=_nl_correction,
+    citation=("SciML DiffEqProblemLibrary prob_sde_nltest (there on [0, 10]); J. Tocino & R. Ardanuy,"
+              " Runge-Kutta methods for numerical solution of stochastic differential equations, J. Comput."
+              " Appl. Math. 138 (2002)"),
+    description="dX = (X^{1/3} / 3 + 6 X^{2/3}) dt + X^{2/3} dW (Itô): X = (2 t + cbrt(X0) + W / 3)^3",
+    tags={"nonlinear"}))
 
 
 # SciML's prob_sde_2Dlinear: 8 independent GBMs as a 4x2 matrix (flattened row-major here),
