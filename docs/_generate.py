@@ -110,11 +110,56 @@ def backends_table() -> str:
             continue
         caps = b.capabilities()
         refused = [k for k, v in caps.options.items() if v is not True]
-        rows.append([f"`{name}`", ", ".join(f"`{m}`" for m in caps.methods),
+        rows.append([f"`{name}`", ", ".join(f"`{m}`" for m in caps.methods) or "none",
                      ", ".join(f"`{m}`" for m in caps.gradient_modes) or "none",
+                     ", ".join(f"`{m}`" for m in caps.sde_methods) or "none",
                      ", ".join(f"`{k}`" for k in refused) or "none"])
     return ("<!-- generated from odeverify.backends by docs/_generate.py -->\n\n"
-            + _table(rows, ["backend", "methods", "gradient modes", "options it refuses"]))
+            + _table(rows, ["backend", "ODE methods", "gradient modes", "SDE methods", "options it refuses"]))
+
+
+def _orders(table: Any) -> str:
+    return ", ".join(f"{cls} {order:g}" for cls, order in table.items())
+
+
+def sde_methods_table() -> str:
+    """Every SDE method of every installed backend with the orders its library claims, per noise class."""
+    from odeverify import backends
+
+    rows = []
+    for name in backends.names():
+        b = backends.get(name)
+        if name.startswith("reference-") or not b.available():
+            continue
+        for m, info in b.capabilities().sde_methods.items():
+            rows.append([f"`{name}`", f"`{m}`", info.calculus, _orders(info.strong), _orders(info.weak),
+                         f"`{info.reference}`" if info.reference else "", _cell(info.citation)])
+    return ("<!-- generated from Capabilities.sde_methods by docs/_generate.py -->\n\n"
+            + _table(rows, ["backend", "method", "calculus", "strong order claimed", "weak order claimed",
+                            "same rule as the reference's", "source"]))
+
+
+def sde_problems_table() -> str:
+    """The SDE problem library (``odeverify.problems.sde.SDE_PROBLEMS``)."""
+    from odeverify.problems.sde import SDE_PROBLEMS
+
+    rows = []
+    for name, p in SDE_PROBLEMS.items():
+        rows.append([f"`{name}`", p.n, f"{p.noise} (m={p.noise_dim})", p.noise_class, p.calculus,
+                     "closed form" if p.exact is not None else "fine solve", "yes" if p.moments else "",
+                     _cell(p.description), _cell(p.citation)])
+    return ("<!-- generated from odeverify.problems.sde.SDE_PROBLEMS by docs/_generate.py -->\n\n"
+            + _table(rows, ["problem", "n", "noise", "class", "calculus", "reference", "exact moments",
+                            "description", "source"]))
+
+
+def sde_gradient_modes_table() -> str:
+    from odeverify.gradients.sde import SDE_GRADIENT_MODES
+
+    rows = [[f"`{name}`", _first_line(getattr(mode, "description", "")) or str(getattr(mode, "description", "")),
+             _cell(getattr(mode, "citation", ""))] for name, mode in SDE_GRADIENT_MODES.items()]
+    return ("<!-- generated from odeverify.gradients.sde.SDE_GRADIENT_MODES by docs/_generate.py -->\n\n"
+            + _table(rows, ["mode", "what it is", "citation"]))
 
 
 def gradient_modes_table() -> str:
@@ -210,6 +255,9 @@ def write_all(out: Path) -> list[Path]:
         "deviations.md": deviations_table(),
         "explorations.md": explorations_table(),
         "matrix_columns.md": matrix_columns_table(),
+        "sde_methods.md": sde_methods_table(),
+        "sde_problems.md": sde_problems_table(),
+        "sde_gradient_modes.md": sde_gradient_modes_table(),
     }
     written = []
     for name, text in pages.items():

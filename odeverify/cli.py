@@ -589,7 +589,10 @@ _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_o
           "adjoint_convergence": "adjoint-conv", "fixed_step_adjoint_gap": "adjoint-gap",
           "reversibility_drift": "reversibility", "memory_scaling": "memory",
           "stiff_order": "stiff-order", "stiffness_handling": "stiffness", "stiff_precision": "bari-tight",
-          "max_order_sweep": "max-order", "work": "work", "available": "installed"}
+          "max_order_sweep": "max-order", "work": "work", "available": "installed",
+          "sde_strong_order": "strong", "sde_weak_order": "weak", "sde_pathwise_agreement": "pathwise",
+          "sde_reversibility": "sde-reverse", "ito_stratonovich_consistency": "ito-strat",
+          "brownian_consistency": "brownian"}
 
 
 def verdict_matrix(records: list) -> str:

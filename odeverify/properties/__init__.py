@@ -16,6 +16,8 @@ from .work_precision import work_precision
 from .work import work
 from .options import max_order_sweep
 from .stiffness import stiff_order, stiff_precision, stiffness_estimate, stiffness_handling
+from .sde import (brownian_consistency, ito_stratonovich_consistency, sde_pathwise_agreement, sde_reversibility,
+                  sde_strong_order, sde_weak_order)
 from .gradients import (adjoint_convergence, discrete_gradient_exactness, fixed_step_adjoint_gap, gradient_accuracy,
                         gradient_oracle, memory_scaling, reversibility_drift, reversible_stability_region,
                         reversible_use)
@@ -29,9 +31,19 @@ for _f in (convergence_order, local_error_order, dense_output_order, embedded_es
 for _f in (gradient_accuracy, discrete_gradient_exactness, adjoint_convergence, fixed_step_adjoint_gap,
            reversibility_drift, reversible_stability_region, reversible_use, memory_scaling):
     PROPERTIES.register(_f.__name__, _f)
+# SDEs (check --sde)
+for _f in (sde_strong_order, sde_weak_order, sde_pathwise_agreement, ito_stratonovich_consistency, sde_reversibility,
+           brownian_consistency):
+    PROPERTIES.register(_f.__name__, _f)
 
 __all__ = [
     "PROPERTIES",
+    "brownian_consistency",
+    "ito_stratonovich_consistency",
+    "sde_pathwise_agreement",
+    "sde_reversibility",
+    "sde_strong_order",
+    "sde_weak_order",
     "gradient_accuracy",
     "discrete_gradient_exactness",
     "adjoint_convergence",
