@@ -320,7 +320,7 @@ def test_correction_is_half_sum_of_dg_g(problem):
 @pytest.mark.parametrize("problem", ALL, ids=ids(ALL))
 def test_declared_noise_commutativity_holds(problem):
     """Methods of strong order 1 trust the declaration: commutative noise needs
-    L^j g_l = L^l g_j with L^j g_l = (∂g_l/∂x) g_j (Kloeden & Platen 1992, eq. (10.3.13)). For
+    L^j g_l = L^l g_j with L^j g_l = (∂g_l/∂x) g_j (Kloeden & Platen 1992, section 10.3). For
     diagonal noise that means g_i depends on y_i alone. Checked by central differences at
     random states; a problem declared non-commutative must really be."""
     rng = np.random.default_rng(4)
