@@ -53,7 +53,7 @@ import numpy as np
 from .. import _xp
 from ..problems import Problem
 from ..solution import Solution, Stats, Status
-from . import _jax_cache
+from . import _jax_cache, diffrax_sde
 from .base import Backend, Capabilities, MethodInfo, UnsupportedOption
 
 
@@ -228,6 +228,7 @@ class DiffraxBackend(Backend):
             methods=methods, dtypes=("float64", "float32"), devices=devices, options=options, per_sample=True,
             gradient_modes=("recursive_checkpoint", "direct", "backsolve", "backsolve_seminorm", "forward"),
             discrete_gradient_modes=("recursive_checkpoint", "direct", "forward"),
+            sde_methods=diffrax_sde.sde_methods(),
             notes="jitted; compile time reported in timing['compile_s'] (0 on a cache hit); adaptive FSAL"
                   " nfev is a closed-form lower bound, low by the rejections before the first accepted"
                   " step (count_nfev counts exactly); max_steps is"
@@ -236,6 +237,10 @@ class DiffraxBackend(Backend):
         )
 
     # ------------------------------------------------------------------ solve
+    def _solve_sde(self, problem: Any, method: Any, bm: Any, y0: np.ndarray, options: dict[str, Any], dtype: str,
+                   device: str) -> Solution:
+        return diffrax_sde.solve_sde(self, problem, method, bm, y0, options, dtype, device)
+
     def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Any, y0: np.ndarray | None,
                   options: dict[str, Any], dtype: str, device: str) -> Any:
         from .diffrax_gradients import gradient  # diffrax's adjoints, jitted once per key
