@@ -33,20 +33,47 @@ Counting: ``nfev`` and ``ngev`` are every call of the drift and of the diffusion
 makes, including the one call of each at ``t0`` with which ``sdeint`` checks shapes
 (``_core/sdeint.py``: ``check_contract``) and the diffusion calls of Milstein's autograd term;
 ``accepted`` is the number of steps (each torchsde step queries the path once).
+
+**Gradients** (:meth:`Backend.sde_gradient`, modes :data:`SDE_GRADIENT_MODES`), pathwise on
+odeverify's Brownian path, wrt y0 (every path's row) and the problem's float parameters
+(scalars included, as ``odeverify.gradients.sde``), which become ``nn.Parameter`` s of the SDE
+module (``torch.nn.ParameterDict``; sdeint_adjoint takes them as ``adjoint_params``); the loss
+is :class:`~odeverify.gradients.Loss` on the solution at its times (step boundaries):
+
+- ``backprop``: autograd through ``torchsde.sdeint`` (discrete: the derivative of the computed
+  solution, on the same path);
+- ``adjoint``: ``torchsde.sdeint_adjoint`` (the stochastic adjoint of Li et al. 2020) with
+  torchsde's default adjoint method for the forward method (``adjoint.py``,
+  ``_select_default_adjoint_method``: ``midpoint`` for Stratonovich SDEs, ``milstein`` for Itô
+  diagonal noise, else ``euler``; ``adjoint_reversible_heun`` for ``reversible_heun``, whose
+  backward pass is the exact algebraic inverse), or the ``adjoint_method`` option. torchsde
+  queries the same path backward (``ReverseBrownian`` calls ``bm(-tb, -ta)``), so the
+  backward steps consume exactly the forward increments (query times snapped to the grid, as
+  above). ``adjoint_mismatch``: torchsde resets the reconstructed state to the forward value
+  at each output time; the value before the reset is observed (torchsde's ``flat_to_shape`` in
+  ``adjoint.py``'s backward, for the duration of the gradient) and compared with the forward
+  state (``gradients._spec.reconstruction_mismatch``), as for ODE backsolves.
+
+``srk`` has no gradient here: it runs on torchsde's own Brownian path (Lévy area), not on the
+path the oracles use. Counting: ``nfev_*``/``details["ngev_*"]`` are the drift's/diffusion's
+calls by phase (backprop's backward traverses every forward evaluation, as the reference's
+discrete mode counts); ``steps_*`` the path's queries.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
 from .. import _xp
+from ..gradients._spec import GradientResult, mismatch_message, reconstruction_mismatch
 from ..integrate import GRID_SNAP, fixed_grid, snap_to_grid
 from ..problems import Problem
 from ..problems.sde import SDEProblem
 from ..solution import Solution, Stats, Status
 from ..solvers.sde import SDEMethod
-from .base import Backend, Capabilities, MethodInfo, UnsupportedOption
+from .base import Backend, Capabilities, MethodInfo, UnsupportedOption, sde_gradient_params
 
 _SRC = "torchsde 0.2.6, torchsde/_core/methods/"
 _ALL = ("additive", "commutative", "general")
@@ -115,6 +142,13 @@ _METHODS: dict[str, tuple[str, tuple[str, ...], SDEMethod]] = {
                " and 1.0 for additive noise; strong orders for diagonal/scalar noise and the weak order"
                " 'for the time being unknown' (the reference expects 1.0 for commuting noise)"))),
 }
+
+#: SDE gradient modes (``Capabilities.sde_gradient_modes``) and the discrete ones
+SDE_GRADIENT_MODES = ("backprop", "adjoint")
+SDE_DISCRETE_GRADIENT_MODES = ("backprop",)
+#: torchsde methods the ``adjoint_method`` option may name (torchsde 0.2.6 ``settings.METHODS``
+#: less ``srk``, which needs a Lévy area; torchsde refuses one that does not fit the adjoint SDE)
+ADJOINT_METHODS = ("euler", "milstein", "euler_heun", "heun", "midpoint", "reversible_heun", "adjoint_reversible_heun")
 
 #: relative distance (of the span) within which a query time is snapped to the step grid
 _SNAP = GRID_SNAP
@@ -224,6 +258,163 @@ class _CountingSDE:
         return self._g(self._time(t), y)
 
 
+def _module_class() -> type:
+    """The SDE as an ``nn.Module`` (``sdeint_adjoint``'s contract): the differentiated float
+    parameters are ``nn.Parameter`` s in ``theta``, every other parameter a constant; the drift's
+    and the diffusion's calls are counted per phase ("forward", "backward")."""
+    if "module" in _classes:
+        return _classes["module"]
+    torch = _torch()
+
+    class GradientSDE(torch.nn.Module):
+        def __init__(self, problem: SDEProblem, names: list[str], dtype: Any, device: Any) -> None:
+            super().__init__()
+            self.noise_type, self.sde_type = problem.noise, problem.calculus
+            self._problem, self._xp, self._dtype, self._device = problem, _xp.get_namespace("torch"), dtype, device
+            self.names = list(names)
+            self.theta = torch.nn.ParameterDict({k: torch.nn.Parameter(torch.as_tensor(
+                np.asarray(problem.params[k], dtype=np.float64), dtype=dtype, device=device)) for k in names})
+            self._const = {k: v for k, v in problem.converted_params(self._xp, dtype, device).items()
+                           if k not in self.names}
+            self.phase = "forward"
+            self.calls = {"forward": [0, 0], "backward": [0, 0]}  # [drift, diffusion]
+
+        def _args(self, t: Any) -> tuple[Any, dict[str, Any]]:
+            time = torch.full((), float(t), dtype=self._dtype, device=self._device)
+            return time, {**self._const, **{k: self.theta[k] for k in self.names}}
+
+        def f(self, t: Any, y: Any) -> Any:
+            self.calls[self.phase][0] += 1
+            time, params = self._args(t)
+            return self._problem.drift(self._xp, time, y, params)
+
+        def g(self, t: Any, y: Any) -> Any:
+            self.calls[self.phase][1] += 1
+            time, params = self._args(t)
+            return self._problem.diffusion(self._xp, time, y, params)
+
+    _classes["module"] = GradientSDE
+    return GradientSDE
+
+
+class _ObservedBackward:
+    """For the duration of a ``sdeint_adjoint`` gradient, the state each backward segment
+    reconstructs before torchsde resets it to the forward value (``adjoint.py``'s backward
+    unpacks the augmented state with ``misc.flat_to_shape`` right before the reset; only that
+    module's name is swapped, torchsde's ``misc`` itself is untouched)."""
+
+    def __init__(self) -> None:
+        import importlib
+
+        self.module = importlib.import_module("torchsde._core.adjoint")
+        self.real = self.module.misc
+        self.states: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def flat_to_shape(self, flat: Any, shapes: Any) -> Any:
+        out = self.real.flat_to_shape(flat, shapes)
+        self.states.append(out[0].detach().to("cpu", _torch().float64).numpy())
+        return out
+
+    def __enter__(self) -> _ObservedBackward:
+        self.module.misc = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.misc = self.real
+
+
+def _default_adjoint_method(sde: Any, ts_method: str) -> str:
+    """torchsde's own choice (``_select_default_adjoint_method`` of ``torchsde/_core/adjoint.py``)."""
+    from torchsde._core.adjoint import _select_default_adjoint_method
+
+    return str(_select_default_adjoint_method(sde, ts_method, None))
+
+
+def _sde_gradient(problem: SDEProblem, method: SDEMethod, ts_method: str, mode: str, loss: Any, bm: Any,
+                  y0: np.ndarray, n_steps: int, options: dict[str, Any], dtype: str, device: str) -> GradientResult:
+    torch, torchsde = _torch(), _torchsde()
+    t0, t1 = problem.t_span
+    grid = fixed_grid(t0, t1, None, n_steps)
+    h = (t1 - t0) / n_steps
+    ts = snap_to_grid(grid, loss.t_eval)
+    run_ts = ts if ts[0] == t0 else np.concatenate([[t0], ts])
+    tdtype = getattr(torch, dtype)
+    wrt = options.get("wrt") or "all"
+    floats = sde_gradient_params(problem)
+    names = [] if wrt == "y0" else sorted(floats)
+    shape = (y0.shape[0], problem.noise_dim)
+    if hasattr(bm, "prefetch"):
+        bm.prefetch(grid)
+    path = _brownian_class()(bm, grid, shape, tdtype, device, "none")
+    sde = _module_class()(problem, names, tdtype, device)
+    y = torch.tensor(y0, dtype=tdtype, device=device, requires_grad=wrt != "params")
+    params = [sde.theta[k] for k in names]
+    leaves = ([y] if wrt != "params" else []) + params
+    tts = torch.as_tensor(run_ts, dtype=tdtype, device=device)
+    adjoint_method = None
+    start = time.perf_counter()
+    with _xp.saved_tensor_bytes("torch") as meter:
+        with torch.enable_grad():
+            if mode == "backprop":
+                out = torchsde.sdeint(sde, y, tts, bm=path, method=ts_method, dt=h, adaptive=False)
+            else:
+                adjoint_method = options.get("adjoint_method") or _default_adjoint_method(sde, ts_method)
+                out = torchsde.sdeint_adjoint(sde, y, tts, bm=path, method=ts_method, adjoint_method=adjoint_method,
+                                              dt=h, adaptive=False, adjoint_params=params)
+            steps_forward = path.queries
+            ys = out[1:] if run_ts.size != ts.size else out
+            value = loss.value(_xp.get_namespace("torch"), ys)
+            forward_s = time.perf_counter() - start
+            sde.phase = "backward"
+            if mode == "backprop":
+                grads = torch.autograd.grad(value, leaves, allow_unused=True)
+            else:
+                with _ObservedBackward() as seen:
+                    grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    backward_s = time.perf_counter() - start - forward_s
+    grads = [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)]  # no path: zero
+    as_np = [g.detach().to("cpu", torch.float64).numpy() for g in grads]
+    grad_y0 = None if wrt == "params" else as_np.pop(0)
+    grad_params = {k: g.reshape(floats[k].shape) for k, g in zip(names, as_np)}
+    mismatch, steps_backward = None, n_steps
+    if mode == "adjoint":
+        steps_backward = path.queries - steps_forward
+        forward_states = out.detach().to("cpu", torch.float64).numpy()
+        # segment i (from run_ts[i] back to run_ts[i-1]), i = T-1 .. 1, ends where the forward state is row i-1
+        mismatch = reconstruction_mismatch([(rec, forward_states[len(seen.states) - 1 - k])
+                                            for k, rec in enumerate(seen.states)])
+    nf, ng = sde.calls["forward"], sde.calls["backward"]
+    if mode == "backprop":
+        nb = list(nf)  # autograd traverses every forward evaluation
+    else:
+        nb = list(ng)
+    memory = {"saved_for_backward_bytes": meter.total_bytes, "saved_for_backward_peak_bytes": meter.peak_bytes}
+    return GradientResult(
+        mode=mode, method=method.name, backend="torchsde", library="torch", status=Status.SUCCESS,
+        loss=float(value.detach().to("cpu", torch.float64)), grad_y0=grad_y0, grad_params=grad_params,
+        nfev_forward=nf[0], nfev_backward=nb[0], steps_forward=steps_forward, steps_backward=steps_backward,
+        timing={"forward_s": forward_s, "backward_s": backward_s}, memory=memory, adjoint_mismatch=mismatch,
+        message=mismatch_message(mismatch) or "success",
+        options={"torchsde_method": ts_method, "dt": h, **({"adjoint_method": adjoint_method} if adjoint_method
+                                                           else {})},
+        details={"ngev_forward": nf[1], "ngev_backward": nb[1], "paths": int(y0.shape[0]),
+                 "calculus": problem.calculus, "brownian": getattr(bm, "spec", dict)()})
+
+
+def _torchsde_method(problem: SDEProblem, method: SDEMethod) -> str:
+    """torchsde's name of ``method``; ``UnsupportedOption`` when torchsde refuses the problem's
+    noise type for it."""
+    ts_method, noise_types, _ = _METHODS[method.name]
+    if problem.noise not in noise_types:
+        raise UnsupportedOption(f"torchsde method {ts_method!r} ({method.name}) takes {', '.join(noise_types)}"
+                                f" noise, but problem {problem.name!r} has {problem.noise} noise (torchsde"
+                                " decides by noise type, not by commutativity)")
+    return ts_method
+
+
 def _output_times(problem: SDEProblem, grid: np.ndarray, t_eval: Any) -> np.ndarray:
     """The output times, each snapped to the step grid (a time between steps raises)."""
     if t_eval is None:
@@ -247,6 +438,8 @@ class TorchsdeBackend(Backend):
         devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
         return Capabilities(methods={}, dtypes=("float64", "float32"), devices=devices,
                             sde_methods={name: entry[2] for name, entry in _METHODS.items()},
+                            sde_gradient_modes=SDE_GRADIENT_MODES,
+                            sde_discrete_gradient_modes=SDE_DISCRETE_GRADIENT_MODES,
                             notes="SDEs only (solve_sde, fixed step); no ODE methods")
 
     def _solve(self, problem: Problem, method: MethodInfo, y0: np.ndarray | None, options: dict[str, Any],
@@ -256,11 +449,7 @@ class TorchsdeBackend(Backend):
     def _solve_sde(self, problem: SDEProblem, method: SDEMethod, bm: Any, y0: np.ndarray, options: dict[str, Any],
                    dtype: str, device: str) -> Solution:
         torch, torchsde = _torch(), _torchsde()
-        ts_method, noise_types, _ = _METHODS[method.name]
-        if problem.noise not in noise_types:
-            raise UnsupportedOption(f"torchsde method {ts_method!r} ({method.name}) takes {', '.join(noise_types)}"
-                                    f" noise, but problem {problem.name!r} has {problem.noise} noise (torchsde"
-                                    " decides by noise type, not by commutativity)")
+        ts_method = _torchsde_method(problem, method)
         t0, t1 = problem.t_span
         n_steps, dt_opt = options.get("n_steps"), options.get("dt")
         grid = fixed_grid(t0, t1, float(dt_opt) if dt_opt is not None else None, n_steps)
@@ -314,6 +503,18 @@ class TorchsdeBackend(Backend):
         return Solution(ts=np.asarray(ts, dtype=np.float64), ys=ys, status=status,
                         stats=Stats(nfev=sde.nfev, ngev=sde.ngev, accepted=steps), method=method.name,
                         t_final=t_final, message=message, options=opts, brownian=brownian)
+
+    def _sde_gradient(self, problem: SDEProblem, method: SDEMethod, mode: str, loss: Any, bm: Any, y0: np.ndarray,
+                      n_steps: int, options: dict[str, Any], dtype: str, device: str) -> GradientResult:
+        ts_method = _torchsde_method(problem, method)
+        if ts_method == "srk":
+            raise UnsupportedOption("torchsde method 'srk' runs on torchsde's own Brownian path (it needs the"
+                                    " space-time Lévy area), so its gradient has no pathwise oracle here")
+        chosen = options.get("adjoint_method")
+        if chosen is not None and (mode != "adjoint" or chosen not in ADJOINT_METHODS):
+            raise UnsupportedOption(f"torchsde cannot honour adjoint_method={chosen!r}: only mode 'adjoint' takes it,"
+                                    f" one of {', '.join(ADJOINT_METHODS)}")
+        return _sde_gradient(problem, method, ts_method, mode, loss, bm, y0, n_steps, options, dtype, device)
 
 
 __all__ = ["TorchsdeBackend"]
