@@ -183,7 +183,9 @@ class BrownianTree:
         if new.size == 0:
             return
         if len(self._cache) + new.size > _MAX_CACHE:
-            self._cache = {self.t0: self._cache[self.t0], self.t1: self._cache[self.t1]}
+            # keep the ends and the times of this query already cached: values() reads them next
+            keep = {self.t0, self.t1, *(t for t in arr.tolist() if t in self._cache)}
+            self._cache = {t: self._cache[t] for t in keep}
         vals = self._descend(new)
         for t, v in zip(new.tolist(), vals):
             self._cache[t] = v

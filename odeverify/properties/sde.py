@@ -192,17 +192,19 @@ def _reference_paths(problem: SDEProblem, bm: BrownianTree, ts: np.ndarray, y0: 
     Heun at 0.5: ``n_fine`` steps, 16 times the finest step count, so its error is a quarter of
     the finest graded error at order 0.5 and adds about 3% to it). Cached per (problem, path,
     times): every method of a conformance run is graded against the same reference."""
-    key = (problem.name, problem.calculus, bm.seed, bm.shape, tuple(ts.tolist()), n_fine, y0.tobytes())
+    # keyed by the problem object (held in the entry, so its id is not reused), never by its
+    # name: a problem changed with dataclasses.replace keeps the name
+    key = (id(problem), bm.seed, bm.shape, tuple(ts.tolist()), n_fine, y0.tobytes())
     if key in _REFERENCE_CACHE:
-        return _REFERENCE_CACHE[key]
+        return _REFERENCE_CACHE[key][1]
     out = _reference_uncached(problem, bm, ts, y0, n_fine)
     if len(_REFERENCE_CACHE) >= 16:
         _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
-    _REFERENCE_CACHE[key] = out
+    _REFERENCE_CACHE[key] = (problem, out)
     return out
 
 
-_REFERENCE_CACHE: dict[Any, np.ndarray] = {}
+_REFERENCE_CACHE: dict[Any, tuple[SDEProblem, np.ndarray]] = {}
 
 
 def _reference_uncached(problem: SDEProblem, bm: BrownianTree, ts: np.ndarray, y0: np.ndarray,

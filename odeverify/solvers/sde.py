@@ -85,7 +85,7 @@ class SDEMethod:
         """The stepper of one solve: this rule with ``diffusion``, the Brownian path ``bm`` and
         the step grid (step ends are snapped to it, so every query is a grid time)."""
         noise_class = "additive" if noise == "additive" else (
-            "commutative" if noise in ("diagonal", "scalar") or commutative else "general")
+            "commutative" if noise == "scalar" or commutative else "general")
         if not self.valid_for(noise_class):
             raise ValueError(f"SDE method {self.name!r} is not valid for {noise_class} noise ({noise!r},"
                              f" commutative={commutative}); it is valid for: {', '.join(self.strong)}."
