@@ -119,8 +119,24 @@ def test_milstein_exact_derivative_against_central_differences(dx, ref, method):
 
 
 # ---------------------------------------------------------------------------- Lévy-area methods
-def _levy_errors(dx, method: str, p: SDEProblem, paths: int, steps: tuple[int, ...], seed: int):
-    bm = BrownianTree(*p.t_span, p.brownian_shape(paths), seed=seed)
+class _Mirrored:
+    """``[W; -W]`` of a tree, declared antithetic in its spec (as odeverify's weak-order
+    property builds it)."""
+
+    def __init__(self, tree: BrownianTree) -> None:
+        self.tree, self.t0, self.t1 = tree, tree.t0, tree.t1
+        self.shape = (2 * tree.shape[0], tree.shape[1])
+
+    def values(self, ts):
+        w = self.tree.values(ts)
+        return np.concatenate([w, -w], axis=1)
+
+    def spec(self):
+        return {**self.tree.spec(), "antithetic": True}
+
+
+def _levy_errors(dx, method: str, p: SDEProblem, paths: int, steps: tuple[int, ...], seed: int, bm=None):
+    bm = BrownianTree(*p.t_span, p.brownian_shape(paths), seed=seed) if bm is None else bm
     y0 = p.y0_batch(paths)
     errs, w_end = [], []
     for n in steps:
@@ -149,6 +165,12 @@ def test_levy_area_method_converges_on_its_own_brownian_path(dx):
     slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
     assert slope > 1.5 - 0.2, (slope, errs)
     assert np.all(np.diff(errs) < 0)
+    # another seed, other trees; an antithetic path [W; -W] gets mirrored trees (same program)
+    _, w_other = _levy_errors(dx, "shark", p, paths=32, steps=(4,), seed=1)
+    assert np.min(np.abs(w_other[0] - w_end[0])) > 0
+    mirrored = _Mirrored(BrownianTree(*p.t_span, p.brownian_shape(16), seed=0))
+    _, w_anti = _levy_errors(dx, "shark", p, paths=32, steps=(4,), seed=0, bm=mirrored)
+    np.testing.assert_array_equal(w_anti[0][16:], -w_anti[0][:16])
 
 
 @pytest.mark.slow

@@ -23,7 +23,8 @@ table, ``docs/devdocs/SDE_solver_table.md``; measured figures as stated):
 - Methods that need space-time Lévy area ``H`` (SEA, SRA1, ShARK, SPaRK, GeneralShARK, SlowRK;
   diffrax's ``AbstractSRK.minimal_levy_area``) cannot take a path that has only values, so they
   run on diffrax's ``VirtualBrownianTree(levy_area=SpaceTimeLevyArea)``, keyed by the seed of
-  the odeverify path and by path index, with ``tol = span * 2**-LEVY_TREE_DEPTH`` for every step
+  the odeverify path and by path index (an antithetic path ``[W; -W]`` gets its first half's
+  trees again, negated: :func:`_tree_keys`), with ``tol = span * 2**-LEVY_TREE_DEPTH`` for every step
   size (the step grids are dyadic, so every step end is a node of the tree and the coarse
   increments are sums of the fine ones). ``Solution.brownian`` holds ``W`` of that path at
   the output times, shape ``(T, M, m)``, so closed forms can be evaluated on it
@@ -199,11 +200,32 @@ class SampledPath:
         return f"SampledPath(T={self.ts.size}, shape={self.shape})"
 
 
-def _grid_path_class() -> type:
-    """:class:`GridPath`, defined on first use (diffrax is optional)."""
-    global GridPath
+def _tree_keys(bm: Any, paths: int) -> tuple[Any, np.ndarray]:
+    """The VirtualBrownianTree keys and signs of the paths: keyed by the odeverify path's seed
+    (by a hash of its W(t1) where it has none), so one seed gives one set of trees and another
+    seed others; an antithetic path (``spec()["antithetic"]``: rows ``[W; -W]``) gets the trees
+    of its first half again, negated (W and H change sign together)."""
+    import jax
+
+    spec = bm.spec() if hasattr(bm, "spec") else {}
+    seed = spec.get("seed")
+    if seed is None:
+        digest = hashlib.sha1(np.ascontiguousarray(bm.values([bm.t1]), dtype=np.float64).tobytes()).digest()
+        seed = int.from_bytes(digest[:4], "little")
+    base = jax.random.fold_in(jax.random.key(0), int(seed) & 0x7FFFFFFF)
+    if spec.get("antithetic") and paths % 2 == 0:
+        half = jax.random.split(base, paths // 2)
+        keys = jax.numpy.concatenate([half, half])
+        return keys, np.repeat([1.0, -1.0], paths // 2)
+    return jax.random.split(base, paths), np.ones(paths)
+
+
+def _path_classes() -> tuple[type, type]:
+    """:class:`GridPath` and the signed tree of the Lévy-area methods, defined on first use
+    (diffrax is optional)."""
+    global GridPath, SignedTree
     if GridPath is not None:
-        return GridPath
+        return GridPath, SignedTree
     import diffrax
     import equinox as eqx
     import jax.numpy as jnp
@@ -236,11 +258,33 @@ def _grid_path_class() -> type:
                 return diffrax.BrownianIncrement(dt=dt, W=out)
             return out
 
-    GridPath = _GridPath
-    return GridPath
+    class _SignedTree(diffrax.AbstractBrownianPath):
+        """``sign * W`` of a VirtualBrownianTree (its space-time Lévy area scaled alike)."""
+
+        tree: Any
+        sign: Any
+        levy_area: type = eqx.field(static=True, default=diffrax.SpaceTimeLevyArea)
+
+        @property
+        def t0(self) -> Any:
+            return self.tree.t0
+
+        @property
+        def t1(self) -> Any:
+            return self.tree.t1
+
+        def evaluate(self, t0: Any, t1: Any = None, left: bool = True, use_levy: bool = False) -> Any:
+            out = self.tree.evaluate(t0, t1, left, use_levy)
+            if use_levy:
+                return diffrax.SpaceTimeLevyArea(dt=out.dt, W=self.sign * out.W, H=self.sign * out.H)
+            return self.sign * out
+
+    GridPath, SignedTree = _GridPath, _SignedTree
+    return GridPath, SignedTree
 
 
 GridPath: Any = None
+SignedTree: Any = None
 
 
 # ---------------------------------------------------------------------------- solve
@@ -307,8 +351,7 @@ def solve_sde(backend: Any, problem: Any, method: SDEMethod, bm: Any, y0: np.nda
     entry = None if count is not None else cache.get(key)
     args: dict[str, Any] = {"y0": y0, "grid": grid_run, "ts": ts_run, "dt0": (grid[-1] - grid[0]) / nsteps}
     if spec.levy:
-        base = jax.random.fold_in(jax.random.key(0), int(getattr(bm, "seed", 0)) & 0x7FFFFFFF)
-        args["keys"] = jax.random.split(base, paths)
+        args["keys"], args["sign"] = _tree_keys(bm, paths)
     else:
         w = np.asarray(bm.values(grid), dtype=np.float64).reshape(grid.size, paths, m)  # (N + 1, M, m)
         w = np.concatenate([w, np.repeat(w[-1:], bucket - nsteps, axis=0)])
@@ -385,10 +428,11 @@ def _build(problem: Any, spec: _Spec, controller: str, max_steps: int, jdt: Any,
         t0, t1 = a["grid"][0], a["grid"][-1]  # the padding repeats t1
         if spec.levy:
             tol = (t1 - t0) * 2.0 ** -LEVY_TREE_DEPTH
-            path = diffrax.VirtualBrownianTree(t0, t1, tol=tol, shape=jax.ShapeDtypeStruct((m,), jdt), key=noise_in,
-                                               levy_area=diffrax.SpaceTimeLevyArea)
+            tree = diffrax.VirtualBrownianTree(t0, t1, tol=tol, shape=jax.ShapeDtypeStruct((m,), jdt),
+                                               key=noise_in[0], levy_area=diffrax.SpaceTimeLevyArea)
+            path = _path_classes()[1](tree=tree, sign=noise_in[1])
         else:
-            path = _grid_path_class()(t0=t0, t1=t1, grid=a["grid"], w=noise_in)
+            path = _path_classes()[0](t0=t0, t1=t1, grid=a["grid"], w=noise_in)
         terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, path))
         if controller == "constant":
             ctrl: Any = diffrax.ConstantStepSize()
@@ -405,8 +449,9 @@ def _build(problem: Any, spec: _Spec, controller: str, max_steps: int, jdt: Any,
         return res
 
     def fn(a: dict[str, Any]) -> dict[str, Any]:
-        rest = {k: v for k, v in a.items() if k not in ("y0", "w", "keys")}
-        out = jax.vmap(lambda y, z: one(rest, y, z))(a["y0"], a["keys"] if spec.levy else a["w"])
+        rest = {k: v for k, v in a.items() if k not in ("y0", "w", "keys", "sign")}
+        noise_in = (a["keys"], a["sign"]) if spec.levy else a["w"]
+        out = jax.vmap(lambda y, z: one(rest, y, z))(a["y0"], noise_in)
         out["ys"] = jnp.moveaxis(out["ys"], 0, 1)  # (M, T, n) -> (T, M, n)
         if spec.levy:
             out["w"] = jnp.moveaxis(out["w"], 0, 1)
