@@ -499,7 +499,8 @@ def run_sde_conformance(*, backend: str = "reference", quick: bool = False,
     analytic correction): strong order, weak order, pathwise agreement with odeverify's method
     of the same rule (libraries), reversibility (reversible methods of the reference); and,
     once (``shared``, default: when no methods are named, on the reference), the Brownian
-    tree's consistency and the Itô-Stratonovich consistency."""
+    tree's consistency and the Itô-Stratonovich consistency; and the SDE gradient records of
+    each method (:func:`_sde_gradient_records`)."""
     from .properties.sde import (brownian_consistency, ito_stratonovich_consistency, sde_pathwise_agreement,
                                  sde_reversibility, sde_strong_order, sde_weak_order)
 
@@ -541,6 +542,7 @@ def run_sde_conformance(*, backend: str = "reference", quick: bool = False,
                 q = p if p.calculus == info.calculus or p.correction is None else p.as_calculus(info.calculus)
                 if q.calculus == info.calculus:
                     records.append(_safe(sde_reversibility, q, m, label=b.name))
+    records.extend(_sde_gradient_records(b, names, problems, quick))
     if shared is None:
         shared = methods is None
     if is_reference and shared:
@@ -550,6 +552,42 @@ def run_sde_conformance(*, backend: str = "reference", quick: bool = False,
                 pair = ("heun", "milstein_ito") if p.noise_class != "general" else ("heun", "euler")
                 records.append(_safe(ito_stratonovich_consistency, p, *pair, label=b.name))
     return [expectations.apply(r) for r in records]
+
+
+#: the SDE problems of the gradient records (those of the run, in this order; quick: the first two)
+SDE_GRADIENT_PROBLEMS = ("gbm_ito", "kp_cubic", "kp_additive", "noncommutative", "kubo_oscillator")
+
+
+def _sde_gradient_records(b: Backend, names: list[str], problems: list[Any], quick: bool) -> list[Record]:
+    """The SDE gradient records of ``b``'s methods ``names`` where ``b`` declares
+    ``Capabilities.sde_gradient_modes`` (``properties/sde_gradients.py``), on the run's problems
+    among :data:`SDE_GRADIENT_PROBLEMS` in the method's calculus: each discrete mode against
+    pathwise finite differences, reversible Heun's exact backward pass, and each continuous
+    adjoint's convergence to the discrete gradient (quick: two problems, 32 paths)."""
+    from .properties.sde_gradients import sde_adjoint_convergence, sde_gradient_accuracy, sde_reversible_exactness
+
+    caps = b.capabilities()
+    if not caps.sde_gradient_modes:
+        return []
+    chosen = [p for p in problems if p.name in SDE_GRADIENT_PROBLEMS][:2 if quick else None]
+    sweep = {"paths": 32} if quick else {}
+    out = []
+    for m in names:
+        info = caps.sde_methods[m]
+        for p in chosen:
+            if not info.valid_for(p.noise_class) or (p.calculus != info.calculus and p.correction is None):
+                continue
+            p = p.as_calculus(info.calculus)
+            if info.reversible:
+                out.append(_safe(sde_reversible_exactness, p, m, backend=b.name, label=b.name))
+            for mode in caps.sde_gradient_modes:
+                if mode == "reversible_heun" and not info.reversible:
+                    continue  # the reference's mode of that name inverts reversible Heun's steps only
+                if mode in caps.sde_discrete_gradient_modes:
+                    out.append(_safe(sde_gradient_accuracy, p, m, mode, backend=b.name, label=b.name))
+                else:
+                    out.append(_safe(sde_adjoint_convergence, p, m, mode, backend=b.name, label=b.name, **sweep))
+    return out
 
 
 # ----------------------------------------------------------------------------- parallel units

@@ -309,3 +309,36 @@ def test_figures_torchsde_adjoint_against_finite_differences() -> None:
         claim = info.strong[p.noise_class]
         assert slope >= claim - 0.5, (name, method, to_fd)
         assert np.allclose(to_fd, to_bp, rtol=1e-4)  # backprop is the FD oracle's derivative to ~1e-10
+
+
+# ============================================================================ conformance
+def test_conformance_adds_the_sde_gradient_records() -> None:
+    """check --sde's records of a backend with SDE gradient modes include, per method, each
+    discrete mode's accuracy, the continuous adjoint's convergence and (reversible Heun) the
+    exact backward pass; a backend without SDE gradient modes adds none."""
+    _torchsde()
+    from odeverify.conformance import _sde_gradient_records, _sde_problems
+
+    problems = _sde_problems(True)
+    recs = _sde_gradient_records(backends.get("torchsde"), ["heun", "reversible_heun"], problems, True)
+    got = {(r.property, r.method, r.problem): r.verdict for r in recs}
+    for problem in ("gbm_ito[stratonovich]", "kp_cubic[stratonovich]"):
+        assert got[("sde_gradient_accuracy", "heun/backprop", problem)] == "pass"
+        assert got[("sde_adjoint_convergence", "heun/adjoint", problem)] in ("pass", "skip")
+        assert got[("sde_reversible_exactness", "reversible_heun/adjoint", problem)] == "pass"
+    assert not [r for r in recs if r.verdict in ("fail", "error")], [r.message for r in recs]
+    assert _sde_gradient_records(backends.get("reference-array_api_strict"), ["heun"], problems, True) == []
+
+
+@pytest.mark.slow
+def test_check_sde_includes_the_gradient_records() -> None:
+    """run_sde_conformance (check --sde) of torchsde and of the reference, one method each."""
+    _torchsde()
+    from odeverify.conformance import run_sde_conformance
+
+    for backend, method, mode in (("torchsde", "heun", "backprop"), ("reference", "heun", "discrete")):
+        recs = run_sde_conformance(backend=backend, quick=True, methods=[method])
+        props = {r.property for r in recs}
+        assert {"sde_gradient_accuracy", "sde_adjoint_convergence", "sde_strong_order"} <= props, props
+        acc = [r for r in recs if r.property == "sde_gradient_accuracy" and r.method == f"{method}/{mode}"]
+        assert acc and all(r.verdict == "pass" for r in acc), [r.message for r in acc]

@@ -204,7 +204,7 @@ def _peers(b: Any, problem: SDEProblem, method: str, mode: str, mine: np.ndarray
     return out
 
 
-def sde_reversible_exactness(problem: SDEProblem, *, backend: str = "reference", method: str = "reversible_heun",
+def sde_reversible_exactness(problem: SDEProblem, method: str = "reversible_heun", *, backend: str = "reference",
                              mode: str | None = None, discrete_mode: str | None = None, loss: Loss | None = None,
                              n_steps: int = 32, paths: int = 4, seed: int = 0) -> Record:
     """Reversible Heun's exact backward pass (``mode``: the reference's ``reversible_heun``,
