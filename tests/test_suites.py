@@ -30,9 +30,10 @@ grid = importlib.import_module("suites._grid")
 solve_suite = importlib.import_module("suites.solve")
 order_suite = importlib.import_module("suites.order")
 gradient_suite = importlib.import_module("suites.gradients")
+sde_suite = importlib.import_module("suites.sde")
 
 #: every parametrized benchmark class with a setup (the cuda rows must skip in it)
-SETUP_CLASSES = [solve_suite.TimeSolve, solve_suite.TimeStiff, gradient_suite.TimeGradient]
+SETUP_CLASSES = [solve_suite.TimeSolve, solve_suite.TimeStiff, gradient_suite.TimeGradient, sde_suite.TimeSDE]
 TABLE_CLASSES = [solve_suite.TrackSolve, solve_suite.TrackStiff, gradient_suite.TrackGradient]
 
 
@@ -143,11 +144,12 @@ WORK_COUNTERS = {
                      "track_lu_factorisations", "track_jacobian_evaluations"),
     "suites.gradients": ("track_nfev_forward", "track_nfev_backward", "track_steps_forward",
                          "track_steps_backward", "track_saved_bytes", "track_saved_peak_bytes"),
+    "suites.sde": ("track_nfev", "track_ngev"),
 }
 #: time_* benchmark classes allowed another timer than CPU time, with the reason (none today:
 #: GPU rows switch to the wall clock per row, see _common.WALL_TIME_DEVICES)
 TIMER_EXEMPT: dict[str, str] = {}
-SUITE_MODULES = [solve_suite, order_suite, gradient_suite]
+SUITE_MODULES = [solve_suite, order_suite, gradient_suite, sde_suite]
 
 
 def _benchmark_classes(module):
@@ -532,3 +534,38 @@ def test_gate_reads_asv_tables_and_judges_the_planted_run():
     assert "exited 0" in gate.judge_planted(0, rows[:1], {euler})[0]
     summary = gate.summarise(rows)
     assert summary["flagged"] == 4 and summary["by_kind"]["time (other backends)"] == {"+": 0, "-": 1}
+
+
+# --- the SDE suite --------------------------------------------------------------------------
+def test_sde_grid_covers_every_backend_with_sde_methods():
+    """Euler-Maruyama and stochastic Heun of every installed backend with SDE methods (not the
+    reference's other array libraries); the large grid takes every SDE method."""
+    cases = sde_suite.TimeSDE.params[0]
+    assert sde_suite.TrackSDE.params == sde_suite.TimeSDE.params
+    expected = {n for n in backends.names() if not n.startswith("reference-") and backends.get(n).available()
+                and backends.get(n).capabilities().sde_methods}
+    assert _case_backends(cases) == expected, f"SDE cases={cases}, but should cover {sorted(expected)}"
+    assert {c.split(":")[1] for c in cases} <= {"euler", "heun"}, cases
+
+
+def test_sde_tracks_are_deterministic_and_agree_across_libraries():
+    """The strong error at N_STEPS is a fixed-seed figure: the same on a second run, and the same
+    rule gives the same error in every library (they run on one Brownian path); NFE/NGEV count
+    the method's evaluations (Heun two per step, Euler one; a library may add one at the start)."""
+    rows = [(c, "gbm_ito", "cpu") for c in sde_suite.TimeSDE.params[0] if c.split(":")[0] in ("reference", "torchsde")]
+    first = {k: sde_suite.sde_values(*k) for k in rows}
+    second = {k: sde_suite.sde_values(*k) for k in rows}
+    _assert_identical(first, second)
+    for (case, _, _), v in first.items():
+        assert not isinstance(v, str), (case, v)
+        per_step = 2 if case.endswith(":heun") else 1
+        assert per_step * sde_suite.N_STEPS <= v["nfev"] <= per_step * sde_suite.N_STEPS + 1, (case, v)
+        assert per_step * sde_suite.N_STEPS <= v["ngev"] <= per_step * sde_suite.N_STEPS + 1, (case, v)
+        assert all(type(x) is float for x in v.values()), v
+    for rule in ("euler", "heun"):
+        errs = [v["strong_error"] for (c, _, _), v in first.items() if c.endswith(f":{rule}")]
+        assert errs and max(errs) - min(errs) <= 1e-12 * max(errs), (rule, errs)
+    # Heun (strong order 1 on GBM) beats Euler-Maruyama (1/2) at 128 steps
+    euler = first[("reference:euler", "gbm_ito", "cpu")]["strong_error"]
+    heun = first[("reference:heun", "gbm_ito", "cpu")]["strong_error"]
+    assert 0 < heun < euler / 5, (heun, euler)

@@ -16,6 +16,12 @@ Sources of records (optional ones are used when their modules exist, and the rep
   :func:`odeverify.properties.work_precision.work_precision`;
 - stiffness handling and stiff order: part of the conformance run;
 - gradients and reversibility drift: ``conformance.run_gradient_conformance`` (optional);
+- SDE solvers, per backend with SDE methods (``Capabilities.sde_methods``) and per SDE
+  method: :func:`odeverify.conformance.run_sde_conformance` (strong and weak order with their
+  bootstrap intervals, pathwise agreement with odeverify's method of the same rule,
+  reversibility), and once on the reference the Brownian tree's and the Itô-Stratonovich
+  consistency; --quick: Euler-Maruyama and stochastic Heun of each library
+  (:data:`QUICK_SDE_RULES`) on the quick SDE problems;
 - stability regions: the exact stability function of every registered tableau
   (:func:`odeverify.tableaus.theory.stability_function`), and the A(α) angles of BDF1-5
   computed from their root locus (:func:`bdf_stability_angle`);
@@ -75,7 +81,12 @@ DRIFT_N_STEPS = 64
 #: reversibility drift: a conservative and a dissipative problem
 DRIFT_PROBLEMS = ("harmonic", "warped_real")
 #: the kinds of task a report runs (``collect(kinds=...)`` selects some)
-KINDS = ("conformance", "work_precision", "gradients", "drift", "stability")
+KINDS = ("conformance", "work_precision", "gradients", "drift", "sde", "stability")
+#: --quick grades the SDE methods of these step rules (odeverify's method of the same rule,
+#: ``SDEMethod.reference``, or the reference's own name): Euler-Maruyama and stochastic Heun,
+#: one Itô and one Stratonovich scheme per library. diffrax compiles every method for every
+#: step count: a quick run of all its 14 methods took ~4 min of CPU here, 14 s per method
+QUICK_SDE_RULES = ("euler", "heun")
 #: step limit of an explicit method on a stiff problem: enough to show it fails (max_steps)
 #: without spending minutes on it (it would take 10^6-10^8 steps otherwise)
 STIFF_EXPLICIT_MAX_STEPS = 2_000
@@ -295,6 +306,42 @@ def _drift_tasks(backend: str, infos: Sequence[MethodInfo], quick: bool, weight:
     return tasks, None
 
 
+def sde_rule(info: Any) -> str:
+    """The step rule of an SDE method: odeverify's method of the same rule
+    (``SDEMethod.reference``) for a library's method, the method's own name on the reference
+    backends, else the method's name (a rule odeverify does not have, such as diffrax's SEA)."""
+    return str(getattr(info, "reference", None) or info.name)
+
+
+def select_sde_methods(infos: Iterable[Any], *, quick: bool, methods: Sequence[str] | None) -> list[Any]:
+    """The SDE methods a report checks: all, or those named in ``methods`` (names a backend
+    lacks are ignored, as for :func:`select_methods`), and with ``quick`` only those of the
+    rules in :data:`QUICK_SDE_RULES`."""
+    infos = list(infos)
+    if methods is not None:
+        wanted = {m.lower() for m in methods}
+        infos = [i for i in infos if i.name.lower() in wanted]
+    if quick:
+        infos = [i for i in infos if sde_rule(i) in QUICK_SDE_RULES]
+    return infos
+
+
+def _sde_tasks(backend: str, infos: Sequence[Any], quick: bool, weight: float, shared: bool) -> list[Task]:
+    """One task per SDE method (``run_sde_conformance(methods=[m], shared=False)``: strong and
+    weak order, pathwise agreement, reversibility), and with ``shared`` (the reference) one task
+    for the records made once per run (the Brownian tree, Itô-Stratonovich consistency)."""
+    tasks = [Task(f"{backend}: {info.name} SDE", weight,
+                  lambda m=info.name: conformance.run_sde_conformance(backend=backend, quick=quick, methods=[m],
+                                                                    shared=False),
+                  backend, info.name, "sde") for info in infos]
+    if shared and infos:
+        tasks.append(Task(f"{backend}: SDE {conformance.SDE_SHARED_UNIT}", weight,
+                          lambda: conformance.run_sde_conformance(backend=backend, quick=quick, methods=[],
+                                                                  shared=True),
+                          backend, "*", "sde"))
+    return tasks
+
+
 def stability_records() -> list[Record]:
     """One record per registered tableau: the exact stability function R(z) = P(z)/Q(z)
     (coefficients, lowest power first; the figure evaluates them) and, as ``measured``, the
@@ -459,6 +506,9 @@ def environment() -> dict[str, Any]:
 _WEIGHT = {"reference": (0.6, 0.3, 6.0, 0.3), "scipy": (0.2, 0.2, 0.1, 0.2),
            "torchdiffeq": (1.5, 1.5, 1.5, 0.2), "diffrax": (14.0, 2.5, 25.0, 0.8)}
 _DEFAULT_WEIGHT = (3.0, 1.0, 5.0, 0.5)
+#: rough CPU seconds of one SDE method's quick run (ETA only; diffrax compiles per step count)
+_SDE_WEIGHT = {"reference": 3.5, "torchsde": 3.0, "diffrax": 14.0}
+_DEFAULT_SDE_WEIGHT = 5.0
 
 
 def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence[str] | None = None,
@@ -484,13 +534,25 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
             tasks.append(Task(f"{name}: unavailable", 0.01, lambda name=name: conformance.run_conformance(backend=name),
                               name, "*", "conformance"))
             continue
-        all_infos = list(b.capabilities().methods.values())
+        caps = b.capabilities()
+        all_infos = list(caps.methods.values())
         infos = select_methods(all_infos, quick=quick, methods=methods)
         stiff_infos = _stiff_methods(select_methods(all_infos, quick=False, methods=methods), infos, quick)
         row["methods"] = [i.name for i in infos]
         # what the backend claims, so the report can colour one tableau alike in every library
         row["method_info"] = {i.name: {"order": i.order, "tableau": i.tableau, "adaptive": i.adaptive,
                                        "fixed": i.fixed, "implicit": is_implicit(i)} for i in [*infos, *stiff_infos]}
+        sde_infos = select_sde_methods(caps.sde_methods.values(), quick=quick, methods=methods)
+        if sde_infos:
+            row["sde_methods"] = [i.name for i in sde_infos]
+            # the step rule colours a method alike in every library, as the tableau does for ODEs
+            row["sde_method_info"] = {i.name: {"rule": sde_rule(i), "calculus": i.calculus, "strong": dict(i.strong),
+                                               "weak": dict(i.weak)} for i in sde_infos}
+        sde = _sde_tasks(name, sde_infos, quick, _SDE_WEIGHT.get(name, _DEFAULT_SDE_WEIGHT),
+                         shared=name == "reference")
+        if not all_infos:  # an SDE-only library (torchsde): no ODE conformance, sweeps, gradients or drift
+            tasks += sde
+            continue
         w_conf, w_wp, w_grad, w_drift = _WEIGHT.get(name, _DEFAULT_WEIGHT)
         if not quick:  # the full conformance run sweeps more problems and tolerances
             w_conf, w_grad = 3 * w_conf, 4 * w_grad
@@ -527,6 +589,7 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
         tasks += drift
         if why:
             missing["drift"] = why
+        tasks += sde
     tasks.append(Task("stability regions", 0.5, lambda: stability_records() + stability_angle_records(),
                       "reference", "*", "stability"))
     if kinds is not None:

@@ -30,7 +30,7 @@ HASHSALT = "odeverify-report"
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#000000", "#882255",
            "#8c564b", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#1f77b4", "#ff7f0e", "#2ca02c")
 BACKEND_STYLE = {"reference": ("o", "-"), "scipy": ("s", "--"), "torchdiffeq": ("^", "-."),
-                 "diffrax": ("D", ":")}
+                 "diffrax": ("D", ":"), "torchsde": ("v", "--")}
 _EXTRA_STYLES = (("v", "-"), ("P", "--"), ("X", "-."), ("*", ":"))
 #: single-panel and two-panel figure sizes in inches (about 770 and 1150 px wide at 96 dpi)
 SIZE = (8.0, 4.3)
@@ -310,4 +310,81 @@ def stability_figure(regions: Sequence[dict[str, Any]], *, title: str, figure_id
         ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     else:
         _legend(ax, 0)
+    return to_svg(fig, figure_id)
+
+
+def order_panels_figure(panels: Sequence[dict[str, Any]], *, title: str, figure_id: str) -> str:
+    """Side-by-side log-log panels of a measured order, each ``{"title", "xlabel", "ylabel",
+    "series"}``. A series is ``{"x", "y", "label", "colour", "marker", "linestyle"}`` with
+    optional ``"yerr"`` (half-widths drawn as error bars, clipped at the axis), ``"hollow"``
+    (per point: drawn as an open marker, e.g. a bias inside the Monte-Carlo noise), and
+    ``"fit": {"slope", "lo", "hi", "x0", "y0", "x_min", "x_max"}``: the fitted line of slope
+    ``slope`` through (x0, y0) over [x_min, x_max] (dotted), with the lines of slopes ``lo``
+    and ``hi`` through the same point bounding a shaded band (the slope's interval)."""
+    fig, axes = _figure((WIDE[0], WIDE[1]), ncols=len(panels))
+    n = 0
+    for ax, panel in zip(axes, panels):
+        n = 0
+        lows: list[float] = []
+        tops: list[float] = []
+        for s in panel["series"]:
+            x, y = floats(s["x"]), floats(s["y"])
+            keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+            if not keep.any():
+                continue
+            hollow = np.asarray(s.get("hollow") or [False] * x.size, dtype=bool)
+            ax.plot(x[keep], y[keep], color=s["colour"], linestyle=s.get("linestyle", "-"), linewidth=1.2,
+                    alpha=0.9, marker="", label=s["label"])
+            solid, empty = keep & ~hollow, keep & hollow
+            marker = s.get("marker", "o")
+            ax.plot(x[solid], y[solid], linestyle="", marker=marker, markersize=4.5, color=s["colour"])
+            ax.plot(x[empty], y[empty], linestyle="", marker=marker, markersize=4.5, markerfacecolor="white",
+                    markeredgecolor=s["colour"])
+            if s.get("yerr") is not None:
+                err = floats(s["yerr"])
+                ok = keep & np.isfinite(err) & (err > 0)
+                if ok.any():
+                    low = np.minimum(err[ok], y[ok] * (1 - 1e-3))  # a log axis cannot show y - err <= 0
+                    ax.errorbar(x[ok], y[ok], yerr=np.vstack([low, err[ok]]), fmt="none", ecolor=s["colour"],
+                                elinewidth=0.9, capsize=2.5, alpha=0.8)
+                    tops.append(float(np.max(y[ok] + err[ok])))
+            lows.append(float(np.min(y[keep])))
+            tops.append(float(np.max(y[keep])))
+            fit = s.get("fit")
+            if fit and all(fit.get(k) is not None for k in ("slope", "x0", "y0", "x_min", "x_max")):
+                xs = np.geomspace(float(fit["x_min"]), float(fit["x_max"]), 16)
+
+                def line(slope: float) -> np.ndarray:
+                    return float(fit["y0"]) * (xs / float(fit["x0"])) ** float(slope)
+
+                ax.plot(xs, line(fit["slope"]), color=s["colour"], linestyle=(0, (1, 1.5)), linewidth=1.0)
+                if fit.get("lo") is not None and fit.get("hi") is not None:
+                    a, b = line(fit["lo"]), line(fit["hi"])
+                    ax.fill_between(xs, np.minimum(a, b), np.maximum(a, b), color=s["colour"], alpha=0.15,
+                                    linewidth=0)
+            n += 1
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if lows:
+            # the points set the range: an error bar reaching zero (a bias within its noise)
+            # runs off the bottom instead of stretching the axis over decades
+            ax.set_ylim(min(lows) / 2.5, max(tops) * 1.6)
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_title(panel["title"], fontsize=10)
+        if n == 0:
+            _legend(ax, 0)
+    fig.suptitle(title, fontsize=11, y=0.995)
+    handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in axes for lab in ax.get_legend_handles_labels()[1]]
+    seen: dict[str, Any] = {}
+    for h, lab in zip(handles, labels):
+        seen.setdefault(lab, h)
+    if seen:
+        axes[-1].legend(list(seen.values()), list(seen), fontsize=7 if len(seen) > 10 else 8.5, loc="center left",
+                        bbox_to_anchor=(1.02, 0.5), frameon=False, handlelength=2.6)
     return to_svg(fig, figure_id)

@@ -8,6 +8,7 @@ present: one without records says so in one line, with the reason when it is kno
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -86,6 +87,7 @@ class Style:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.backends = [row["name"] for row in doc.get("backends", [])]
         self.info = {row["name"]: row.get("method_info", {}) for row in doc.get("backends", [])}
+        self.sde_info = {row["name"]: row.get("sde_method_info", {}) for row in doc.get("backends", [])}
         self.colours = Colours()
 
     def key(self, backend: str, method: str) -> str:
@@ -94,6 +96,15 @@ class Style:
 
     def colour(self, backend: str, method: str) -> str:
         return self.colours(self.key(backend, method))
+
+    def sde_line(self, backend: str, method: str) -> dict[str, str]:
+        """As :meth:`line` for an SDE method: its colour is its step rule's (one rule, one colour
+        in every library)."""
+        info = self.sde_info.get(backend, {}).get(method) or {}
+        idx = self.backends.index(backend) if backend in self.backends else 0
+        marker, ls = backend_style(backend, idx)
+        return {"colour": self.colours("sde:" + str(info.get("rule") or method).lower()), "marker": marker,
+                "linestyle": ls}
 
     def line(self, backend: str, method: str) -> dict[str, str]:
         idx = self.backends.index(backend) if backend in self.backends else 0
@@ -187,23 +198,14 @@ def summary_section(doc: dict, records: list[dict]) -> Section:
                              "worst"], rows))
     sec.notes.append(MATRIX_RULE)
     for (backend,), recs in by(checks, "backend").items():
-        props = [p for p in CHECK_COLUMNS if any(r["property"] == p for r in recs)]
-        extra = sorted({r["property"] for r in recs} - set(CHECK_COLUMNS))
-        props += extra
-        methods = list(dict.fromkeys(r["method"] for r in recs))
-        mrows = []
-        for m in methods:
-            row: list[Any] = [m]
-            for p in props:
-                vs = [r["verdict"] for r in recs if r["method"] == m and r["property"] == p]
-                if vs:
-                    worst = matrix_verdict(vs)
-                    row.append((_SYMBOL.get(worst, worst), f"v-{worst}"))
-                else:
-                    row.append("")
-            mrows.append(row)
-        sec.tables.append(Table(f"{backend}: methods x checks (ok: every problem passed; ~: some inconclusive,"
-                                " none failed)", ["method", *[CHECK_COLUMNS.get(p, p) for p in props]], mrows))
+        ode = [r for r in recs if not is_sde(r)]
+        sde = [r for r in recs if is_sde(r)]
+        if ode:
+            sec.tables.append(_matrix(ode, CHECK_COLUMNS, f"{backend}: methods x checks (ok: every problem passed;"
+                                                          " ~: some inconclusive, none failed)"))
+        if sde:
+            sec.tables.append(_matrix(sde, SDE_COLUMNS, f"{backend}: SDE methods x SDE checks (section"
+                                                        " 'Stochastic differential equations')"))
     devs = [r for r in records if r["verdict"] == "deviation"]
     sec.tables.append(Table(f"Expected deviations ({len(devs)}), with their reasons",
                             ["backend", "property", "method", "problem", "reason"], message_rows(devs)))
@@ -215,6 +217,22 @@ def summary_section(doc: dict, records: list[dict]) -> Section:
     if not bad:
         sec.notes.append("No failures and no errors.")
     return sec
+
+
+def _matrix(recs: list[dict], columns: dict[str, str], caption: str) -> Table:
+    """One backend's methods x checks matrix: a column per property (those of ``columns`` in
+    its order, with its short name, then any other), a cell per :func:`matrix_verdict`."""
+    props = [p for p in columns if any(r["property"] == p for r in recs)]
+    props += sorted({r["property"] for r in recs} - set(columns))
+    rows = []
+    for m in dict.fromkeys(r["method"] for r in recs):
+        row: list[Any] = [m]
+        for p in props:
+            vs = [r["verdict"] for r in recs if r["method"] == m and r["property"] == p]
+            worst = matrix_verdict(vs) if vs else None
+            row.append((_SYMBOL.get(worst, worst), f"v-{worst}") if worst else "")
+        rows.append(row)
+    return Table(caption, ["method", *[columns.get(p, p) for p in props]], rows)
 
 
 def matrix_verdict(verdicts: Sequence[str]) -> str:
@@ -586,12 +604,26 @@ def drift_section(doc: dict, records: list[dict], style: Style, ids: list[int]) 
 
 def _is_gradient(r: dict) -> bool:
     p = r["property"]
-    return ("gradient" in p or "adjoint" in p) and not _is_drift(r)
+    return ("gradient" in p or "adjoint" in p) and not _is_drift(r) and not is_sde(r)
 
 
 def _is_drift(r: dict) -> bool:
     p = r["property"]
-    return "revers" in p or "drift" in p
+    return ("revers" in p or "drift" in p) and not is_sde(r)
+
+
+#: SDE properties besides the ``sde_*`` ones (odeverify.properties.sde)
+SDE_PROPERTIES = ("brownian_consistency", "ito_stratonovich_consistency")
+#: short names of the SDE checks in the summary's methods x checks matrix, in column order
+SDE_COLUMNS = {"sde_strong_order": "strong", "sde_weak_order": "weak", "sde_pathwise_agreement": "pathwise",
+               "sde_reversibility": "reversible", "sde_gradient_accuracy": "gradient",
+               "sde_adjoint_convergence": "adjoint", "brownian_consistency": "Brownian tree",
+               "ito_stratonovich_consistency": "Itô-Stratonovich"}
+
+
+def is_sde(r: dict) -> bool:
+    """A record of an SDE check (its own section, and its own matrix in the summary)."""
+    return r["property"].startswith("sde_") or r["property"] in SDE_PROPERTIES
 
 
 def stiffness_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
@@ -645,6 +677,156 @@ def stiffness_section(doc: dict, records: list[dict], style: Style, ids: list[in
         _order_figures(sec, order, style, ids, ylabel="max error over the check times", what="stiff order")
         sec.tables.append(Table("Order on Prothero-Robinson (lambda = -1e6) and the window used", _SLOPE_HEADER,
                                 _slope_rows(order)))
+    return sec
+
+
+# ----------------------------------------------------------------------------- SDEs
+#: the z of a two-sided 95% normal interval: the weak panel's error bars are +- this many
+#: standard errors of the Monte-Carlo bias
+Z95 = 1.959963984540054
+_PATHS_RE = re.compile(r"about (\d+) paths")
+
+
+def paths_to_settle(record: dict) -> int | None:
+    """How many paths would settle an inconclusive SDE order: the largest of the counts the
+    record gives (a weak fit's ``paths_needed``, or "about N paths" in its message)."""
+    d = record.get("details") or {}
+    found = [int(f["paths_needed"]) for f in (d.get("mean"), d.get("second_moment"))
+             if isinstance(f, dict) and f.get("paths_needed")]
+    found += [int(n) for n in _PATHS_RE.findall(record.get("message") or "")]
+    return max(found) if found else None
+
+
+def slope_text(fit: dict | None) -> str:
+    """``slope [lo, hi]`` of a fit in the details of an SDE order record; ``unresolved`` for a
+    weak fit with fewer than three resolved step sizes."""
+    if not isinstance(fit, dict):
+        return "-"
+    if fit.get("unresolved"):
+        need = fit.get("paths_needed")
+        return "unresolved" + (f" (~{need:,} paths)" if need else "")
+    lo, hi = (fit.get("ci") or [None, None])[:2]
+    if fit.get("slope") is None:
+        return "-"
+    return f"{fmt(fit['slope'], 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}]"
+
+
+def sde_verdict_cell(record: dict) -> tuple[str, str]:
+    """The verdict, an inconclusive one with the number of paths that would settle it."""
+    text, cls = verdict_cell(record["verdict"])
+    need = paths_to_settle(record) if record["verdict"] == "skip" else None
+    return (f"{text}: ~{need:,} paths would settle it" if need else text), cls
+
+
+def _sde_fit_band(h: np.ndarray, y: np.ndarray, fit: dict | None, use: np.ndarray | None = None) -> dict | None:
+    """The fitted line of an SDE order and its interval's band, through the centroid of the
+    fitted points in log-log (a least-squares line passes through it): ``plots.order_panels_figure``'s fit."""
+    if not isinstance(fit, dict) or fit.get("slope") is None:
+        return None
+    keep = np.isfinite(h) & np.isfinite(y) & (h > 0) & (y > 0)
+    if use is not None:
+        keep &= use
+    if keep.sum() < 2:
+        return None
+    lo, hi = (fit.get("ci") or [None, None])[:2]
+    return {"slope": float(fit["slope"]), "lo": lo, "hi": hi, "x0": float(np.exp(np.mean(np.log(h[keep])))),
+            "y0": float(np.exp(np.mean(np.log(y[keep])))), "x_min": float(h[keep].min()),
+            "x_max": float(h[keep].max())}
+
+
+def _sde_series(r: dict, style: Style, weak: bool) -> dict | None:
+    d = r.get("details") or {}
+    h = floats(d.get("h") or [])
+    line = style.sde_line(r["backend"], r["method"])
+    form = r["problem"][len(r["problem"].split("[")[0]):]
+    label = f"{r['method']} ({r['backend']}){' on ' + form if form else ''}"
+    if not weak:
+        fit = d.get("at_t1")
+        if not isinstance(fit, dict) or not fit.get("mean_error"):
+            return None
+        y = floats(fit["mean_error"])
+        se = fit.get("standard_error")  # per step size, where the property records it
+        return dict(line, x=h, y=y, label=label, fit=_sde_fit_band(h, y, fit),
+                    yerr=None if se is None else Z95 * floats(se))
+    fit = d.get("second_moment")
+    if not isinstance(fit, dict) or not fit.get("bias"):
+        return None
+    y, se = floats(fit["bias"]), floats(fit.get("standard_error") or [])
+    resolved = np.asarray(fit.get("resolved") or [True] * y.size, dtype=bool)
+    return dict(line, x=h, y=y, label=label, hollow=list(~resolved), fit=_sde_fit_band(h, y, fit, resolved),
+                yerr=Z95 * se if se.size == y.size else None)
+
+
+def _sde_message(r: dict) -> str:
+    """The message of an order record where it adds to the slope columns: a passing record's
+    repeats them (except that its interval lies above the claim), others say why."""
+    msg = r.get("message") or ""
+    if r["verdict"] != "pass":
+        return msg
+    return "above the claim (the claim is a bound)" if "above the claim" in msg else ""
+
+
+def sde_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    sec = Section("sde", "Stochastic differential equations",
+                  "Strong and weak order of each library's SDE methods, every step size on the same Brownian"
+                  " paths. <b>Strong</b>: the slope of log E|X_h(T) - X(T)| (and of the mean maximum over a"
+                  " grid) against log h, X(T) the closed form on the path or a fine reference solve."
+                  " <b>Weak</b>: the slope of log |E X_h(T)² - E X(T)²| (and of the mean), with antithetic"
+                  " paths. Each slope comes with a 95% paired-bootstrap interval over paths; the verdict reads"
+                  " the interval: <b>pass</b> when it meets the claim ± 0.15 and is narrow enough to refute a"
+                  " method half an order off (or lies wholly above the claim, which is a bound); <b>FAIL</b>"
+                  " when it lies below; <b>inconclusive</b> when it is too wide, with about how many paths"
+                  " would settle it. In the figures, dotted: the fitted line; shaded: the lines of the"
+                  " interval's end slopes through the same point; weak error bars: ± 1.96 standard errors"
+                  " of the Monte-Carlo bias, open markers: a bias within 3 standard errors of zero (left out"
+                  " of the fit).")
+    recs = [r for r in records if is_sde(r)]
+    if not recs:
+        sec.empty = empty_line(doc, "SDE", "sde", "no backend with SDE methods ran")
+        return sec
+    orders = [r for r in recs if r["property"] in ("sde_strong_order", "sde_weak_order")]
+    # a problem and its form in the other calculus (gbm_ito[stratonovich], for a Stratonovich
+    # method) share one figure
+    for (backend, problem), group in by([dict(r, base=r["problem"].split("[")[0]) for r in orders],
+                                        "backend", "base").items():
+        strong = [x for x in (_sde_series(r, style, False) for r in group if r["property"] == "sde_strong_order") if x]
+        weak = [x for x in (_sde_series(r, style, True) for r in group if r["property"] == "sde_weak_order") if x]
+        if not (strong or weak):
+            continue
+        sec.figures.append({"svg": plots.order_panels_figure(
+            [{"title": "strong: E|X_h(T) - X(T)|", "xlabel": "step size h", "ylabel": "mean error at T",
+              "series": strong},
+             {"title": "weak: |E X_h(T)² - E X(T)²|", "xlabel": "step size h", "ylabel": "bias of the second moment",
+              "series": weak}],
+            title=f"SDE order: {backend} on {problem}", figure_id=_figure_id(ids)),
+            "caption": f"strong and weak order: {backend} on {problem} (dotted: fit; shaded: its 95% interval)"})
+    for (backend,), group in by(orders, "backend").items():
+        strong = [r for r in group if r["property"] == "sde_strong_order"]
+        weak = [r for r in group if r["property"] == "sde_weak_order"]
+        if strong:
+            sec.tables.append(Table(
+                f"{backend}: strong order (slope [95% CI])",
+                ["method", "problem", "noise", "paths", "E|error(T)| slope", "E max|error| slope", "claim",
+                 "verdict", "message"],
+                [[r["method"], r["problem"], (r.get("details") or {}).get("noise_class", "-"),
+                  str((r.get("details") or {}).get("paths", "-")), slope_text((r.get("details") or {}).get("at_t1")),
+                  slope_text((r.get("details") or {}).get("max_over_grid")), fmt(r.get("expected")),
+                  sde_verdict_cell(r), _sde_message(r)] for r in strong]))
+        if weak:
+            sec.tables.append(Table(
+                f"{backend}: weak order (slope [95% CI])",
+                ["method", "problem", "noise", "paths", "estimator", "E X slope", "E X² slope", "claim", "verdict",
+                 "message"],
+                [[r["method"], r["problem"], (r.get("details") or {}).get("noise_class", "-"),
+                  str((r.get("details") or {}).get("paths", "-")), (r.get("details") or {}).get("estimator", "-"),
+                  slope_text((r.get("details") or {}).get("mean")),
+                  slope_text((r.get("details") or {}).get("second_moment")), fmt(r.get("expected")),
+                  sde_verdict_cell(r), _sde_message(r)] for r in weak]))
+    rest = [r for r in recs if r not in orders]
+    if rest:
+        sec.tables.append(_records_table("Other SDE checks: pathwise agreement with odeverify's method of the same"
+                                         " rule, reversibility, gradients, the Brownian tree, Itô-Stratonovich"
+                                         " consistency", rest))
     return sec
 
 
@@ -779,12 +961,13 @@ def sections(doc: dict) -> list[Section]:
         gradient_section(doc, records, style, ids),
         drift_section(doc, records, style, ids),
         stiffness_section(doc, records, style, ids),
+        sde_section(doc, records, style, ids),
         stability_section(doc, records, style, ids),
     ]
     out.append(problems_section(doc, records))
     shown = {"work_precision", "convergence_order", "dense_output_order", "tolerance_proportionality",
              "stability_region", "stability_angle", "stiffness_handling", "stiff_order"} | {
-        r["property"] for r in records if _is_gradient(r) or _is_drift(r)}
+        r["property"] for r in records if _is_gradient(r) or _is_drift(r) or is_sde(r)}
     out.append(other_checks_section(records, shown))
     return out
 
