@@ -102,9 +102,10 @@ class Style:
         in every library)."""
         info = self.sde_info.get(backend, {}).get(method) or {}
         idx = self.backends.index(backend) if backend in self.backends else 0
-        marker, ls = backend_style(backend, idx)
+        marker, _ = backend_style(backend, idx)
+        # a solid line: an SDE figure shows one library, and its fit is the dotted line
         return {"colour": self.colours("sde:" + str(info.get("rule") or method).lower()), "marker": marker,
-                "linestyle": ls}
+                "linestyle": "-"}
 
     def line(self, backend: str, method: str) -> dict[str, str]:
         idx = self.backends.index(backend) if backend in self.backends else 0
@@ -711,6 +712,11 @@ def slope_text(fit: dict | None) -> str:
     return f"{fmt(fit['slope'], 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}]"
 
 
+def _num(text: str) -> tuple[str, str]:
+    """A cell kept on one line (a slope and its interval)."""
+    return text, "num"
+
+
 def sde_verdict_cell(record: dict) -> tuple[str, str]:
     """The verdict, an inconclusive one with the number of paths that would settle it."""
     text, cls = verdict_cell(record["verdict"])
@@ -761,6 +767,8 @@ def _sde_message(r: dict) -> str:
     """The message of an order record where it adds to the slope columns: a passing record's
     repeats them (except that its interval lies above the claim), others say why."""
     msg = r.get("message") or ""
+    if r["verdict"] == "skip" and paths_to_settle(r):
+        return ""  # the slope cells say which fit is unresolved or too wide, the verdict how many paths
     if r["verdict"] != "pass":
         return msg
     return "above the claim (the claim is a bound)" if "above the claim" in msg else ""
@@ -809,8 +817,8 @@ def sde_section(doc: dict, records: list[dict], style: Style, ids: list[int]) ->
                 ["method", "problem", "noise", "paths", "E|error(T)| slope", "E max|error| slope", "claim",
                  "verdict", "message"],
                 [[r["method"], r["problem"], (r.get("details") or {}).get("noise_class", "-"),
-                  str((r.get("details") or {}).get("paths", "-")), slope_text((r.get("details") or {}).get("at_t1")),
-                  slope_text((r.get("details") or {}).get("max_over_grid")), fmt(r.get("expected")),
+                  str((r.get("details") or {}).get("paths", "-")), _num(slope_text((r.get("details") or {}).get("at_t1"))),
+                  _num(slope_text((r.get("details") or {}).get("max_over_grid"))), fmt(r.get("expected")),
                   sde_verdict_cell(r), _sde_message(r)] for r in strong]))
         if weak:
             sec.tables.append(Table(
@@ -819,8 +827,8 @@ def sde_section(doc: dict, records: list[dict], style: Style, ids: list[int]) ->
                  "message"],
                 [[r["method"], r["problem"], (r.get("details") or {}).get("noise_class", "-"),
                   str((r.get("details") or {}).get("paths", "-")), (r.get("details") or {}).get("estimator", "-"),
-                  slope_text((r.get("details") or {}).get("mean")),
-                  slope_text((r.get("details") or {}).get("second_moment")), fmt(r.get("expected")),
+                  _num(slope_text((r.get("details") or {}).get("mean"))),
+                  _num(slope_text((r.get("details") or {}).get("second_moment"))), fmt(r.get("expected")),
                   sde_verdict_cell(r), _sde_message(r)] for r in weak]))
     rest = [r for r in recs if r not in orders]
     if rest:
