@@ -153,3 +153,15 @@ def test_report_quick_with_torchsde_registered_does_not_crash(tmp_path):
     assert cli.main(["report", "--quick", "--backends", "reference,torchsde", "--out", str(tmp_path)]) == 0
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "torchsde: strong order" in _section(html, "sde")
+
+
+def test_strong_error_bars_are_drawn_where_the_record_has_standard_errors():
+    """slope_interval records no per-step standard error today; where a record has one, the
+    strong panel draws +- 1.96 SE bars (the figure changes), and none otherwise."""
+    style = render.Style(sde_document())
+    plain = _strong("reference", "euler", "gbm_ito", "pass", 0.618, [0.568, 0.663])
+    bars = _strong("reference", "euler", "gbm_ito", "pass", 0.618, [0.568, 0.663])
+    bars["details"]["at_t1"]["standard_error"] = [0.004] * 5
+    assert render._sde_series(plain, style, False)["yerr"] is None
+    yerr = render._sde_series(bars, style, False)["yerr"]
+    assert list(yerr) == pytest.approx([render.Z95 * 0.004] * 5)
