@@ -592,7 +592,8 @@ _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_o
           "max_order_sweep": "max-order", "work": "work", "available": "installed",
           "sde_strong_order": "strong", "sde_weak_order": "weak", "sde_pathwise_agreement": "pathwise",
           "sde_reversibility": "sde-reverse", "ito_stratonovich_consistency": "ito-strat",
-          "brownian_consistency": "brownian"}
+          "brownian_consistency": "brownian", "sde_gradient_accuracy": "sde-grad",
+          "sde_reversible_exactness": "sde-grad-rev", "sde_adjoint_convergence": "sde-adjoint"}
 
 
 def verdict_matrix(records: list) -> str:
@@ -663,8 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--sde", action="store_true",
                     help="grade the backend's SDE methods instead: strong and weak order with bootstrap confidence"
                          " intervals on the same Brownian paths, pathwise agreement with odeverify's reference,"
-                         " reversibility, the Brownian tree, Itô-Stratonovich consistency (--methods names SDE"
-                         " methods)")
+                         " reversibility, the Brownian tree, Itô-Stratonovich consistency, and the SDE gradient"
+                         " modes against pathwise finite differences (--methods names SDE methods)")
     pc.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.check/1)")
     pc.add_argument("--resume", action="store_true",
                     help="continue an interrupted run with the same options from its journal (finished cases are"

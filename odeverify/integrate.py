@@ -706,7 +706,7 @@ def solve_sde(
         raise ValueError(f"noise={noise!r}, but it must be one of {NOISE_TYPES}")
     if calculus is not None and calculus not in CALCULI:
         raise ValueError(f"calculus={calculus!r}, but it must be one of {CALCULI}")
-    if calculus is not None and calculus != sde_method.calculus:
+    if calculus is not None and calculus != sde_method.calculus and noise != "additive":
         raise ValueError(f"SDE method {sde_method.name!r} converges to the {sde_method.calculus} solution, but the"
                          f" equation is written in the {calculus} sense; convert it (SDEProblem.as_calculus) or"
                          f" pick a method of that calculus")

@@ -241,6 +241,25 @@ def grid_devices() -> list[str]:
     return ["cpu", "cuda"] if gpu else ["cpu"]
 
 
+#: the SDE step rules of the small grid (report --quick grades the same)
+SDE_RULES = ("euler", "heun")
+
+
+def sde_cases() -> list[str]:
+    """``backend:method`` of every installed backend with SDE methods (not the reference's other
+    array libraries, which run the same code): the methods of :data:`SDE_RULES`, or all (large)."""
+    from odeverify import backends
+
+    out = []
+    for name in installed_backends():
+        if name.startswith("reference-"):
+            continue
+        for m, info in backends.get(name).capabilities().sde_methods.items():
+            if LARGE or str(info.reference or m) in SDE_RULES:
+                out.append(f"{name}:{m}")
+    return out or [NONE]
+
+
 def compute() -> dict[str, list[str]]:
     """Every parameter list of the suites, built in this process."""
     return {
@@ -253,6 +272,7 @@ def compute() -> dict[str, list[str]]:
         "stiff_problems": stiff_problems(),
         "gradient_problems": gradient_problems() or [NONE],
         "order_problems": order_problem_sets(),
+        "sde": sde_cases(),
     }
 
 

@@ -24,30 +24,13 @@ from typing import Any
 import numpy as np
 
 from ._common import CpuTimed, choose_timer, count, library_device, lookup, single_thread, split_case, synchronize
-from ._grid import LARGE, NONE, installed_backends, load
+from ._grid import NONE, SDE_RULES as RULES, load, sde_cases
 
 #: the fixed SDE solve of every row
 PATHS = 256
 N_STEPS = 128
 SEED = 0
 PROBLEMS = ("gbm_ito", "kp_cubic")
-#: the step rules of the small grid (report --quick grades the same)
-RULES = ("euler", "heun")
-
-
-def sde_cases() -> list[str]:
-    """``backend:method`` of every installed backend with SDE methods (not the reference's other
-    array libraries, which run the same code): the methods of :data:`RULES`, or all (large)."""
-    from odeverify import backends
-
-    out = []
-    for name in installed_backends():
-        if name.startswith("reference-"):
-            continue
-        for m, info in backends.get(name).capabilities().sde_methods.items():
-            if LARGE or str(info.reference or m) in RULES:
-                out.append(f"{name}:{m}")
-    return out or [NONE]
 
 
 _WARM: dict = {}

@@ -470,6 +470,7 @@ class Backend(ABC):
                                    f"{self.name} is not installed: {self.install_hint}")
         info = self._sde_method(method, dtype, device)
         validate_sde(problem, info, options, self.name)
+        problem = in_method_calculus(problem, info)
         y0a, path = sde_inputs(problem, bm, paths, seed, y0)
         start = time.perf_counter()
         try:
@@ -527,6 +528,7 @@ class Backend(ABC):
                                        f"{self.name} is not installed: {self.install_hint}", wrt)
         info = self._sde_method(method, dtype, device)
         validate_sde_gradient(problem, info, mode, loss, n_steps, options, self.capabilities(), self.name)
+        problem = in_method_calculus(problem, info)
         y0a, path = sde_inputs(problem, bm, paths, seed, y0)
         try:
             res = self._sde_gradient(problem, info, mode, loss, path, y0a, int(n_steps), dict(options), dtype, device)
@@ -668,6 +670,17 @@ def failed_sde_gradient(problem: SDEProblem, mode: str, method: str, backend: st
                           grad_y0=grad_y0, grad_params=params, message=message)
 
 
+def in_method_calculus(problem: SDEProblem, info: SDEMethod) -> SDEProblem:
+    """An additive-noise problem relabelled in the method's calculus (the same equation: the
+    correction vanishes), so adapters hand their library one consistent SDE type; any other
+    problem as it is (:func:`validate_sde` refused a mismatch)."""
+    if problem.calculus == info.calculus or problem.noise_class != "additive":
+        return problem
+    import dataclasses
+
+    return dataclasses.replace(problem, calculus=info.calculus)
+
+
 def validate_sde(problem: SDEProblem, info: SDEMethod, options: Mapping[str, Any], backend: str) -> None:
     """Bad arguments of :meth:`Backend.solve_sde` raise here, the same way for every backend."""
     if not isinstance(problem, SDEProblem):
@@ -683,7 +696,8 @@ def validate_sde(problem: SDEProblem, info: SDEMethod, options: Mapping[str, Any
 
         t0, t1 = problem.t_span
         snap_to_grid(fixed_grid(t0, t1, options.get("dt"), options.get("n_steps")), options["t_eval"])
-    if info.calculus != problem.calculus:
+    # additive noise: the Itô and Stratonovich solutions coincide (the correction vanishes)
+    if info.calculus != problem.calculus and problem.noise_class != "additive":
         raise ValueError(f"{backend} SDE method {info.name!r} converges to the {info.calculus} solution, but problem"
                          f" {problem.name!r} is written in the {problem.calculus} sense (convert it with"
                          f" problem.as_calculus({info.calculus!r}))")

@@ -18,6 +18,7 @@ from .options import max_order_sweep
 from .stiffness import stiff_order, stiff_precision, stiffness_estimate, stiffness_handling
 from .sde import (brownian_consistency, ito_stratonovich_consistency, sde_pathwise_agreement, sde_reversibility,
                   sde_strong_order, sde_weak_order)
+from .sde_gradients import sde_adjoint_convergence, sde_gradient_accuracy, sde_reversible_exactness
 from .gradients import (adjoint_convergence, discrete_gradient_exactness, fixed_step_adjoint_gap, gradient_accuracy,
                         gradient_oracle, memory_scaling, reversibility_drift, reversible_stability_region,
                         reversible_use)
@@ -33,7 +34,7 @@ for _f in (gradient_accuracy, discrete_gradient_exactness, adjoint_convergence, 
     PROPERTIES.register(_f.__name__, _f)
 # SDEs (check --sde)
 for _f in (sde_strong_order, sde_weak_order, sde_pathwise_agreement, ito_stratonovich_consistency, sde_reversibility,
-           brownian_consistency):
+           brownian_consistency, sde_gradient_accuracy, sde_reversible_exactness, sde_adjoint_convergence):
     PROPERTIES.register(_f.__name__, _f)
 
 __all__ = [
@@ -44,6 +45,9 @@ __all__ = [
     "sde_reversibility",
     "sde_strong_order",
     "sde_weak_order",
+    "sde_adjoint_convergence",
+    "sde_gradient_accuracy",
+    "sde_reversible_exactness",
     "gradient_accuracy",
     "discrete_gradient_exactness",
     "adjoint_convergence",
