@@ -79,8 +79,10 @@ def test_expected_failures_are_not_stale():
     # the tight Bari solves and the max_order sweeps are not in a quick run: tests/test_conformance_stiff.py
     # (slow) and tests/test_options.py check that their entries still excuse a failing record
     # entries found by `odeverify explore` carry their shrunk case: tests/test_explore.py replays those
+    # SDE entries: tests/test_sde_conformance.py
     entries = [e for e in entries if not e.case and not e.property.startswith("gradient")
-               and e.property not in ("stiff_precision", "max_order_sweep")]
+               and e.property not in ("stiff_precision", "max_order_sweep") and not e.property.startswith("sde_")
+               and e.property != "ito_stratonovich_consistency"]
     by_backend: dict[str, list] = {}
     for e in entries:
         # a pattern ("*", "reference*") is checked on the NumPy reference, the cheapest match
