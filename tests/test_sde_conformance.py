@@ -47,7 +47,7 @@ def _target(e):
     from odeverify.properties.sde_gradients import sde_gradient_accuracy
 
     key = (e.property, e.backend, e.method, e.problem)
-    if key == ("sde_pathwise_agreement", "torchsde", "euler_heun", "*additive*"):
+    if key == ("sde_pathwise_agreement", "torchsde", "euler_heun", "*"):
         return lambda: sde_pathwise_agreement(SDE_PROBLEMS.get("kp_additive"), "euler_heun", backend="torchsde",
                                               reference="euler_heun")
     if key == ("sde_*_order", "*", "euler", "stiff_quadratic_sciml_*"):
