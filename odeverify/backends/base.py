@@ -424,28 +424,20 @@ class Backend(ABC):
         y0a = None if y0 is None else validate_y0(problem, y0)
         if "stiff" in problem.tags and not is_implicit(info):
             warn_explicit_on_stiff(problem, info.name, self.name)
-        start = time.perf_counter()
-        try:
-            sol = self._solve(problem, info, y0a, dict(options), dtype, device)
-        except UnsupportedOption:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a library's failure becomes a status
-            status = classify_exception(exc)
-            return failed_solution(problem, method, ts, y0a, status, f"{type(exc).__name__}: {exc}",
-                                   wall=time.perf_counter() - start)
-        sol.timing.setdefault("wall_s", time.perf_counter() - start)
-        sol.timing.setdefault("compile_s", 0.0)
-        return sol
+        return _timed(lambda: self._solve(problem, info, y0a, dict(options), dtype, device), problem, method, ts, y0a)
 
     def _resolve(self, method: str, dtype: str, device: str) -> MethodInfo:
         """The method's info; an unknown method, dtype or device raises, naming the choices."""
         caps = self.capabilities()
         info = caps.method(method, self.name)
+        self._check_dtype_device(caps, dtype, device)
+        return info
+
+    def _check_dtype_device(self, caps: Capabilities, dtype: str, device: str) -> None:
         if dtype not in caps.dtypes:
             raise ValueError(f"{self.name} supports dtypes {caps.dtypes}, not dtype={dtype!r}")
         if device not in caps.devices:
             raise ValueError(f"{self.name} supports devices {caps.devices}, not device={device!r}")
-        return info
 
     def _solve_sde(self, problem: SDEProblem, method: SDEMethod, bm: Any, y0: np.ndarray, options: dict[str, Any],
                    dtype: str, device: str) -> Solution:
@@ -472,17 +464,8 @@ class Backend(ABC):
         validate_sde(problem, info, options, self.name)
         problem = in_method_calculus(problem, info)
         y0a, path = sde_inputs(problem, bm, paths, seed, y0)
-        start = time.perf_counter()
-        try:
-            sol = self._solve_sde(problem, info, path, y0a, dict(options), dtype, device)
-        except UnsupportedOption:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a library's failure becomes a status
-            return failed_solution(problem, method, ts, y0a, classify_exception(exc), f"{type(exc).__name__}: {exc}",
-                                   wall=time.perf_counter() - start)
-        sol.timing.setdefault("wall_s", time.perf_counter() - start)
-        sol.timing.setdefault("compile_s", 0.0)
-        return sol
+        return _timed(lambda: self._solve_sde(problem, info, path, y0a, dict(options), dtype, device), problem, method,
+                      ts, y0a)
 
     def _sde_method(self, method: str, dtype: str, device: str) -> SDEMethod:
         """The SDE method's info; an unknown method, dtype or device raises, naming the choices."""
@@ -494,10 +477,7 @@ class Backend(ABC):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{self.name} has no SDE method {method!r}{hint} Choices:"
                              f" {', '.join(caps.sde_methods) or 'none'}")
-        if dtype not in caps.dtypes:
-            raise ValueError(f"{self.name} supports dtypes {caps.dtypes}, not dtype={dtype!r}")
-        if device not in caps.devices:
-            raise ValueError(f"{self.name} supports devices {caps.devices}, not device={device!r}")
+        self._check_dtype_device(caps, dtype, device)
         return caps.sde_methods[method]
 
     def _sde_gradient(self, problem: SDEProblem, method: SDEMethod, mode: str, loss: Loss, bm: Any, y0: np.ndarray,
@@ -704,6 +684,23 @@ def validate_sde(problem: SDEProblem, info: SDEMethod, options: Mapping[str, Any
     if not info.valid_for(problem.noise_class):
         raise ValueError(f"{backend} SDE method {info.name!r} is not valid for {problem.noise_class} noise"
                          f" (problem {problem.name!r}, noise={problem.noise!r}); valid for: {', '.join(info.strong)}")
+
+
+def _timed(run: Any, problem: Any, method: str, ts: np.ndarray, y0: np.ndarray | None) -> Solution:
+    """``run()``'s Solution with its wall time (and a compile time, 0 unless the adapter set
+    one); a library's exception becomes a failed Solution with its status, an
+    ``UnsupportedOption`` is raised as the bad argument it is."""
+    start = time.perf_counter()
+    try:
+        sol = run()
+    except UnsupportedOption:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a library's failure becomes a status
+        return failed_solution(problem, method, ts, y0, classify_exception(exc), f"{type(exc).__name__}: {exc}",
+                               wall=time.perf_counter() - start)
+    sol.timing.setdefault("wall_s", time.perf_counter() - start)
+    sol.timing.setdefault("compile_s", 0.0)
+    return sol
 
 
 def failed_solution(problem: Problem, method: str, ts: np.ndarray, y0: np.ndarray | None, status: Status,

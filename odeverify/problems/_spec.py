@@ -36,6 +36,30 @@ KNOWN_TAGS = frozenset(
 )
 
 
+def convert_params(params: Mapping[str, Any], xp: Any, dtype: Any = None, device: Any = None) -> dict[str, Any]:
+    """A problem's parameters for ``xp``: NumPy arrays as ``xp`` arrays (of ``dtype`` on
+    ``device`` when given), anything else as it is."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, np.ndarray):
+            kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+            if device is not None:
+                kwargs["device"] = device
+            out[key] = xp.asarray(value, **kwargs)
+        else:
+            out[key] = value
+    return out
+
+
+def bind_field(name: str, fun: Callable[..., Any], xp: Any, params: Mapping[str, Any]) -> Callable[[Any, Any], Any]:
+    """``fun(xp, t, y, params)`` as a field ``f(t, y)`` named ``name``."""
+    def bound(t: Any, y: Any) -> Any:
+        return fun(xp, t, y, params)
+
+    bound.__name__ = name
+    return bound
+
+
 @dataclass(frozen=True)
 class Reference:
     """A reference solution value ``y`` at time ``t``.
@@ -143,25 +167,10 @@ class Problem:
 
     def converted_params(self, xp: Any, dtype: Any = None, device: Any = None) -> dict[str, Any]:
         """Parameters as ``xp`` arrays (NumPy arrays) or Python floats (scalars)."""
-        out: dict[str, Any] = {}
-        for key, value in self.params.items():
-            if isinstance(value, np.ndarray):
-                kwargs = {"dtype": dtype} if dtype is not None else {}
-                if device is not None:
-                    kwargs["device"] = device
-                out[key] = xp.asarray(value, **kwargs)
-            else:
-                out[key] = value
-        return out
+        return convert_params(self.params, xp, dtype, device)
 
     def _bind(self, fun: Callable[..., Any], suffix: str, xp: Any, dtype: Any, device: Any) -> Callable[[Any, Any], Any]:
-        p = self.converted_params(xp, dtype, device)
-
-        def bound(t: Any, y: Any) -> Any:
-            return fun(xp, t, y, p)
-
-        bound.__name__ = f"{self.name}_{suffix}"
-        return bound
+        return bind_field(f"{self.name}_{suffix}", fun, xp, self.converted_params(xp, dtype, device))
 
     def vector_field(self, xp: Any, dtype: Any = None, device: Any = None) -> Callable[[Any, Any], Any]:
         """``f(t, y)`` for the integrator, with parameters converted once for ``xp``."""

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from .._registry import Registry
+from ._spec import bind_field, convert_params
 
 NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
 CALCULI = ("ito", "stratonovich")
@@ -124,25 +125,10 @@ class SDEProblem:
         return (self.noise_dim,) if paths is None else (int(paths), self.noise_dim)
 
     def converted_params(self, xp: Any, dtype: Any = None, device: Any = None) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in self.params.items():
-            if isinstance(value, np.ndarray):
-                kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
-                if device is not None:
-                    kwargs["device"] = device
-                out[key] = xp.asarray(value, **kwargs)
-            else:
-                out[key] = value
-        return out
+        return convert_params(self.params, xp, dtype, device)
 
     def _bind(self, fun: Callable[..., Any], suffix: str, xp: Any, dtype: Any, device: Any) -> Callable[[Any, Any], Any]:
-        p = self.converted_params(xp, dtype, device)
-
-        def bound(t: Any, y: Any) -> Any:
-            return fun(xp, t, y, p)
-
-        bound.__name__ = f"{self.name}_{suffix}"
-        return bound
+        return bind_field(f"{self.name}_{suffix}", fun, xp, self.converted_params(xp, dtype, device))
 
     def drift_field(self, xp: Any, dtype: Any = None, device: Any = None) -> Callable[[Any, Any], Any]:
         return self._bind(self.drift, "drift", xp, dtype, device)
