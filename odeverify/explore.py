@@ -250,7 +250,7 @@ def _draw_loss(data: Any, spec: dict) -> dict:
 
     loss = data.draw(losses(from_spec(spec)), label="loss")
     return {"t_eval": list(loss.t_eval), "seed": int(data.draw(_st().integers(0, 999), label="loss seed")),
-            "quadratic": loss.quadratic}
+            "quadratic": loss.quadratic.tolist() if loss.diagonal else loss.quadratic}
 
 
 def _loss(problem: Any, spec: dict) -> Any:

@@ -187,7 +187,8 @@ def _build(problem: Problem, method: str, mode: str, fixed: bool, rows: tuple, b
             every, code, acc, rej = solve_one(y0, p, a)
             ys = every[idx]
             w = a["w"]
-        value = jnp.sum(w * ys) + a["q"] / 2 * jnp.sum(ys * ys)
+        value = jnp.sum(w * ys) + 0.5 * jnp.sum(a["q"] * ys * ys) if loss.diagonal else (
+            jnp.sum(w * ys) + a["q"] / 2 * jnp.sum(ys * ys))
         if counter is not None:  # "|": the forward solve is done (ordered after its evaluations)
             jax.debug.callback(note("|"), value, ordered=True)
         return value, (value, jnp.max(code), jnp.sum(acc), jnp.sum(rej), jax.lax.stop_gradient(every))

@@ -28,15 +28,18 @@ from ..solution import Status
 
 @dataclass(frozen=True)
 class Loss:
-    """``L = sum_i [w_i . y(t_i) + q/2 |y(t_i)|^2]`` over output times ``t_eval``.
+    """``L = sum_i [w_i . y(t_i) + 1/2 sum_j q_j y_j(t_i)^2]`` over output times ``t_eval``.
 
     ``weights`` has shape ``(T, n)`` (row ``i`` belongs to ``t_eval[i]``); a batch solution
     of shape ``(T, B, n)`` uses the same row for every sample and sums over the batch.
+    ``quadratic`` is one float ``q`` (every ``q_j = q``: ``q/2 |y|^2``) or a read-only
+    array of shape ``(n,)`` of per-component weights (a CNF's negative log-likelihood weights
+    the state by the base density's precisions and leaves the log-density linear).
     """
 
     t_eval: tuple[float, ...]
     weights: np.ndarray
-    quadratic: float = 0.0
+    quadratic: Any = 0.0
 
     def __post_init__(self) -> None:
         ts = np.asarray(self.t_eval, dtype=np.float64)
@@ -47,16 +50,38 @@ class Loss:
             raise ValueError(f"weights has shape {w.shape}, but it must be (len(t_eval), n) = ({ts.size}, n)")
         if not np.all(np.isfinite(w)):
             raise ValueError("weights contains non-finite values; every weight must be finite")
-        q = float(self.quadratic)
-        if not np.isfinite(q) or q < 0:
+        if np.ndim(self.quadratic) == 0:
+            q: Any = float(self.quadratic)
+        else:
+            q = np.array(self.quadratic, dtype=np.float64)
+            if q.shape != (w.shape[1],):
+                raise ValueError(f"quadratic has shape {q.shape}, but a per-component quadratic must be"
+                                 f" (n,) = ({w.shape[1]},)")
+            q.setflags(write=False)
+        if not np.all(np.isfinite(q)) or np.any(q < 0):
             raise ValueError(f"quadratic={self.quadratic!r}, but it must be finite and >= 0")
-        if q == 0.0 and not np.any(w):
+        if not np.any(q) and not np.any(w):
             raise ValueError("the loss does not depend on the solution (all weights are 0 and quadratic=0);"
                              " a gradient of it would be silently zero")
         w.setflags(write=False)
         object.__setattr__(self, "t_eval", tuple(float(t) for t in ts))
         object.__setattr__(self, "weights", w)
         object.__setattr__(self, "quadratic", q)
+
+    @property
+    def diagonal(self) -> bool:
+        """Whether the quadratic term has per-component weights (an array) rather than one float."""
+        return not isinstance(self.quadratic, float)
+
+    def _q(self, xp: Any, ys: Any) -> Any:
+        if not self.diagonal:
+            return self.quadratic
+        return xp.asarray(np.array(self.quadratic), dtype=ys.dtype, device=_xp.device(ys))
+
+    def quadratic_numpy(self, ys: np.ndarray) -> float:
+        """``1/2 sum q_j y_j^2`` over every output time (and sample) of a NumPy solution."""
+        ys = np.asarray(ys, dtype=np.float64)
+        return float(0.5 * np.sum(self.quadratic * ys * ys))
 
     @classmethod
     def seeded(cls, t_eval: Any, n: int, *, seed: int = 0, quadratic: float = 0.5) -> Loss:
@@ -75,7 +100,9 @@ class Loss:
         if ys.ndim == 3:
             w = xp.expand_dims(w, axis=1)
         out = xp.sum(w * ys)
-        if self.quadratic:
+        if self.diagonal:
+            out = out + 0.5 * xp.sum(self._q(xp, ys) * ys * ys)
+        elif self.quadratic:
             out = out + (self.quadratic / 2) * xp.sum(ys * ys)
         return out
 
@@ -84,12 +111,14 @@ class Loss:
         w = xp.asarray(np.array(self.weights), dtype=ys.dtype, device=_xp.device(ys))
         if ys.ndim == 3:
             w = xp.expand_dims(w, axis=1) + xp.zeros_like(ys)
-        return w + self.quadratic * ys if self.quadratic else w + xp.zeros_like(ys)
+        return w + self._q(xp, ys) * ys if np.any(self.quadratic) else w + xp.zeros_like(ys)
 
     def value_numpy(self, ys: np.ndarray) -> float:
         """The loss of a NumPy solution, float64 (for oracles)."""
         ys = np.asarray(ys, dtype=np.float64)
         w = self.weights[:, None, :] if ys.ndim == 3 else self.weights
+        if self.diagonal:
+            return float(np.sum(w * ys) + self.quadratic_numpy(ys))
         return float(np.sum(w * ys) + (self.quadratic / 2) * np.sum(ys * ys))
 
 

@@ -122,7 +122,7 @@ def loss_scale(loss: Loss, ys: np.ndarray) -> float:
     """Σ |w_i| |y(t_i)| + q/2 |y|^2: the size of the terms the loss sums (its round-off scale)."""
     ys = np.asarray(ys, dtype=np.float64)
     w = np.abs(loss.weights[:, None, :] if ys.ndim == 3 else loss.weights)
-    return float(np.sum(w * np.abs(ys)) + loss.quadratic / 2 * np.sum(ys * ys))
+    return float(np.sum(w * np.abs(ys)) + loss.quadratic_numpy(ys))
 
 
 def numpy_loss_function(problem: Problem, loss: Loss, method: str, *, wrt: str = "all", y0: Any = None,
