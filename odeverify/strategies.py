@@ -187,8 +187,8 @@ def losses(draw: Any, problem: Problem, max_times: int = 4) -> Any:
     return Loss.seeded(times, problem.n, seed=draw(st.integers(0, 999)), quadratic=draw(_f(0.0, 1.0)))
 
 
-__all__ = ["EXACT_KINDS", "KINDS", "SPECTRA", "batches", "canonical", "dtypes", "fixed_steps", "losses",
-           "output_times", "problem_specs", "problems", "spectra", "tolerances"]
+__all__ = ["EXACT_KINDS", "FLOW_KINDS_1D", "KINDS", "SPECTRA", "batches", "canonical", "dtypes", "fixed_steps",
+           "flow_fields_1d", "losses", "output_times", "problem_specs", "problems", "spectra", "tolerances"]
 
 
 # ----------------------------------------------------------------------------- SDEs
@@ -242,3 +242,25 @@ def sde_problems(kinds: Sequence[str] = SDE_KINDS, noise_classes: Sequence[str] 
     from .problems.sde_specs import sde_from_spec
 
     return sde_problem_specs(kinds, noise_classes).map(sde_from_spec)
+
+
+# ----------------------------------------------------------------------------- 1-D flow fields
+#: kinds of drawn 1-D flow fields, simplest first
+FLOW_KINDS_1D = ("linear", "sine", "mlp")
+
+
+@st.composite
+def flow_fields_1d(draw: Any, kinds: Sequence[str] = FLOW_KINDS_1D) -> Any:
+    """A 1-D :class:`~odeverify.problems.flows.FlowField`: affine ``lambda z + b``, ``a sin z``
+    (both with closed-form flows) or a seeded concat-squash MLP (drawn width, depth, activation,
+    weight scale); its ``name`` records what was drawn."""
+    from .problems.flows import linear_field, mlp_field, sine_field
+
+    kind = draw(st.sampled_from(list(kinds)))
+    if kind == "linear":
+        lam, b = draw(_f(-3.0, 3.0)), draw(_f(-1.0, 1.0))
+        return linear_field([[lam]], [b], name=f"linear1_l{lam:g}_b{b:g}")
+    if kind == "sine":
+        return sine_field(draw(_f(-2.0, 2.0)))
+    return mlp_field(1, draw(st.integers(2, 8)), draw(st.integers(1, 2)), draw(st.sampled_from(["tanh", "softplus"])),
+                     seed=draw(st.integers(0, 999)), scale=draw(_f(0.5, 3.0)))

@@ -22,6 +22,7 @@ from .sde_gradients import sde_adjoint_convergence, sde_gradient_accuracy, sde_r
 from .gradients import (adjoint_convergence, discrete_gradient_exactness, fixed_step_adjoint_gap, gradient_accuracy,
                         gradient_oracle, memory_scaling, reversibility_drift, reversible_stability_region,
                         reversible_use)
+from .flow_geometry import FLOW_GEOMETRY
 
 PROPERTIES: Registry = Registry("property")
 for _f in (convergence_order, local_error_order, dense_output_order, embedded_estimate_bound,
@@ -31,6 +32,9 @@ for _f in (convergence_order, local_error_order, dense_output_order, embedded_es
     PROPERTIES.register(_f.__name__, _f)
 for _f in (gradient_accuracy, discrete_gradient_exactness, adjoint_convergence, fixed_step_adjoint_gap,
            reversibility_drift, reversible_stability_region, reversible_use, memory_scaling):
+    PROPERTIES.register(_f.__name__, _f)
+# the geometry of flow maps (augmented Neural ODEs, ResNets as Euler)
+for _f in FLOW_GEOMETRY:
     PROPERTIES.register(_f.__name__, _f)
 # SDEs (check --sde)
 for _f in (sde_strong_order, sde_weak_order, sde_pathwise_agreement, ito_stratonovich_consistency, sde_reversibility,
