@@ -260,6 +260,31 @@ def sde_cases() -> list[str]:
     return out or [NONE]
 
 
+#: the CNF trace estimators of the small grid, per backend (``hutchinson{k}``: k probes); the
+#: large grid takes every estimator of odeverify.problems.flows.TRACE_ESTIMATORS on every
+#: reference backend, with 1 and 4 probes
+CNF_SMALL = {"reference": ("jacobian", "jvp", "hutchinson1", "hutchinson4"),
+             "reference-torch": ("jacobian", "autodiff", "hutchinson1")}
+CNF_PROBES = (1, 4)
+
+
+def cnf_cases() -> list[str]:
+    """``backend:dopri5:estimator`` CNF density solves on the reference backends (autodiff needs
+    PyTorch or JAX): :data:`CNF_SMALL`, or every estimator of every reference backend (large)."""
+    from odeverify.problems.flows import TRACE_ESTIMATORS
+
+    out = []
+    for name in installed_backends():
+        if not name.startswith("reference"):
+            continue
+        library = getattr(backends.get(name), "library", "numpy")
+        every = [f"hutchinson{k}" if t == "hutchinson" else t for t in TRACE_ESTIMATORS
+                 for k in (CNF_PROBES if t == "hutchinson" else (0,))]
+        chosen = every if LARGE else list(CNF_SMALL.get(name, ()))
+        out += [f"{name}:dopri5:{e}" for e in chosen if e != "autodiff" or library in ("torch", "jax")]
+    return out or [NONE]
+
+
 def compute() -> dict[str, list[str]]:
     """Every parameter list of the suites, built in this process."""
     return {
@@ -273,6 +298,7 @@ def compute() -> dict[str, list[str]]:
         "gradient_problems": gradient_problems() or [NONE],
         "order_problems": order_problem_sets(),
         "sde": sde_cases(),
+        "cnf": cnf_cases(),
     }
 
 

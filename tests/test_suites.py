@@ -31,9 +31,11 @@ solve_suite = importlib.import_module("suites.solve")
 order_suite = importlib.import_module("suites.order")
 gradient_suite = importlib.import_module("suites.gradients")
 sde_suite = importlib.import_module("suites.sde")
+flows_suite = importlib.import_module("suites.flows")
 
 #: every parametrized benchmark class with a setup (the cuda rows must skip in it)
-SETUP_CLASSES = [solve_suite.TimeSolve, solve_suite.TimeStiff, gradient_suite.TimeGradient, sde_suite.TimeSDE]
+SETUP_CLASSES = [solve_suite.TimeSolve, solve_suite.TimeStiff, gradient_suite.TimeGradient, sde_suite.TimeSDE,
+                 flows_suite.TimeCNF]
 TABLE_CLASSES = [solve_suite.TrackSolve, solve_suite.TrackStiff, gradient_suite.TrackGradient]
 
 
@@ -145,11 +147,12 @@ WORK_COUNTERS = {
     "suites.gradients": ("track_nfev_forward", "track_nfev_backward", "track_steps_forward",
                          "track_steps_backward", "track_saved_bytes", "track_saved_peak_bytes"),
     "suites.sde": ("track_nfev", "track_ngev"),
+    "suites.flows": ("track_nfev", "track_steps_accepted", "track_trace_jvps"),
 }
 #: time_* benchmark classes allowed another timer than CPU time, with the reason (none today:
 #: GPU rows switch to the wall clock per row, see _common.WALL_TIME_DEVICES)
 TIMER_EXEMPT: dict[str, str] = {}
-SUITE_MODULES = [solve_suite, order_suite, gradient_suite, sde_suite]
+SUITE_MODULES = [solve_suite, order_suite, gradient_suite, sde_suite, flows_suite]
 
 
 def _benchmark_classes(module):
@@ -569,3 +572,52 @@ def test_sde_tracks_are_deterministic_and_agree_across_libraries():
     euler = first[("reference:euler", "gbm_ito", "cpu")]["strong_error"]
     heun = first[("reference:heun", "gbm_ito", "cpu")]["strong_error"]
     assert 0 < heun < euler / 5, (heun, euler)
+
+
+# --- the CNF suite --------------------------------------------------------------------------
+def test_cnf_grid_covers_every_trace_estimator(monkeypatch):
+    """Small grid: exact (Jacobian, JVPs, autodiff) and Hutchinson traces; the large grid: every
+    estimator of TRACE_ESTIMATORS on every installed reference backend (autodiff where the
+    library has forward mode)."""
+    from odeverify.problems.flows import TRACE_ESTIMATORS
+
+    cases = flows_suite.TimeCNF.params[0]
+    assert flows_suite.TrackCNF.params == flows_suite.TimeCNF.params
+    assert {flows_suite.estimator(c.split(":")[2])[0] for c in cases} == set(TRACE_ESTIMATORS), cases
+    monkeypatch.setattr(grid, "LARGE", True)
+    large = grid.cnf_cases()
+    for name in backends.names():
+        if not name.startswith("reference") or not backends.get(name).available():
+            continue
+        library = getattr(backends.get(name), "library", "numpy")
+        want = {t for t in TRACE_ESTIMATORS if t != "autodiff" or library in ("torch", "jax")}
+        got = {flows_suite.estimator(c.split(":")[2])[0] for c in large if c.split(":")[0] == name}
+        assert got == want, (name, got, want)
+
+
+def test_cnf_tracks_are_deterministic_and_grade_the_estimators():
+    """The log-likelihood error on the closed-form cnf_linear2 is within the solve's tolerance
+    for every exact trace (and the same in every library), while one fixed Rademacher probe is
+    off by far more (its estimator error: sqrt(2 (|A_sym|_F^2 - sum A_ii^2)) ~ 1 nat here)."""
+    rows = [(c, "cnf_linear2", "cpu") for c in flows_suite.TimeCNF.params[0]]
+    first = {k: flows_suite.cnf_values(*k) for k in rows}
+    _assert_identical(first, {k: flows_suite.cnf_values(*k) for k in rows})
+    exact = {c: v for (c, _, _), v in first.items() if "hutchinson" not in c}
+    hutch = {c: v for (c, _, _), v in first.items() if c.endswith(":hutchinson1")}
+    assert exact and hutch, first
+    for c, v in exact.items():
+        assert not isinstance(v, str), (c, v)
+        assert 0 < v["log_density_error"] < 10 * flows_suite.RTOL, (c, v)
+        assert v["trace_jvps"] == 2.0 and all(type(x) is float for x in v.values()), (c, v)
+    for c, v in hutch.items():
+        assert v["log_density_error"] > 1e3 * max(e["log_density_error"] for e in exact.values()), (c, v)
+        assert v["trace_jvps"] == 1.0, (c, v)
+
+
+def test_cnf_time_benchmarks_run():
+    bench = flows_suite.TimeCNF()
+    row = ("reference:dopri5:hutchinson1", "cnf_mlp6_softplus", "cpu")
+    bench.setup(*row)
+    bench.time_density(*row)
+    bench.time_trace(*row)
+    assert bench.timer is common.CPU_TIMER
