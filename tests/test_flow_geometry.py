@@ -219,6 +219,7 @@ def test_resnet_euler_can_fail(monkeypatch):
     (lambda: FG.flow_injectivity("mlp"), "field"),
     (lambda: FG.flow_fold_step(MLP2, rel_tol=0.5), "rel_tol"),
     (lambda: FG.flow_fold_step(MLP2, h_max=0.0), "h_max"),
+    (lambda: FG.flow_fold_step(sine_field(1.0), radius=-1.0), "radius"),
     (lambda: FG.flow_unreachable_negation(sine_field(1.0), a=0.0), "a"),
     (lambda: FG.flow_unreachable_negation(sine_field(1.0), search_steps=-1), "search_steps"),
     (lambda: FG.augmented_negation(x=(0.0,)), "x"),

@@ -419,9 +419,10 @@ def flow_fold_step(field: FlowField, method: Any = "euler", *, points: Any = Non
     if not math.isfinite(t0):
         raise ValueError(f"t0={t0!r}, but it must be finite")
     rng = np.random.default_rng([_count(seed, "seed", 0), 13])
+    radius = _positive(radius, "radius")
     if points is None:
         pts = (np.linspace(-radius, radius, _count(n_points, "n_points", 2))[:, None] if fld.dim == 1 else
-               rng.uniform(-_positive(radius, "radius"), radius, (_count(n_points, "n_points"), fld.dim)))
+               rng.uniform(-radius, radius, (_count(n_points, "n_points"), fld.dim)))
     else:
         pts = _points(points, fld.dim)
     lip = float(np.max(np.linalg.norm(field_jacobian(fld, t0, pts), ord=2, axis=(-2, -1))))
@@ -725,7 +726,7 @@ def augmented_negation(method: Any = "dopri5", *, x: Any = (0.7,), tols: Sequenc
     # every part is measured against the norm of the whole gradient: dL/dalpha is 0 here (the
     # projected output is stationary in the rotation angle at pi), so no relative error of its own
     scale = float(np.linalg.norm(np.concatenate([g_y0.ravel()] + [v.ravel() for v in g_p.values()])))
-    d["gradient_limit"], d["gradient_scale"], d["gradients"] = limit, scale, {}
+    d["gradient_limit"], d["gradient_scale"], d["gradient_library"], d["gradients"] = limit, scale, library, {}
     if modes:
         _xp.require(library)
     for mode in modes:
