@@ -13,6 +13,8 @@ from odeverify.problems.flows import linear_field, mlp_field, sine_field
 from odeverify.properties import PROPERTIES
 from odeverify.properties import flow_geometry as FG
 
+from .conftest import backend_or_skip
+
 SETTINGS = settings(max_examples=6, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MLP2 = mlp_field(2, 16, 2, "tanh", seed=0, scale=2.0)
 
@@ -58,6 +60,25 @@ def test_injectivity_detects_a_fold():
     # det is the robust detector: 8 segments miss the crease, 256 cross it
     assert r.details["segment_reversals"] == 0
     assert FG.flow_injectivity(fld, "euler", n_steps=1, segments=256).details["segment_reversals"] > 0
+
+
+def test_variational_jacobian_is_the_numerical_maps_jacobian():
+    # fixed steps: RK commutes with differentiation, so Z equals D(numerical map); central
+    # differences agree to their O(eps^(2/3)) error
+    pts = np.random.default_rng(1).uniform(-2, 2, (6, 2))
+    phi_v, J_v = FG.variational_jacobian(MLP2, pts, "rk4", n_steps=8)
+    phi_d, J_d = FG.map_jacobian(lambda z: FG.flow_map(MLP2, z, "rk4", n_steps=8)[0], pts)
+    np.testing.assert_array_equal(phi_v, phi_d)  # the z part is the same computation
+    assert np.max(np.abs(J_v - J_d)) < 1e-8 * np.max(np.abs(J_v))
+    r = FG.flow_injectivity(mlp_field(2, 16, 2, "tanh", seed=0, scale=6.0), "euler", n_steps=1,
+                            jacobian="variational")
+    assert r.verdict == "fail" and r.measured < 0
+
+
+def test_injectivity_on_other_backends():
+    backend_or_skip("scipy")
+    assert FG.flow_injectivity(MLP2, "RK45", backend="scipy").verdict == "pass"
+    assert FG.flow_orientation(sine_field(1.5), "RK45", backend="scipy").verdict == "pass"
 
 
 # ----------------------------------------------------------------------------- fold step
@@ -217,6 +238,7 @@ def test_resnet_euler_can_fail(monkeypatch):
     (lambda: FG.flow_orientation(sine_field(1.0), rtol=-1.0), "rtol"),
     (lambda: FG.flow_injectivity(MLP2, n_points=0), "n_points"),
     (lambda: FG.flow_injectivity("mlp"), "field"),
+    (lambda: FG.flow_injectivity(MLP2, jacobian="exact"), "jacobian"),
     (lambda: FG.flow_fold_step(MLP2, rel_tol=0.5), "rel_tol"),
     (lambda: FG.flow_fold_step(MLP2, h_max=0.0), "h_max"),
     (lambda: FG.flow_fold_step(sine_field(1.0), radius=-1.0), "radius"),

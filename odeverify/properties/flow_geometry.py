@@ -158,6 +158,35 @@ def map_jacobian(fmap: Callable[[np.ndarray], np.ndarray | None], points: np.nda
     return Y[:B], J
 
 
+def variational_jacobian(fld: FlowField, points: Any, method: Any, *, t_span: Sequence[float] = (0.0, 1.0),
+                         rtol: float = 1e-6, atol: float = 1e-9, n_steps: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(phi(points), D phi(points))`` from one reference solve (NumPy) of the variational system
+    ``z' = f(t, z), Z' = Df(t, z) Z, Z(t0) = I``. With fixed steps an explicit Runge-Kutta method
+    commutes with differentiation, so ``Z`` is the Jacobian of the numerical map itself, to
+    round-off; with adaptive steps the controller also sees ``Z``, so its steps differ from a
+    plain solve's. None when the solve fails."""
+    pts = _points(points, fld.dim)
+    n, B = fld.dim, pts.shape[0]
+    xp = _xp.get_namespace("numpy")
+    f, jvp, jac = fld.bound(xp, np.float64)
+
+    def rhs(t: Any, y: np.ndarray) -> np.ndarray:
+        z, Z = y[:, :n], y[:, n:].reshape(B, n, n)
+        if jac is not None:
+            dZ = np.asarray(jac(t, z)) @ Z
+        else:  # column j of Df Z is the JVP with column j of Z
+            dZ = np.transpose(np.asarray(jvp(t, z, np.transpose(Z, (2, 0, 1)))), (1, 2, 0))
+        return np.concatenate([np.asarray(f(t, z)), dZ.reshape(B, n * n)], axis=1)
+
+    y0 = np.concatenate([pts, np.broadcast_to(np.eye(n).reshape(1, n * n), (B, n * n))], axis=1)
+    sol = solve(rhs, y0, _span(t_span), method=method, **_solve_options(rtol, atol, n_steps))
+    if not sol.success or not np.all(np.isfinite(sol.ys[-1])):
+        return None
+    end = np.asarray(sol.ys[-1])
+    return end[:, :n], end[:, n:].reshape(B, n, n)
+
+
 def field_jacobian(fld: FlowField, t: float, points: np.ndarray) -> np.ndarray:
     """``df/dz`` at ``(t, points)`` (``(B, dim, dim)``) from the field's analytic ``jac``, else
     from its ``jvp`` with the unit vectors (NumPy, float64)."""
@@ -228,7 +257,7 @@ def flow_injectivity(field: FlowField, method: Any = "dopri5", *, points: Any = 
                      radius: float = 2.0, segments: int = 8, segment_points: int = 9, segment_length: float = 0.5,
                      seed: int = 0, t_span: Sequence[float] = (0.0, 1.0), backend: str = "reference",
                      library: str = "numpy", rtol: float = 1e-6, atol: float = 1e-9,
-                     n_steps: int | None = None) -> Record:
+                     n_steps: int | None = None, jacobian: str = "fd") -> Record:
     """Theorem: a time-T flow map is a diffeomorphism with ``det D phi = exp(int_0^T tr Df) > 0``
     (Liouville's formula; Chen et al. 2018, Theorem 1, is its log-density form).
 
@@ -236,7 +265,9 @@ def flow_injectivity(field: FlowField, method: Any = "dopri5", *, points: Any = 
 
     - ``det D phi > 0`` at ``n_points`` seeded points in the cube ``[-radius, radius]^dim``
       (or ``points``) and at every segment point, ``D phi`` by central differences of the
-      numerical map. A fold makes ``det < 0`` on an open set, so this is the robust detector;
+      numerical map (``jacobian="fd"``) or by the variational equation solved alongside
+      (``jacobian="variational"``, :func:`variational_jacobian`: the reference on NumPy; exact
+      for fixed steps). A fold makes ``det < 0`` on an open set, so this is the robust detector;
     - ``segments`` seeded straight segments of ``segment_points`` points and length
       ``segment_length``: consecutive image steps ``d_k = phi(p_{k+1}) - phi(p_k)`` must not
       reverse (``d_k . d_{k+1} > 0``). An exact flow's image of a short segment turns by
@@ -247,6 +278,11 @@ def flow_injectivity(field: FlowField, method: Any = "dopri5", *, points: Any = 
     Measured: the smallest det; expected: the smallest closed-form det
     ``exp(log_det)`` when the field has one (its agreement is in details)."""
     fld = _field(field)
+    if jacobian not in ("fd", "variational"):
+        raise ValueError(f"jacobian={jacobian!r}, but it must be 'fd' (central differences) or 'variational'")
+    if jacobian == "variational" and (backend != "reference" or library != "numpy"):
+        raise ValueError(f"jacobian='variational' runs the reference on NumPy, but backend={backend!r},"
+                         f" library={library!r}")
     n_points, segments = _count(n_points, "n_points"), _count(segments, "segments", 0)
     segment_points = _count(segment_points, "segment_points", 3)
     radius, segment_length = _positive(radius, "radius"), _positive(segment_length, "segment_length")
@@ -267,14 +303,22 @@ def flow_injectivity(field: FlowField, method: Any = "dopri5", *, points: Any = 
     common = _base("flow_injectivity", method, f"{fld.name}_T{t1 - t0:g}", backend, library, points=len(pts),
                    segments=segments, segment_points=segment_points, seed=seed, span=[t0, t1], n_steps=n_steps,
                    rtol=None if n_steps else rtol)
-    out = map_jacobian(fmap, everything)
-    if out is None:
-        return Record(measured=None, expected=None, verdict="error", status=sols[-1].status.code,
-                      message=f"the batch solve failed or was not finite: {sols[-1].message}", **common)
+    common["details"]["jacobian"] = jacobian
+    if jacobian == "variational":
+        out = variational_jacobian(fld, everything, method, t_span=(t0, t1), rtol=rtol, atol=atol, n_steps=n_steps)
+        if out is None:
+            return Record(measured=None, expected=None, verdict="error", status="error",
+                          message="the variational solve failed or was not finite", **common)
+        sols.append(None)
+    else:
+        out = map_jacobian(fmap, everything)
+        if out is None:
+            return Record(measured=None, expected=None, verdict="error", status=sols[-1].status.code,
+                          message=f"the batch solve failed or was not finite: {sols[-1].message}", **common)
     phi, J = out
     det = np.linalg.det(J)
     d = common["details"]
-    d["steps"] = sols[-1].stats.accepted
+    d["steps"] = sols[-1].stats.accepted if sols[-1] is not None else None
     d["det_min"], d["det_median"], d["det_max"] = float(det.min()), float(np.median(det)), float(det.max())
     expected = None
     if fld.log_det is not None:
@@ -833,4 +877,4 @@ FLOW_GEOMETRY = (flow_orientation, flow_injectivity, flow_fold_step, flow_unreac
 __all__ = ["FLOW_GEOMETRY", "augmented_negation", "closed_form_loss", "complex_step_gradient", "euler_negation",
            "explicit_methods", "field_jacobian", "flow_fold_step", "flow_injectivity", "flow_map",
            "flow_orientation", "flow_unreachable_negation", "fold_root", "fold_step_table", "fold_theory",
-           "map_jacobian", "negation_error", "projected_loss", "resnet_euler", "resnet_forward"]
+           "map_jacobian", "negation_error", "variational_jacobian", "projected_loss", "resnet_euler", "resnet_forward"]
