@@ -277,8 +277,27 @@ def check_plan(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, Any]
     if args.library != "numpy" and not b.name.startswith("reference"):
         raise ValueError(f"--library={args.library!r}, but the array library is chosen only for the reference"
                          f" backend; {b.name} uses its own (expected --backend reference or no --library)")
-    if args.sde and args.gradients:
-        raise ValueError("--sde and --gradients, but a check grades one family at a time; expected one of them")
+    flows = bool(getattr(args, "flows", False))
+    if sum((bool(args.sde), bool(args.gradients), flows)) > 1:
+        chosen = [f for f, on in (("--gradients", args.gradients), ("--sde", args.sde), ("--flows", flows)) if on]
+        raise ValueError(f"{' and '.join(chosen)}, but a check grades one family at a time; expected one of them")
+    if flows:
+        if args.modes is not None:
+            raise ValueError(f"--modes={args.modes!r}, but check --flows grades solver methods (and every gradient"
+                             " mode of the backend); expected --methods")
+        from .conformance import FLOW_SHARED_UNIT, flow_methods
+
+        units = _split(args.methods, "--methods")
+        if b.available():
+            caps = b.capabilities()
+            for m in units:
+                caps.method(m, b.name)  # raises naming the method, with the closest match
+            if not units:
+                units = flow_methods(b.name, bool(args.quick)) + (
+                    [FLOW_SHARED_UNIT] if b.name.startswith("reference") else [])
+        run = {"command": "check --flows", "backend": b.name, "library": args.library, "quick": bool(args.quick),
+               "units": units, "version": __version__}
+        return b, units, run
     if args.sde:
         if args.modes is not None:
             raise ValueError(f"--modes={args.modes!r}, but check --sde grades SDE methods; expected --methods")
@@ -448,7 +467,7 @@ def _check_units(args: argparse.Namespace, backend: str, names: list[str], conte
     from .parallel import records_of, run_units
 
     us = check_units(gradients=args.gradients, backend=backend, quick=args.quick, names=names,
-                     resume=contents.cases if contents else {}, sde=args.sde)
+                     resume=contents.cases if contents else {}, sde=args.sde, flows=args.flows)
     running: dict[int, str] = {}
 
     def on_start(i: int, u: Any) -> None:
@@ -469,11 +488,13 @@ def _check_units(args: argparse.Namespace, backend: str, names: list[str], conte
             bar.update("running " + ", ".join(running.values()) if running else u.method, weight=1.0)
 
     return records_of(run_units(us, on_start=on_start, on_outcome=on_outcome, on_case=on_case,
-                                priority=[unit_cost(backend, n, args.gradients, args.sde) for n in names], **pool), us)
+                                priority=[unit_cost(backend, n, args.gradients, args.sde, args.flows) for n in names],
+                                **pool), us)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .conformance import SDE_SHARED_UNIT, run_conformance, run_gradient_conformance, run_sde_conformance
+    from .conformance import (FLOW_SHARED_UNIT, SDE_SHARED_UNIT, run_conformance, run_flow_conformance,
+                              run_gradient_conformance, run_sde_conformance)
     from .records import count_verdicts
     from .report.progress import Progress
 
@@ -528,6 +549,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             methods = [u for u in units if u != SDE_SHARED_UNIT]
             records = run_sde_conformance(backend=backend.name, quick=args.quick, methods=methods,
                                           shared=SDE_SHARED_UNIT in units, **hooks)
+        elif args.flows:
+            methods = [u for u in units if u != FLOW_SHARED_UNIT]
+            records = run_flow_conformance(backend=backend.name, quick=args.quick, methods=methods,
+                                           shared=FLOW_SHARED_UNIT in units, **hooks)
         else:
             records = run_conformance(backend=backend.name, quick=args.quick, methods=units, **hooks)
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, the work kept, no traceback
@@ -593,7 +618,12 @@ _SHORT = {"algebraic_order": "algebraic", "convergence_order": "order", "dense_o
           "sde_strong_order": "strong", "sde_weak_order": "weak", "sde_pathwise_agreement": "pathwise",
           "sde_reversibility": "sde-reverse", "ito_stratonovich_consistency": "ito-strat",
           "brownian_consistency": "brownian", "sde_gradient_accuracy": "sde-grad",
-          "sde_reversible_exactness": "sde-grad-rev", "sde_adjoint_convergence": "sde-adjoint"}
+          "sde_reversible_exactness": "sde-grad-rev", "sde_adjoint_convergence": "sde-adjoint",
+          "cnf_log_density": "logp", "cnf_liouville": "liouville", "cnf_normalisation": "normalised",
+          "cnf_invertibility": "invertible", "hutchinson_unbiased": "hutch-mean", "hutchinson_variance": "hutch-var",
+          "trace_agreement": "traces", "cnf_gradient_accuracy": "cnf-grad", "flow_orientation": "orientation",
+          "flow_injectivity": "injective", "flow_fold_step": "fold", "flow_unreachable_negation": "no-negation",
+          "augmented_negation": "augmented", "resnet_euler": "resnet"}
 
 
 def verdict_matrix(records: list) -> str:
@@ -666,6 +696,11 @@ def build_parser() -> argparse.ArgumentParser:
                          " intervals on the same Brownian paths, pathwise agreement with odeverify's reference,"
                          " reversibility, the Brownian tree, Itô-Stratonovich consistency, and the SDE gradient"
                          " modes against pathwise finite differences (--methods names SDE methods)")
+    pc.add_argument("--flows", action="store_true",
+                    help="grade continuous normalizing flows instead: the log-density against closed forms and"
+                         " Liouville's formula over a tolerance sweep, invertibility, normalisation, Hutchinson's"
+                         " mean and variance against theory, the log-likelihood gradient of every gradient mode,"
+                         " and the flow map's geometry (fold step, orientation, augmented ODEs, ResNet-Euler)")
     pc.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.check/1)")
     pc.add_argument("--resume", action="store_true",
                     help="continue an interrupted run with the same options from its journal (finished cases are"

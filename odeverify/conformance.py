@@ -9,7 +9,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import backends, expectations
+import numpy as np
+
+from . import _xp, backends, expectations
 from .backends import Backend, MethodInfo, UnsupportedOption
 from .backends.base import is_implicit
 from .problems import PROBLEMS, Problem
@@ -590,9 +592,137 @@ def _sde_gradient_records(b: Backend, names: list[str], problems: list[Any], qui
     return out
 
 
+# ----------------------------------------------------------------------------- flows (check --flows)
+#: the unit of a parallel ``check --flows`` that runs the records made once per run (reference)
+FLOW_SHARED_UNIT = "(trace estimators, Hutchinson, flow geometry)"
+#: the methods of a quick ``check --flows``, per backend (an adaptive and a fixed-step one)
+QUICK_FLOW_METHODS = {"reference": ("dopri5", "rk4"), "torchdiffeq": ("dopri5", "rk4"), "diffrax": ("Dopri5", "Heun"),
+                      "scipy": ("RK45",)}
+#: the CNF problems of the log-density sweeps (quick: the first two)
+FLOW_PROBLEMS = ("cnf_linear2", "cnf_mlp2", "cnf_sine1", "cnf_mlp1", "cnf_linear8", "cnf_mlp6_softplus")
+
+
+def flow_methods(backend: str, quick: bool) -> list[str]:
+    """The methods ``check --flows`` runs on ``backend`` by default: a quick run's pair, or every
+    method the backend declares."""
+    b = backends.get(backend)
+    caps = b.capabilities()
+    if quick:
+        base = b.name.split("-")[0]
+        return [m for m in QUICK_FLOW_METHODS.get(base, ()) if m in caps.methods] or list(caps.methods)[:1]
+    return list(caps.methods)
+
+
+@_streaming
+def run_flow_conformance(*, backend: str = "reference", quick: bool = False,
+                         methods: str | Iterable[str] | None = None, shared: bool | None = None,
+                         progress: Callable[[str], None] | None = None) -> list[Record]:
+    """Continuous normalizing flows on ``backend`` (``properties/flows.py``): per method, the
+    log-density's error against the closed form or Liouville's oracle over a tolerance (or
+    step) sweep on the CNF problems; for the adaptive methods also Liouville's formula,
+    sample/density invertibility and the normalisation of the pushed-forward density (1-D and
+    2-D problems); the gradient records of the backend's modes (``properties/flow_gradients``);
+    and, once (``shared``, default: when no methods are named, on the reference), the trace
+    estimators' agreement, Hutchinson's mean and variance against theory, and the flow-map
+    geometry (``properties/flow_geometry``)."""
+    from .problems.flows import CNF_PROBLEMS
+    from .properties.flows import (cnf_invertibility, cnf_liouville, cnf_log_density, cnf_normalisation,
+                                   hutchinson_unbiased, hutchinson_variance, trace_agreement)
+
+    b = backends.get(backend)
+    if not b.available():
+        return [unavailable_record(b.name, b.install_hint)]
+    caps = b.capabilities()
+    names = flow_methods(b.name, quick) if methods is None else (
+        [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
+    for m in names:
+        caps.method(m, b.name)  # raises naming the method, with the closest match
+    records: list[Record] = _Sink()
+    problems = [CNF_PROBLEMS.get(n) for n in (FLOW_PROBLEMS[:2] if quick else FLOW_PROBLEMS)]
+    for m in names:
+        if progress:
+            progress(m)
+        info = caps.methods[m]
+        for p in problems:
+            records.append(_safe(cnf_log_density, p, m, backend=b.name, label=b.name))
+        if not info.adaptive or is_implicit(info):
+            continue
+        for p in problems:
+            if not p.has_exact:
+                records.append(_safe(cnf_liouville, p, m, backend=b.name, label=b.name))
+            records.append(_safe(cnf_invertibility, p, m, backend=b.name, label=b.name))
+        for p in problems if not quick else [CNF_PROBLEMS.get("cnf_sine1")]:
+            if p.dim <= 2:
+                records.append(_safe(cnf_normalisation, p, m, backend=b.name, label=b.name))
+        if not quick or m == names[0]:
+            records.extend(_flow_map_records(b.name, m))
+    if names or methods is None:
+        records.extend(_flow_gradient_records(b.name, quick))
+    if shared is None:
+        shared = methods is None
+    if b.name.startswith("reference") and shared:
+        if progress:
+            progress(FLOW_SHARED_UNIT)
+        for p in problems:
+            for library in ("numpy", "torch", "jax"):
+                if library == "numpy" or _xp.available(library):
+                    records.append(_safe(trace_agreement, p, library=library, label=b.name))
+        for p in problems if quick else [CNF_PROBLEMS.get(n) for n in FLOW_PROBLEMS if n != "cnf_linear8"]:
+            for probe in ("rademacher", "gaussian"):
+                records.append(_safe(hutchinson_unbiased, p, probe, label=b.name))
+                records.append(_safe(hutchinson_variance, p, probe, label=b.name))
+        records.extend(_flow_geometry_records(quick))
+    return [expectations.apply(r) for r in records]
+
+
+def _flow_gradient_records(backend: str, quick: bool) -> list[Record]:
+    """``properties.flow_gradients.cnf_gradient_records`` of ``backend`` (none where the module
+    is absent)."""
+    try:
+        from .properties.flow_gradients import cnf_gradient_records
+    except ImportError:
+        return []
+    return cnf_gradient_records(backend, quick=quick)
+
+
+def _flow_map_records(backend: str, method: str) -> list[Record]:
+    """A backend's adaptive method keeps what a flow map must: order in 1-D, a positive Jacobian
+    determinant and injectivity in 2-D, and no 1-D flow comes within ``a`` of ``x -> -x``."""
+    from .problems.flows import CNF_PROBLEMS
+    from .properties.flow_geometry import flow_injectivity, flow_orientation, flow_unreachable_negation
+
+    mlp1, mlp2 = CNF_PROBLEMS.get("cnf_mlp1").field, CNF_PROBLEMS.get("cnf_mlp2").field
+    return [_safe(flow_orientation, mlp1, method, backend=backend, label=backend),
+            _safe(flow_injectivity, mlp2, method, backend=backend, label=backend),
+            _safe(flow_unreachable_negation, mlp1, method, backend=backend, label=backend)]
+
+
+def _flow_geometry_records(quick: bool) -> list[Record]:
+    """The flow map's geometry (``properties/flow_geometry.py``), on the reference: the fold step
+    of the explicit methods (quick: euler, kutta3, rk4) on a linear field with theory and on the
+    1-D and 2-D MLP fields; the unreachable negation with a random search aimed at it (full
+    run); the augmented rotation; ResNet = Euler. (Orientation, injectivity and the negation
+    bound of each backend's adaptive methods: :func:`_flow_map_records`.)"""
+    from .problems.flows import CNF_PROBLEMS, linear_field
+    from .properties.flow_geometry import (augmented_negation, explicit_methods, flow_fold_step,
+                                           flow_unreachable_negation, resnet_euler)
+
+    lin = linear_field(np.array([[-1.0, 0.5], [0.0, -3.0]]), name="lin2")
+    mlp1, mlp2 = CNF_PROBLEMS.get("cnf_mlp1").field, CNF_PROBLEMS.get("cnf_mlp2").field
+    out: list[Record] = []
+    for m in ("euler", "kutta3", "rk4") if quick else explicit_methods():
+        for fld in (lin, mlp1) if quick else (lin, mlp1, mlp2):
+            out.append(_safe(flow_fold_step, fld, m))
+    if not quick:
+        out.append(_safe(flow_unreachable_negation, mlp1, "dopri5", search_steps=200))
+    out.append(_safe(augmented_negation, "dopri5"))
+    out.append(_safe(resnet_euler, mlp2))
+    return out
+
+
 # ----------------------------------------------------------------------------- parallel units
 def run_unit(*, gradients: bool = False, backend: str, quick: bool = False, unit: str,
-             resume: Mapping[str, Record] | None = None, sde: bool = False) -> dict[str, Any]:
+             resume: Mapping[str, Record] | None = None, sde: bool = False, flows: bool = False) -> dict[str, Any]:
     """One method's conformance cases (or, with ``gradients``, one gradient mode's), as a
     unit of :mod:`odeverify.parallel`: ``{"records": [...], "cases": [(key, record), ...]}``.
     Cases in ``resume`` are not run again."""
@@ -611,29 +741,33 @@ def run_unit(*, gradients: bool = False, backend: str, quick: bool = False, unit
         shared = unit == SDE_SHARED_UNIT
         records = run_sde_conformance(backend=backend, quick=quick, methods=[] if shared else [unit], shared=shared,
                                       **hooks)
+    elif flows:
+        shared = unit == FLOW_SHARED_UNIT
+        records = run_flow_conformance(backend=backend, quick=quick, methods=[] if shared else [unit], shared=shared,
+                                       **hooks)
     else:
         records = run_conformance(backend=backend, quick=quick, methods=[unit], **hooks)
     return {"records": records, "cases": cases}
 
 
-def unit_cost(backend: str, name: str, gradients: bool = False, sde: bool = False) -> float:
+def unit_cost(backend: str, name: str, gradients: bool = False, sde: bool = False, flows: bool = False) -> float:
     """A unit's expected cost, for handing the costliest out first: an implicit method runs
     the stiff checks (and compiles more on a jitted backend), several times an explicit one."""
-    if gradients or sde:
+    if gradients or sde or flows:
         return 1.0
     info = backends.get(backend).capabilities().method(name, backend)
     return (4.0 if info.adaptive else 2.0) if is_implicit(info) else 1.0
 
 
 def units(*, gradients: bool = False, backend: str, quick: bool = False, names: Iterable[str],
-          resume: Mapping[str, Record] | None = None, sde: bool = False):
+          resume: Mapping[str, Record] | None = None, sde: bool = False, flows: bool = False):
     """The :class:`odeverify.parallel.Unit` s of ``check``: one per method (or gradient mode, or
     SDE method; ``check --sde`` adds :data:`SDE_SHARED_UNIT` when it runs every method)."""
     from .parallel import Unit
 
-    prop = "gradients" if gradients else ("sde" if sde else "conformance")
+    prop = "gradients" if gradients else ("sde" if sde else ("flows" if flows else "conformance"))
     return [Unit(label=f"{backend}: {n} {prop}",
                  target="odeverify.conformance:run_unit",
                  kwargs=dict(gradients=gradients, backend=backend, quick=quick, unit=n, resume=dict(resume or {}),
-                             **({"sde": True} if sde else {})),
+                             **({"sde": True} if sde else {}), **({"flows": True} if flows else {})),
                  backend=backend, method=n, property=prop) for n in names]

@@ -607,11 +607,11 @@ register_cnf(CNFProblem(
     name="cnf_sine1", field=sine_field(1.5), base=DiagonalGaussian((0.3,), (1.2,)), data=_data(1, 8, 2),
     description="1-D CNF of f(z) = 1.5 sin z, closed form"))
 register_cnf(CNFProblem(
-    name="cnf_mlp2", field=mlp_field(2, 16, 2, "tanh", seed=0), base=DiagonalGaussian.standard(2),
+    name="cnf_mlp2", field=mlp_field(2, 16, 2, "tanh", seed=0, scale=2.0), base=DiagonalGaussian.standard(2),
     data=_data(2, 8, 3), description="2-D concat-squash tanh MLP CNF (FFJORD-style)"))
 register_cnf(CNFProblem(
-    name="cnf_mlp1", field=mlp_field(1, 16, 2, "tanh", seed=1), base=DiagonalGaussian.standard(1),
+    name="cnf_mlp1", field=mlp_field(1, 16, 2, "tanh", seed=1, scale=2.0), base=DiagonalGaussian.standard(1),
     data=_data(1, 8, 4), description="1-D concat-squash tanh MLP CNF"))
 register_cnf(CNFProblem(
-    name="cnf_mlp6_softplus", field=mlp_field(6, 32, 2, "softplus", seed=2), base=DiagonalGaussian.standard(6),
+    name="cnf_mlp6_softplus", field=mlp_field(6, 32, 2, "softplus", seed=2, scale=2.0), base=DiagonalGaussian.standard(6),
     data=_data(6, 8, 5), description="6-D concat-squash softplus MLP CNF"))
