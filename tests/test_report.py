@@ -34,7 +34,7 @@ from odeverify.report import output, render  # noqa: E402
 collect_mod = importlib.import_module("odeverify.report.collect")
 
 SECTION_IDS = ("summary", "work-precision", "convergence", "tolerance", "dense-output", "gradients",
-               "reversibility", "stiffness", "sde", "stability", "problems", "other-checks", "environment")
+               "reversibility", "stiffness", "sde", "flows", "stability", "problems", "other-checks", "environment")
 
 
 @functools.lru_cache(maxsize=1)

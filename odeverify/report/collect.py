@@ -22,6 +22,10 @@ Sources of records (optional ones are used when their modules exist, and the rep
   reversibility), and once on the reference the Brownian tree's and the Itô-Stratonovich
   consistency; --quick: Euler-Maruyama and stochastic Heun of each library
   (:data:`QUICK_SDE_RULES`) on the quick SDE problems;
+- continuous normalizing flows, per backend: :func:`odeverify.conformance.run_flow_conformance`
+  (log-likelihood error over a tolerance or step sweep, Liouville's formula, normalisation,
+  invertibility, gradients; on the reference the trace estimators' agreement, Hutchinson's
+  mean and variance against theory, and the flow geometry's fold step);
 - stability regions: the exact stability function of every registered tableau
   (:func:`odeverify.tableaus.theory.stability_function`), and the A(α) angles of BDF1-5
   computed from their root locus (:func:`bdf_stability_angle`);
@@ -81,7 +85,7 @@ DRIFT_N_STEPS = 64
 #: reversibility drift: a conservative and a dissipative problem
 DRIFT_PROBLEMS = ("harmonic", "warped_real")
 #: the kinds of task a report runs (``collect(kinds=...)`` selects some)
-KINDS = ("conformance", "work_precision", "gradients", "drift", "sde", "stability")
+KINDS = ("conformance", "work_precision", "gradients", "drift", "sde", "flows", "stability")
 #: --quick grades the SDE methods of these step rules (odeverify's method of the same rule,
 #: ``SDEMethod.reference``, or the reference's own name): Euler-Maruyama and stochastic Heun,
 #: one Itô and one Stratonovich scheme per library. diffrax compiles every method for every
@@ -342,6 +346,25 @@ def _sde_tasks(backend: str, infos: Sequence[Any], quick: bool, weight: float, s
     return tasks
 
 
+def _flow_tasks(backend: str, quick: bool, methods: Sequence[str] | None, weight: float) -> list[Task]:
+    """One task per backend: :func:`odeverify.conformance.run_flow_conformance` (the
+    log-likelihood sweeps of its flow methods, Liouville, normalisation, invertibility, its
+    gradient modes, and on the reference the trace estimators, Hutchinson's mean and variance
+    and the flow geometry). With ``methods``, only those the backend has (none: no task)."""
+    run_flows = getattr(conformance, "run_flow_conformance", None)
+    if run_flows is None:
+        return []
+    chosen = None
+    if methods is not None:
+        wanted = {m.lower() for m in methods}
+        chosen = [m for m in _backends.get(backend).capabilities().methods if m.lower() in wanted]
+        if not chosen:
+            return []
+    return [Task(f"{backend}: flows", weight,
+                 lambda: run_flows(backend=backend, quick=quick, **({} if chosen is None else {"methods": chosen})),
+                 backend, "*", "flows")]
+
+
 def stability_records() -> list[Record]:
     """One record per registered tableau: the exact stability function R(z) = P(z)/Q(z)
     (coefficients, lowest power first; the figure evaluates them) and, as ``measured``, the
@@ -509,6 +532,10 @@ _DEFAULT_WEIGHT = (3.0, 1.0, 5.0, 0.5)
 #: rough CPU seconds of one SDE method's quick run (ETA only; diffrax compiles per step count)
 _SDE_WEIGHT = {"reference": 3.5, "torchsde": 3.0, "diffrax": 14.0}
 _DEFAULT_SDE_WEIGHT = 5.0
+#: rough CPU seconds of one backend's quick flow run (ETA only): the reference took 236 s (its shared checks
+#: and gradient modes included; run_flow_conformance(backend="reference", quick=True), 2-core machine)
+_FLOW_WEIGHT = {"reference": 240.0, "scipy": 5.0, "torchdiffeq": 10.0, "diffrax": 40.0}
+_DEFAULT_FLOW_WEIGHT = 10.0
 
 
 def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence[str] | None = None,
@@ -590,6 +617,7 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
         if why:
             missing["drift"] = why
         tasks += sde
+        tasks += _flow_tasks(name, quick, methods, _FLOW_WEIGHT.get(name, _DEFAULT_FLOW_WEIGHT) * (1 if quick else 4))
     tasks.append(Task("stability regions", 0.5, lambda: stability_records() + stability_angle_records(),
                       "reference", "*", "stability"))
     if kinds is not None:

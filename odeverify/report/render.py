@@ -199,14 +199,18 @@ def summary_section(doc: dict, records: list[dict]) -> Section:
                              "worst"], rows))
     sec.notes.append(MATRIX_RULE)
     for (backend,), recs in by(checks, "backend").items():
-        ode = [r for r in recs if not is_sde(r)]
+        ode = [r for r in recs if not is_sde(r) and not is_flow(r)]
         sde = [r for r in recs if is_sde(r)]
+        flow = [r for r in recs if is_flow(r)]
         if ode:
             sec.tables.append(_matrix(ode, CHECK_COLUMNS, f"{backend}: methods x checks (ok: every problem passed;"
                                                           " ~: some inconclusive, none failed)"))
         if sde:
             sec.tables.append(_matrix(sde, SDE_COLUMNS, f"{backend}: SDE methods x SDE checks (section"
                                                         " 'Stochastic differential equations')"))
+        if flow:
+            sec.tables.append(_matrix(flow, FLOW_COLUMNS, f"{backend}: methods x flow checks (section"
+                                                          " 'Continuous normalizing flows')"))
     devs = [r for r in records if r["verdict"] == "deviation"]
     sec.tables.append(Table(f"Expected deviations ({len(devs)}), with their reasons",
                             ["backend", "property", "method", "problem", "reason"], message_rows(devs)))
@@ -605,12 +609,12 @@ def drift_section(doc: dict, records: list[dict], style: Style, ids: list[int]) 
 
 def _is_gradient(r: dict) -> bool:
     p = r["property"]
-    return ("gradient" in p or "adjoint" in p) and not _is_drift(r) and not is_sde(r)
+    return ("gradient" in p or "adjoint" in p) and not _is_drift(r) and not is_sde(r) and not is_flow(r)
 
 
 def _is_drift(r: dict) -> bool:
     p = r["property"]
-    return ("revers" in p or "drift" in p) and not is_sde(r)
+    return ("revers" in p or "drift" in p) and not is_sde(r) and not is_flow(r)
 
 
 #: SDE properties besides the ``sde_*`` ones (odeverify.properties.sde)
@@ -838,6 +842,203 @@ def sde_section(doc: dict, records: list[dict], style: Style, ids: list[int]) ->
     return sec
 
 
+# ----------------------------------------------------------------------------- flows
+#: properties of continuous normalizing flows besides the ``cnf_*``, ``hutchinson_*`` and
+#: ``flow_*`` ones (odeverify.properties.flows, flow_gradients, flow_geometry)
+FLOW_PROPERTIES = ("trace_agreement", "flows")  # "flows": the error record of a flow task that crashed
+#: short names of the flow checks in the summary's methods x checks matrix, in column order
+FLOW_COLUMNS = {"cnf_log_density": "log-density", "cnf_liouville": "Liouville", "cnf_normalisation": "normalised",
+                "cnf_invertibility": "invertible", "cnf_gradient_accuracy": "gradient",
+                "trace_agreement": "traces", "hutchinson_unbiased": "Hutchinson mean",
+                "hutchinson_variance": "Hutchinson variance", "flow_fold_step": "fold step"}
+
+
+def is_flow(r: dict) -> bool:
+    """A record of a flow check (its own section, and its own matrix in the summary)."""
+    p = r["property"]
+    return p.startswith(("cnf_", "hutchinson_", "flow_")) or p in FLOW_PROPERTIES
+
+
+def _trace_of(problem: str) -> str:
+    """The trace estimator a CNF record names in its problem (``cnf_linear2[jacobian]``)."""
+    return problem.split("[", 1)[1].rstrip("]") if "[" in problem else "-"
+
+
+def _log_density_series(r: dict, style: Style) -> tuple[str, dict] | None:
+    """``("adaptive" | "fixed", series)`` of a cnf_log_density record: the error against rtol,
+    or against the number of fixed steps n, with the fitted exponent through its fitted points."""
+    d = r.get("details") or {}
+    adaptive = d.get("rtols") is not None
+    x = floats(d.get("rtols") if adaptive else d.get("n_steps") or [])
+    y = floats(d.get("errors") or [])
+    if x.size == 0 or x.size != y.size:
+        return None
+    fitted = floats(d.get("fitted") or [])
+    fit = None
+    if r.get("measured") is not None and fitted.size >= 2:
+        use = np.isin(x, fitted) & np.isfinite(y) & (y > 0)
+        if use.sum() >= 2:  # error ~ tol^exponent, or ~ n^-order for n fixed steps
+            slope = float(r["measured"]) if adaptive else -float(r["measured"])
+            fit = {"slope": slope, "x0": float(np.exp(np.mean(np.log(x[use])))),
+                   "y0": float(np.exp(np.mean(np.log(y[use])))), "x_min": float(x[use].min()),
+                   "x_max": float(x[use].max())}
+    label = f"{r['method']} ({r['backend']}, {_trace_of(r['problem'])})"
+    return ("adaptive" if adaptive else "fixed"), dict(style.line(r["backend"], r["method"]), x=x, y=y, label=label,
+                                                       fit=fit)
+
+
+def _hutchinson_series(r: dict, colour: str, marker: str) -> list[dict]:
+    """The measured RMS error of the k-probe mean against k, and theory's sqrt(var / k) with the
+    95% range of an RMS over m = draws // k groups (normal approximation: sd of the RMS
+    ~ sqrt(var / k) / sqrt(2 m))."""
+    d = r.get("details") or {}
+    ks, rms = floats(d.get("n_probes") or []), floats(d.get("rms_error") or [])
+    pred = floats(d.get("predicted_rms") or [])
+    if ks.size == 0 or not (ks.size == rms.size == pred.size):
+        return []
+    groups = np.floor(float(d.get("draws") or 0) / ks)
+    bar = np.where(groups > 0, Z95 * pred / np.sqrt(2 * np.maximum(groups, 1)), np.nan)
+    name = r["problem"].split("[")[0]
+    return [dict(colour=colour, marker=marker, linestyle="-", x=ks, y=rms, label=f"{name}: measured"),
+            dict(colour=colour, marker="", linestyle="--", x=ks, y=pred, yerr=bar, label=f"{name}: theory")]
+
+
+def _fold_step(r: dict) -> tuple[Any, Any, str]:
+    """(measured h, theory h, method) of a flow_fold_step record: its details' ``measured_h``,
+    ``theory_h`` and ``method``, else the record's measured, expected and method."""
+    d = r.get("details") or {}
+    return d.get("measured_h", r.get("measured")), d.get("theory_h", r.get("expected")), d.get("method") or r["method"]
+
+
+def _fold_step_rows(recs: list[dict]) -> list[list[Any]]:
+    rows = []
+    for r in recs:
+        m, t, name = _fold_step(r)
+        try:
+            ratio = fmt(float(m) / float(t), 3)
+        except (TypeError, ValueError, ZeroDivisionError):
+            ratio = "-"
+        rows.append([r["backend"], name, r["problem"], fmt(m, 4), fmt(t, 4), ratio,
+                     verdict_cell(r["verdict"]), r.get("message") or ""])
+    return rows
+
+
+def flows_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
+    sec = Section("flows", "Continuous normalizing flows",
+                  "A CNF's log-likelihood log p(x) = log p0(z(t0)) - l(t0) comes from a density solve of [z, l]"
+                  " with l' = -tr(df/dz). <b>Log-likelihood error</b>: the largest error over the data against"
+                  " the closed form (or Liouville's formula by the variational equation) over a tolerance"
+                  " sweep of each adaptive method (a step sweep of a fixed-step one); dotted: the fitted"
+                  " exponent, which the verdict compares with the method's. <b>Hutchinson</b>: the RMS error"
+                  " of a k-probe trace estimate (probes fixed for the solve, as FFJORD draws them) against"
+                  " theory, sqrt(var/k) with var = 2(|sym M|_F² - Σ M_ii²) for Rademacher probes and"
+                  " 2|sym M|_F² for Gaussian ones (M: the integral of the Jacobian along the trajectory),"
+                  " with the 95% range of an RMS over the draws' groups. <b>Fold step</b>: the step size at"
+                  " which each method's discrete flow stops being invertible, measured against theory.")
+    recs = [r for r in records if is_flow(r)]
+    if not recs:
+        sec.empty = empty_line(doc, "flow", "flows", "no CNF checks ran")
+        return sec
+    logd = [r for r in recs if r["property"] == "cnf_log_density"]
+    for (problem,), group in by([dict(r, base=r["problem"].split("[")[0]) for r in logd], "base").items():
+        panels: dict[str, list[dict]] = {"adaptive": [], "fixed": []}
+        for r in group:
+            got = _log_density_series(r, style)
+            if got:
+                panels[got[0]].append(got[1])
+        chosen = [p for p in ({"title": "adaptive: error vs tolerance", "xlabel": "rtol (atol = rtol / 100)",
+                               "ylabel": "max |log p_h(x) - log p(x)| [nats]", "series": panels["adaptive"]},
+                              {"title": "fixed step: error vs steps", "xlabel": "fixed steps n",
+                               "ylabel": "max |log p_h(x) - log p(x)| [nats]", "series": panels["fixed"]})
+                  if p["series"]]
+        if chosen:
+            sec.figures.append({"svg": plots.order_panels_figure(chosen, title=f"log-likelihood error: {problem}",
+                                                                 figure_id=_figure_id(ids)),
+                                "caption": f"log-likelihood error against tolerance: {problem} (dotted: the fitted"
+                                           " exponent)"})
+    if logd:
+        rows = []
+        for r in logd:
+            d = r.get("details") or {}
+            errs = floats(d.get("errors") or [])
+            finite = errs[np.isfinite(errs)]
+            rows.append([r["backend"], r["method"], r["problem"].split("[")[0], _trace_of(r["problem"]),
+                         "tolerance" if d.get("rtols") is not None else "step", _num(fmt(r.get("measured"), 3)),
+                         fmt(r.get("expected"), 3), fmt(finite[-1] if finite.size else None, 3),
+                         str(d.get("oracle") or "-"), verdict_cell(r["verdict"]), r.get("message") or ""])
+        sec.tables.append(Table("Log-likelihood error: the fitted exponent (error ~ tol^exponent; fixed step: the order"
+                                " in h) against the method's",
+                                ["backend", "method", "problem", "trace", "sweep", "exponent", "expected",
+                                 "error at the tightest [nats]", "oracle", "verdict", "message"], rows))
+    hv = [r for r in recs if r["property"] == "hutchinson_variance"]
+    if hv:
+        colours = Colours()
+        panels = []
+        for (probe,), group in by([dict(r, probe=(r.get("details") or {}).get("probe") or _trace_of(r["problem"]))
+                                   for r in hv], "probe").items():
+            series = []
+            for i, r in enumerate(group):
+                marker, _ = backend_style(r["problem"], i)
+                series += _hutchinson_series(r, colours(r["problem"].split("[")[0]), marker)
+            if series:
+                panels.append({"title": f"{str(probe).replace('hutchinson_', '')} probes", "xlabel": "probes k",
+                               "ylabel": "RMS error of log p [nats]", "series": series})
+        if panels:
+            sec.figures.append({"svg": plots.order_panels_figure(panels, title="Hutchinson: RMS error vs number of"
+                                                                 " probes", figure_id=_figure_id(ids)),
+                                "caption": "Hutchinson's RMS log-density error against the number of probes (solid:"
+                                           " measured; dashed with bars: theory and its 95% range)"})
+    hutch = [r for r in recs if r["property"].startswith("hutchinson_")]
+    if hutch:
+        sec.tables.append(Table(
+            "Hutchinson's estimator against theory (hutchinson_unbiased: the sample mean's distance from -tr M in"
+            " standard errors, and the limit; hutchinson_variance: the sample variance of one-probe estimates, and"
+            " theory's)",
+            ["problem", "property", "probe", "draws", "measured", "expected", "verdict", "message"],
+            [[r["problem"].split("[")[0], r["property"], (r.get("details") or {}).get("probe", "-"),
+              str((r.get("details") or {}).get("draws", "-")), fmt(r.get("measured"), 4), fmt(r.get("expected"), 4),
+              verdict_cell(r["verdict"]), r.get("message") or ""] for r in hutch]))
+    fold = [r for r in recs if r["property"] == "flow_fold_step"]
+    if fold:
+        colours = Colours()
+        series = []
+        for i, r in enumerate(fold):
+            m, t, name = _fold_step(r)
+            if m is None or t is None:
+                continue
+            marker, _ = backend_style(r["backend"], i)
+            series.append({"x": [t], "y": [m], "label": f"{name} ({r['backend']})", "colour": colours(str(name)),
+                           "marker": marker, "linestyle": ""})
+        pts = floats([v for s in series for v in (*s["x"], *s["y"])])
+        pts = pts[np.isfinite(pts) & (pts > 0)]
+        if series and pts.size:
+            span = [float(pts.min()) / 1.5, float(pts.max()) * 1.5]
+            series.append({"x": span, "y": span, "label": "measured = theory", "colour": "#888888", "marker": "",
+                           "linestyle": ":"})
+            sec.figures.append({"svg": plots.series_figure(series, xlabel="theory: fold step h", ylabel="measured:"
+                                                           " fold step h", title="fold step per method",
+                                                           figure_id=_figure_id(ids)),
+                                "caption": "the step size at which each method's discrete flow folds (stops being"
+                                           " invertible): measured against theory"})
+        sec.tables.append(Table("Fold step per method", ["backend", "method", "problem", "measured h", "theory h",
+                                                         "measured / theory", "verdict", "message"],
+                                _fold_step_rows(fold)))
+    grads = [r for r in recs if r["property"] == "cnf_gradient_accuracy"]
+    if grads:
+        table = _records_table(f"CNF gradients: each gradient mode of the negative log-likelihood against the"
+                               f" oracle ({len(grads)} records)", grads)
+        table.collapsed = len(grads) > 12
+        sec.tables.append(table)
+    shown = {"cnf_log_density", "hutchinson_variance", "hutchinson_unbiased", "flow_fold_step",
+             "cnf_gradient_accuracy"}
+    rest = [r for r in recs if r["property"] not in shown]
+    if rest:
+        sec.tables.append(_records_table("Other flow checks: Liouville's formula, normalisation of the pushed-forward"
+                                         " density, sample/density invertibility, trace estimators' agreement,"
+                                         " flow geometry", rest))
+    return sec
+
+
 def stability_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
     sec = Section("stability", "Stability regions",
                   "Boundaries |R(hλ)| = 1 of the exact stability functions R(z) = P(z)/Q(z): a step is"
@@ -970,12 +1171,13 @@ def sections(doc: dict) -> list[Section]:
         drift_section(doc, records, style, ids),
         stiffness_section(doc, records, style, ids),
         sde_section(doc, records, style, ids),
+        flows_section(doc, records, style, ids),
         stability_section(doc, records, style, ids),
     ]
     out.append(problems_section(doc, records))
     shown = {"work_precision", "convergence_order", "dense_output_order", "tolerance_proportionality",
              "stability_region", "stability_angle", "stiffness_handling", "stiff_order"} | {
-        r["property"] for r in records if _is_gradient(r) or _is_drift(r) or is_sde(r)}
+        r["property"] for r in records if _is_gradient(r) or _is_drift(r) or is_sde(r) or is_flow(r)}
     out.append(other_checks_section(records, shown))
     return out
 
