@@ -52,10 +52,13 @@ def flow_document() -> dict:
              predicted_rms=[math.sqrt(1.0 / k) for k in KS]),
         _rec("hutchinson_unbiased", "rk4", "cnf_mlp2[hutchinson_rademacher]", "pass", 0.7, 3.29,
              "mean -1.2 vs -tr M -1.21: 0.70 standard errors", probe="rademacher", draws=4096),
-        _rec("flow_fold_step", "euler", "rotation_pi", "pass", 0.52, 0.5, method="euler", measured_h=0.52,
-             theory_h=0.5),
-        _rec("flow_fold_step", "rk4", "rotation_pi", "fail", 2.9, 2.0, "folds late", method="rk4", measured_h=2.9,
-             theory_h=2.0),
+        _rec("flow_fold_step", "euler", "lin2", "pass", 0.52, 0.5, theory="linear field: h* = x*/max|mu|",
+             h_times_lipschitz=1.6),
+        _rec("flow_fold_step", "kutta3", "lin2", "fail", 2.9, 2.0, "folds late", theory="linear field",
+             h_times_lipschitz=9.0),
+        _rec("flow_fold_step", "rk4", "lin2", "pass", "inf", "inf", "no fold up to h_max=700", theory="linear field"),
+        _rec("flow_fold_step", "rk4", "cnf_mlp1", "pass", 4.1, None, theory="no theory for a nonlinear field beyond"
+             " Euler", h_times_lipschitz=3.3),
         _rec("cnf_liouville", "dopri5", "cnf_mlp2[jacobian]", "pass", 1e-9, 1e-7),
         _rec("trace_agreement", "-", "cnf_mlp2", "pass", 1e-15, 1e-12),
         _rec("cnf_gradient_accuracy", "dopri5/backsolve", "cnf_mlp2", "pass", 1e-6, 1e-4),
@@ -81,7 +84,9 @@ def test_flows_section_shows_exponents_hutchinson_and_fold_steps():
     assert "log-density error order 2.10" in sec
     # Hutchinson's table names both probes; the fold-step table the measured/theory ratio
     assert "rademacher" in sec and "gaussian" in sec
-    assert "Fold step per method" in sec and ">1.04<" in sec and ">1.45<" in sec
+    fold = sec[sec.index("Fold step per method"):]
+    assert ">1.04<" in fold and ">1.45<" in fold and "no fold up to h_max=700" in fold
+    assert "no theory for a nonlinear field beyond Euler" in fold
     # the other flow checks are listed here, not in the gradient, drift or other-checks sections
     assert "CNF gradients: each gradient mode" in sec
     for prop in ("cnf_liouville", "trace_agreement", "cnf_gradient_accuracy"):
@@ -104,8 +109,10 @@ def test_flows_figures_are_valid_svg():
         assert f"<!-- {label} -->" in svgs[0], label
     for label in ("probes k", "cnf_mlp2: measured", "cnf_mlp2: theory"):
         assert f"<!-- {label} -->" in svgs[1], label
-    for label in ("euler (reference)", "rk4 (reference)", "measured = theory"):
+    for label in ("lin2: measured", "lin2: theory", "lin2: no fold found", "cnf_mlp1: measured", "euler", "kutta3",
+                  "rk4", "fold step h* (one step stops being orientation preserving)"):
         assert f"<!-- {label} -->" in svgs[2], label
+    assert "<!-- cnf_mlp1: theory -->" not in svgs[2]  # no theory beyond Euler on a nonlinear field
 
 
 def test_hutchinson_bars_are_the_95_percent_range_of_an_rms_over_the_groups():

@@ -388,3 +388,50 @@ def order_panels_figure(panels: Sequence[dict[str, Any]], *, title: str, figure_
         axes[-1].legend(list(seen.values()), list(seen), fontsize=7 if len(seen) > 10 else 8.5, loc="center left",
                         bbox_to_anchor=(1.02, 0.5), frameon=False, handlelength=2.6)
     return to_svg(fig, figure_id)
+
+
+def fold_step_figure(groups: Sequence[dict[str, Any]], *, title: str, figure_id: str) -> str:
+    """The fold step per method: one row per method (categories on the y axis, in order of
+    first appearance), the step ``h`` on a log x axis. Each group (a field) is
+    ``{"label", "colour", "marker", "methods", "measured", "theory"}``: the measured step as a
+    filled marker, theory's as a larger open one; a step that is infinite (no fold up to the
+    search's end) is drawn at the right edge as a triangle pointing right."""
+    fig, (ax,) = _figure((SIZE[0], max(SIZE[1], 1.2 + 0.32 * len({m for g in groups for m in g["methods"]}))))
+    methods = list(dict.fromkeys(m for g in groups for m in g["methods"]))
+    finite = [float(v) for g in groups for v in (*floats(g["measured"]), *floats(g["theory"]))
+              if math.isfinite(v) and v > 0]
+    if not methods or not finite:
+        _legend(ax, 0)
+        return to_svg(fig, figure_id)
+    lo, hi = min(finite) / 2.0, max(finite) * 2.0
+    edge = hi / 1.25
+    offsets = np.linspace(-0.18, 0.18, len(groups)) if len(groups) > 1 else [0.0]
+    for g, dy in zip(groups, offsets):
+        y = np.asarray([methods.index(m) for m in g["methods"]], dtype=float) + dy
+        meas, theo = floats(g["measured"]), floats(g["theory"])
+        ok = np.isfinite(meas) & (meas > 0)
+        ax.plot(meas[ok], y[ok], linestyle="", marker=g.get("marker", "o"), markersize=6, color=g["colour"],
+                label=f"{g['label']}: measured")
+        none = np.isinf(meas) & (meas > 0)
+        if none.any():
+            ax.plot(np.full(int(none.sum()), edge), y[none], linestyle="", marker=">", markersize=7,
+                    color=g["colour"], label=f"{g['label']}: no fold found")
+        ok = np.isfinite(theo) & (theo > 0)
+        if ok.any():
+            ax.plot(theo[ok], y[ok], linestyle="", marker="o", markersize=11, markerfacecolor="none",
+                    markeredgecolor=g["colour"], label=f"{g['label']}: theory")
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    if math.log10(hi / lo) <= 3:  # a short range: ticks at 1, 2 and 5 per decade, plain numbers
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on short ranges
+    ax.set_yticks(range(len(methods)))
+    ax.set_yticklabels(methods)
+    ax.set_ylim(len(methods) - 0.5, -0.5)
+    ax.set_xlabel("fold step h* (one step stops being orientation preserving)")
+    ax.set_title(title, fontsize=10.5)
+    _legend(ax, len(groups))
+    return to_svg(fig, figure_id)

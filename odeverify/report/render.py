@@ -904,22 +904,21 @@ def _hutchinson_series(r: dict, colour: str, marker: str) -> list[dict]:
 
 
 def _fold_step(r: dict) -> tuple[Any, Any, str]:
-    """(measured h, theory h, method) of a flow_fold_step record: its details' ``measured_h``,
-    ``theory_h`` and ``method``, else the record's measured, expected and method."""
-    d = r.get("details") or {}
-    return d.get("measured_h", r.get("measured")), d.get("theory_h", r.get("expected")), d.get("method") or r["method"]
+    """(measured h*, theory's h* or None, method) of a flow_fold_step record (its measured and
+    expected; ``inf``: no fold up to the search's end)."""
+    return r.get("measured"), r.get("expected"), r["method"]
 
 
 def _fold_step_rows(recs: list[dict]) -> list[list[Any]]:
     rows = []
     for r in recs:
         m, t, name = _fold_step(r)
-        try:
-            ratio = fmt(float(m) / float(t), 3)
-        except (TypeError, ValueError, ZeroDivisionError):
-            ratio = "-"
-        rows.append([r["backend"], name, r["problem"], fmt(m, 4), fmt(t, 4), ratio,
-                     verdict_cell(r["verdict"]), r.get("message") or ""])
+        mt, tt = floats([m, t])
+        ratio = fmt(mt / tt, 3) if np.isfinite(mt) and np.isfinite(tt) and tt > 0 else "-"
+        d = r.get("details") or {}
+        rows.append([r["backend"], name, r["problem"], fmt(m, 6), fmt(t, 6), ratio,
+                     fmt(d.get("h_times_lipschitz"), 4), str(d.get("theory") or "-"), verdict_cell(r["verdict"]),
+                     r.get("message") or ""])
     return rows
 
 
@@ -1001,28 +1000,22 @@ def flows_section(doc: dict, records: list[dict], style: Style, ids: list[int]) 
     fold = [r for r in recs if r["property"] == "flow_fold_step"]
     if fold:
         colours = Colours()
-        series = []
-        for i, r in enumerate(fold):
-            m, t, name = _fold_step(r)
-            if m is None or t is None:
-                continue
-            marker, _ = backend_style(r["backend"], i)
-            series.append({"x": [t], "y": [m], "label": f"{name} ({r['backend']})", "colour": colours(str(name)),
-                           "marker": marker, "linestyle": ""})
-        pts = floats([v for s in series for v in (*s["x"], *s["y"])])
-        pts = pts[np.isfinite(pts) & (pts > 0)]
-        if series and pts.size:
-            span = [float(pts.min()) / 1.5, float(pts.max()) * 1.5]
-            series.append({"x": span, "y": span, "label": "measured = theory", "colour": "#888888", "marker": "",
-                           "linestyle": ":"})
-            sec.figures.append({"svg": plots.series_figure(series, xlabel="theory: fold step h", ylabel="measured:"
-                                                           " fold step h", title="fold step per method",
-                                                           figure_id=_figure_id(ids)),
-                                "caption": "the step size at which each method's discrete flow folds (stops being"
-                                           " invertible): measured against theory"})
-        sec.tables.append(Table("Fold step per method", ["backend", "method", "problem", "measured h", "theory h",
-                                                         "measured / theory", "verdict", "message"],
-                                _fold_step_rows(fold)))
+        groups = []
+        for i, ((field_name,), group) in enumerate(by(fold, "problem").items()):
+            values = [_fold_step(r) for r in group]
+            marker, _ = backend_style(field_name, i)
+            groups.append({"label": field_name, "colour": colours(field_name), "marker": marker,
+                           "methods": [v[2] for v in values], "measured": [v[0] for v in values],
+                           "theory": [v[1] for v in values]})
+        sec.figures.append({"svg": plots.fold_step_figure(groups, title="fold step per method",
+                                                          figure_id=_figure_id(ids)),
+                            "caption": "the fixed step at which one step of each method stops being an"
+                                       " orientation-preserving map (filled: measured; open: theory where there"
+                                       " is one; a triangle at the right edge: no fold found)"})
+        sec.tables.append(Table("Fold step per method (h* L: the step in units of the field's Lipschitz"
+                                " constant on the sample)",
+                                ["backend", "method", "field", "measured h*", "theory h*", "measured / theory",
+                                 "h* L", "theory's basis", "verdict", "message"], _fold_step_rows(fold)))
     grads = [r for r in recs if r["property"] == "cnf_gradient_accuracy"]
     if grads:
         table = _records_table(f"CNF gradients: each gradient mode of the negative log-likelihood against the"
