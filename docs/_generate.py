@@ -153,6 +153,23 @@ def sde_problems_table() -> str:
                             "description", "source"]))
 
 
+def cnf_problems_table() -> str:
+    """The CNF problem library (``odeverify.problems.flows.CNF_PROBLEMS``)."""
+    from odeverify.problems.flows import CNF_PROBLEMS
+
+    rows = []
+    for name, p in CNF_PROBLEMS.items():
+        pairs = list(zip(p.base.mean, p.base.std))
+        base = (f"N({pairs[0][0]:g}, {pairs[0][1]:g}^2) in each" if len(set(pairs)) == 1
+                else ", ".join(f"N({m:g}, {s:g}^2)" for m, s in pairs))
+        rows.append([f"`{name}`", p.dim, f"[{p.t_span[0]:g}, {p.t_span[1]:g}]", base, len(p.data),
+                     "closed form" if p.has_exact else "Liouville (variational equation)",
+                     _cell(p.field.description), _cell(p.field.citation)])
+    return ("<!-- generated from odeverify.problems.flows.CNF_PROBLEMS by docs/_generate.py -->\n\n"
+            + _table(rows, ["problem", "dim", "span", "base density (per component)", "data points", "oracle",
+                            "field", "source"]))
+
+
 def sde_gradient_modes_table() -> str:
     from odeverify.gradients.sde import SDE_GRADIENT_MODES
 
@@ -258,6 +275,7 @@ def write_all(out: Path) -> list[Path]:
         "sde_methods.md": sde_methods_table(),
         "sde_problems.md": sde_problems_table(),
         "sde_gradient_modes.md": sde_gradient_modes_table(),
+        "cnf_problems.md": cnf_problems_table(),
     }
     written = []
     for name, text in pages.items():

@@ -293,8 +293,7 @@ def check_plan(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, Any]
             for m in units:
                 caps.method(m, b.name)  # raises naming the method, with the closest match
             if not units:
-                units = flow_methods(b.name, bool(args.quick)) + (
-                    [FLOW_SHARED_UNIT] if b.name.startswith("reference") else [])
+                units = flow_methods(b.name, bool(args.quick)) + [FLOW_SHARED_UNIT]
         run = {"command": "check --flows", "backend": b.name, "library": args.library, "quick": bool(args.quick),
                "units": units, "version": __version__}
         return b, units, run

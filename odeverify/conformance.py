@@ -593,8 +593,9 @@ def _sde_gradient_records(b: Backend, names: list[str], problems: list[Any], qui
 
 
 # ----------------------------------------------------------------------------- flows (check --flows)
-#: the unit of a parallel ``check --flows`` that runs the records made once per run (reference)
-FLOW_SHARED_UNIT = "(trace estimators, Hutchinson, flow geometry)"
+#: the unit of a parallel ``check --flows`` that runs the records made once per run: the backend's
+#: log-likelihood gradients and, on the reference, the trace estimators, Hutchinson and the geometry
+FLOW_SHARED_UNIT = "(gradients, trace estimators, Hutchinson, geometry)"
 #: the methods of a quick ``check --flows``, per backend (an adaptive and a fixed-step one)
 QUICK_FLOW_METHODS = {"reference": ("dopri5", "rk4"), "torchdiffeq": ("dopri5", "rk4"), "diffrax": ("Dopri5", "Heun"),
                       "scipy": ("RK45",)}
@@ -621,10 +622,11 @@ def run_flow_conformance(*, backend: str = "reference", quick: bool = False,
     log-density's error against the closed form or Liouville's oracle over a tolerance (or
     step) sweep on the CNF problems; for the adaptive methods also Liouville's formula,
     sample/density invertibility and the normalisation of the pushed-forward density (1-D and
-    2-D problems); the gradient records of the backend's modes (``properties/flow_gradients``);
-    and, once (``shared``, default: when no methods are named, on the reference), the trace
-    estimators' agreement, Hutchinson's mean and variance against theory, and the flow-map
-    geometry (``properties/flow_geometry``)."""
+    2-D problems), and for the first (every, in a full run) orientation, injectivity and the
+    negation bound; and, once (``shared``, default: when no methods are named), the
+    log-likelihood gradient records of the backend's modes (``properties/flow_gradients``) and,
+    on the reference, the trace estimators' agreement, Hutchinson's mean and variance against
+    theory, and the flow-map geometry (``properties/flow_geometry``)."""
     from .problems.flows import CNF_PROBLEMS
     from .properties.flows import (cnf_invertibility, cnf_liouville, cnf_log_density, cnf_normalisation,
                                    hutchinson_unbiased, hutchinson_variance, trace_agreement)
@@ -656,10 +658,10 @@ def run_flow_conformance(*, backend: str = "reference", quick: bool = False,
                 records.append(_safe(cnf_normalisation, p, m, backend=b.name, label=b.name))
         if not quick or m == names[0]:
             records.extend(_flow_map_records(b.name, m))
-    if names or methods is None:
-        records.extend(_flow_gradient_records(b.name, quick))
     if shared is None:
         shared = methods is None
+    if shared:
+        records.extend(_flow_gradient_records(b.name, quick))
     if b.name.startswith("reference") and shared:
         if progress:
             progress(FLOW_SHARED_UNIT)

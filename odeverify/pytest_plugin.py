@@ -4,7 +4,9 @@ items in any test suite, against an installed odeverify, with no clone of its re
 - ``pytest --odeverify-backend NAME`` (repeatable or comma-separated): one test per method of
   the backend, failing with the records that failed (``--odeverify-quick`` for the quick
   profile, ``--odeverify-gradients`` for the gradient modes instead, ``--odeverify-sde`` for
-  its SDE methods, ``check --sde``);
+  its SDE methods, ``check --sde``; ``--odeverify-flows`` for continuous normalizing flows and
+  the flow map's geometry, ``check --flows``, one test per method plus one for the gradients and
+  the records made once);
 - ``pytest --odeverify-explore NAME``: one test per explore property that applies to the
   backend, failing with the shrunk counterexample and its one-line reproduction
   (``--odeverify-examples N``, ``--odeverify-budget SECONDS``, ``--odeverify-seed S``; the
@@ -30,6 +32,8 @@ def pytest_addoption(parser: Any) -> None:
                     help="with --odeverify-backend: grade the gradient modes instead of the solvers")
     group.addoption("--odeverify-sde", action="store_true",
                     help="with --odeverify-backend: grade the SDE methods instead of the ODE solvers")
+    group.addoption("--odeverify-flows", action="store_true",
+                    help="with --odeverify-backend: grade continuous normalizing flows (check --flows) instead")
     group.addoption("--odeverify-explore", action="append", default=[], metavar="NAME",
                     help="search generated problems for counterexamples against this backend (repeatable)")
     group.addoption("--odeverify-examples", type=int, default=10, help="explore: examples per property (default 10)")
@@ -43,14 +47,21 @@ def _names(values: list[str]) -> list[str]:
 
 class ConformanceItem(pytest.Item):
     def __init__(self, *, backend: str, method: str, quick: bool, gradients: bool, sde: bool = False,
-                 **kwargs: Any) -> None:
+                 flows: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.backend, self.method, self.quick, self.gradients, self.sde = backend, method, quick, gradients, sde
+        self.flows = flows
 
     def runtest(self) -> None:
-        from .conformance import run_conformance, run_gradient_conformance, run_sde_conformance
+        from .conformance import (FLOW_SHARED_UNIT, run_conformance, run_flow_conformance, run_gradient_conformance,
+                                  run_sde_conformance)
 
-        if self.sde:
+        if self.flows:
+            shared = self.method == FLOW_SHARED_UNIT
+            records = run_flow_conformance(backend=self.backend, quick=self.quick,
+                                           methods=None if self.method == "*" else [] if shared else [self.method],
+                                           shared=None if self.method == "*" else shared)
+        elif self.sde:
             records = run_sde_conformance(backend=self.backend, quick=self.quick,
                                           methods=None if self.method == "*" else [self.method])
         elif self.gradients:
@@ -99,19 +110,24 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> Non
     from .explore import EXPLORATIONS
 
     quick, gradients = config.getoption("odeverify_quick"), config.getoption("odeverify_gradients")
-    sde = config.getoption("odeverify_sde")
+    sde, flows = config.getoption("odeverify_sde"), config.getoption("odeverify_flows")
     for name in backends_:
         b = backends.get(name)
         if not b.available():
             items.append(ConformanceItem.from_parent(session, name=f"odeverify[{name}]", backend=name, method="*",
-                                                     quick=quick, gradients=gradients, sde=sde))
+                                                     quick=quick, gradients=gradients, sde=sde, flows=flows))
             continue
         caps = b.capabilities()
-        what = (list(caps.sde_methods) if sde else caps.gradient_modes if gradients
-                else [m.name for m in caps.methods.values()])
+        if flows:
+            from .conformance import FLOW_SHARED_UNIT, flow_methods
+
+            what = flow_methods(b.name, quick) + [FLOW_SHARED_UNIT]
+        else:
+            what = (list(caps.sde_methods) if sde else caps.gradient_modes if gradients
+                    else [m.name for m in caps.methods.values()])
         for m in what:
             items.append(ConformanceItem.from_parent(session, name=f"odeverify[{name}-{m}]", backend=name, method=m,
-                                                     quick=quick, gradients=gradients, sde=sde))
+                                                     quick=quick, gradients=gradients, sde=sde, flows=flows))
     for name in explores:
         b = backends.get(name)
         caps = b.capabilities() if b.available() else None

@@ -547,7 +547,7 @@ def mlp_field(dim: int = 2, hidden: int = 16, depth: int = 2, activation: str = 
         name=name or f"cnf_mlp_{activation}_{dim}x{hidden}_d{depth}_s{seed}", dim=dim, rhs=rhs, jvp=jvp, jac=jac,
         params=params, tags={"neural", "nonlinear", "time_dependent", "nonstiff"},
         description=(f"concat-squash MLP field on R^{dim}: {depth} hidden {activation} layer(s) of width {hidden},"
-                     f" time-gated as in FFJORD, weights from default_rng({seed})"),
+                     f" time-gated as in FFJORD, weights from default_rng({seed}) scaled by {float(scale):g}"),
         citation=FFJORD)
 
 

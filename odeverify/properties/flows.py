@@ -32,11 +32,11 @@ from ..problems.flows import CNFProblem, draw_probes
 from ..records import Record
 from ._common import backend_label, method_info, run
 from .gradients import ACCURACY_FACTOR
-from .tolerance import EXPONENT_BAND, MIN_STEPS, expected_exponent
+from .tolerance import EXPONENT_BAND, MIN_STEPS, default_tols, expected_exponent
 
 NP = _xp.get_namespace("numpy")
 #: the tolerances of the log-density sweep (rtol = tol, atol = tol / 100)
-CNF_TOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
+CNF_TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
 #: the step counts of a fixed-step method's sweep
 CNF_STEPS = (8, 16, 32, 64, 128)
 #: the oracle's tolerances: the solve, and the looser one whose difference is its error estimate
@@ -134,9 +134,13 @@ def _density(cnf: CNFProblem, method: str, trace: str, *, backend: str, library:
 
 
 def _tolerances(method: str, tols: Sequence[float] | None, backend: str, library: str) -> tuple[bool, list[Any]]:
+    """The sweep: ``tols``, else the tolerances of :data:`CNF_TOLS` a method of order p reaches in
+    reasonable work (down to ``10^-(2 + 2p)``, as ``tolerance_proportionality``'s default), or
+    :data:`CNF_STEPS` for a fixed-step method."""
     info = method_info(method, backend=backend, library=library)
     if info.adaptive:
-        return True, list(tols or CNF_TOLS)
+        floor = min(default_tols(info.order))
+        return True, list(tols or [t for t in CNF_TOLS if t >= floor * (1 - 1e-9)])
     return False, list(tols or CNF_STEPS)
 
 
