@@ -116,3 +116,22 @@ def test_bad_construction_names_the_parameter():
         DiagonalGaussian((0.0,), (0.0,))
     with pytest.raises(ValueError, match="non-finite"):
         CNF_PROBLEMS.get("cnf_mlp2").log_likelihood(np.array([np.nan, 0.0, 0.0]))
+
+
+def test_a_field_of_the_wrong_shape_is_refused_before_any_solve():
+    good = mlp_field(2)
+
+    def wide(xp, t, z, p):  # R^2 -> R^3
+        return xp.concat([good.rhs(xp, t, z, p), z[..., :1]], axis=-1)
+
+    def rect(xp, t, z, p):  # a 2 x 3 "Jacobian"
+        return xp.concat([good.jac(xp, t, z, p), good.jac(xp, t, z, p)[..., :1]], axis=-1)
+
+    import dataclasses
+    base = DiagonalGaussian.standard(2)
+    with pytest.raises(ValueError, match=r"rhs returned shape \(2, 3\)"):
+        CNFProblem(name="x", field=dataclasses.replace(good, rhs=wide), base=base, data=np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="square Jacobian"):
+        CNFProblem(name="x", field=dataclasses.replace(good, jac=rect), base=base, data=np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="non-finite"):
+        CNFProblem(name="x", field=good, base=base, data=np.array([[np.inf, 0.0]]))

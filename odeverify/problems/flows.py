@@ -108,6 +108,29 @@ class FlowField:
     def has_exact(self) -> bool:
         return self.flow is not None and self.log_det is not None
 
+    def check(self, t: float = 0.0) -> None:
+        """Evaluate ``rhs``, ``jvp`` and ``jac`` once (NumPy, a batch of two points) and raise a
+        ``ValueError`` naming the function, the shape it returned and the shape expected, or
+        the non-finite values: a field that maps R^dim elsewhere, or a non-square Jacobian,
+        is refused before any solve."""
+        n = self.dim
+        xp = _xp.get_namespace("numpy")
+        z = np.full((2, n), 0.1) + np.arange(2)[:, None] * 0.05
+        v = np.ones((3, 2, n))
+        p = convert_params(self.params, xp)
+        tt = xp.asarray(float(t))
+        checks = [("rhs", lambda: self.rhs(xp, tt, z, p), (2, n)), ("jvp", lambda: self.jvp(xp, tt, z, v, p), (3, 2, n))]
+        if self.jac is not None:
+            checks.append(("jac", lambda: self.jac(xp, tt, z, p), (2, n, n)))
+        for what, fun, shape in checks:
+            out = np.asarray(fun())
+            if out.shape != shape:
+                raise ValueError(f"flow field {self.name!r}: {what} returned shape {out.shape} for a state of shape"
+                                 f" {z.shape}, but it must be {shape}" + (" (a square Jacobian: dim x dim)"
+                                                                          if what == "jac" else ""))
+            if not np.all(np.isfinite(out)):
+                raise ValueError(f"flow field {self.name!r}: {what} returned non-finite values at t={t:g}")
+
     def bound(self, xp: Any, dtype: Any = None, device: Any = None) -> tuple[Callable, Callable, Callable | None]:
         """``(f(t, z), jvp(t, z, v), jac(t, z) or None)`` with the parameters converted once."""
         p = convert_params(self.params, xp, dtype, device)
@@ -266,6 +289,9 @@ class CNFProblem:
         data = np.asarray(self.data, dtype=np.float64)
         if data.ndim != 2 or data.shape[1] != self.dim:
             raise ValueError(f"data has shape {data.shape}, but it must be (B, dim) = (B, {self.dim})")
+        if not np.all(np.isfinite(data)):
+            raise ValueError(f"data of CNF problem {self.name!r} contains non-finite values")
+        self.field.check(float(self.t_span[0]))
         data.setflags(write=False)
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "t_span", (float(self.t_span[0]), float(self.t_span[1])))
@@ -575,6 +601,7 @@ def augmented_problem(fld: FlowField, x: Any, *, extra: int, t_span: tuple[float
     if x.size + extra != fld.dim:
         raise ValueError(f"x has {x.size} components and extra={extra}, but flow field {fld.name!r} has"
                          f" dim={fld.dim}; they must add up to it")
+    fld.check(float(t_span[0]))
     return fld.ode(np.concatenate([x, np.zeros(extra)]), t_span,
                    name=name or f"{fld.name}_aug{extra}")
 
