@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def bench():
     sys.path.insert(0, str(ROOT / "benchmarks"))  # as when it runs as a script (it imports sde.write_json)
     try:
-        spec = importlib.util.spec_from_file_location("odeverify_cnf_trace_script", ROOT / "benchmarks" / "cnf_trace.py")
+        path = ROOT / "benchmarks" / "cnf_trace.py"
+        spec = importlib.util.spec_from_file_location("odeverify_cnf_trace_script", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
