@@ -61,6 +61,9 @@ def flow_document() -> dict:
              " Euler", h_times_lipschitz=3.3),
         _rec("cnf_liouville", "dopri5", "cnf_mlp2[jacobian]", "pass", 1e-9, 1e-7),
         _rec("trace_agreement", "-", "cnf_mlp2", "pass", 1e-15, 1e-12),
+        _rec("augmented_negation", "dopri5", "rotation_pi", "pass", 1e-9, 1e-6),
+        _rec("resnet_euler", "euler", "cnf_mlp2", "pass", 0.0, 1e-12),
+        _rec("flow_orientation", "dopri5", "cnf_mlp2", "pass", 0.5, 0.0),
         _rec("cnf_gradient_accuracy", "dopri5/backsolve", "cnf_mlp2", "pass", 1e-6, 1e-4),
     ]
     return {"schema": collect_mod.SCHEMA, "version": "0", "quick": True, "elapsed_s": 1.0, "environment": {},
@@ -89,7 +92,8 @@ def test_flows_section_shows_exponents_hutchinson_and_fold_steps():
     assert "no theory for a nonlinear field beyond Euler" in fold
     # the other flow checks are listed here, not in the gradient, drift or other-checks sections
     assert "CNF gradients: each gradient mode" in sec
-    for prop in ("cnf_liouville", "trace_agreement", "cnf_gradient_accuracy"):
+    for prop in ("cnf_liouville", "trace_agreement", "cnf_gradient_accuracy", "augmented_negation", "resnet_euler",
+                 "flow_orientation"):
         assert prop in sec, prop
         for sid in ("gradients", "reversibility", "other-checks"):
             assert prop not in _section(html, sid), (prop, sid)

@@ -845,12 +845,16 @@ def sde_section(doc: dict, records: list[dict], style: Style, ids: list[int]) ->
 # ----------------------------------------------------------------------------- flows
 #: properties of continuous normalizing flows besides the ``cnf_*``, ``hutchinson_*`` and
 #: ``flow_*`` ones (odeverify.properties.flows, flow_gradients, flow_geometry)
-FLOW_PROPERTIES = ("trace_agreement", "flows")  # "flows": the error record of a flow task that crashed
+FLOW_PROPERTIES = ("trace_agreement", "augmented_negation", "resnet_euler",
+                   "flows")  # "flows": the error record of a flow task that crashed
 #: short names of the flow checks in the summary's methods x checks matrix, in column order
 FLOW_COLUMNS = {"cnf_log_density": "log-density", "cnf_liouville": "Liouville", "cnf_normalisation": "normalised",
                 "cnf_invertibility": "invertible", "cnf_gradient_accuracy": "gradient",
                 "trace_agreement": "traces", "hutchinson_unbiased": "Hutchinson mean",
-                "hutchinson_variance": "Hutchinson variance", "flow_fold_step": "fold step"}
+                "hutchinson_variance": "Hutchinson variance", "flow_fold_step": "fold step",
+                "flow_orientation": "orientation", "flow_injectivity": "injective",
+                "flow_unreachable_negation": "negation", "augmented_negation": "augmented negation",
+                "resnet_euler": "ResNet = Euler"}
 
 
 def is_flow(r: dict) -> bool:
