@@ -532,9 +532,10 @@ _DEFAULT_WEIGHT = (3.0, 1.0, 5.0, 0.5)
 #: rough CPU seconds of one SDE method's quick run (ETA only; diffrax compiles per step count)
 _SDE_WEIGHT = {"reference": 3.5, "torchsde": 3.0, "diffrax": 14.0}
 _DEFAULT_SDE_WEIGHT = 5.0
-#: rough CPU seconds of one backend's quick flow run (ETA only): the reference took 236 s (its shared checks
-#: and gradient modes included; run_flow_conformance(backend="reference", quick=True), 2-core machine)
-_FLOW_WEIGHT = {"reference": 240.0, "scipy": 5.0, "torchdiffeq": 10.0, "diffrax": 40.0}
+#: rough CPU seconds of one backend's quick flow run (ETA only), measured on a shared 2-core machine by
+#: run_flow_conformance(backend=..., quick=True): reference 30 s (its shared checks included), scipy 2.7 s,
+#: torchdiffeq 10.6 s, diffrax 151 s (compilations)
+_FLOW_WEIGHT = {"reference": 30.0, "scipy": 3.0, "torchdiffeq": 11.0, "diffrax": 150.0}
 _DEFAULT_FLOW_WEIGHT = 10.0
 
 
