@@ -56,7 +56,8 @@ class Exploration:
     run: Callable[..., Record]
     kinds: tuple[str, ...] = ()
     #: "ode": drawn over the backend's ODE methods (``Capabilities.methods``); "sde": over its
-    #: SDE methods (``Capabilities.sde_methods``), on generated SDE problems
+    #: SDE methods (``Capabilities.sde_methods``), on generated SDE problems; "flows": over its
+    #: ODE methods, on generated CNF problems (:mod:`odeverify.problems.flow_specs`)
     family: str = "ode"
 
 
@@ -103,10 +104,14 @@ def _register(name: str, description: str, applies, draw, run, kinds=(), family:
 
 
 def problem_of(spec: dict | str) -> Any:
-    """The problem of a case's spec: a generated ODE problem, or an SDE one (kind ``sde_*``)."""
+    """The problem of a case's spec: a generated ODE problem, an SDE one (kind ``sde_*``) or a
+    CNF one (kind ``cnf_*``)."""
+    from .problems.flow_specs import cnf_from_spec, is_cnf_spec
     from .problems.sde_specs import is_sde_spec, sde_from_spec
 
     data = json.loads(spec) if isinstance(spec, str) else spec
+    if is_cnf_spec(data):
+        return cnf_from_spec(data)
     return sde_from_spec(data) if is_sde_spec(data) else from_spec(data)
 
 
@@ -404,6 +409,89 @@ _register("ito_stratonovich_consistency", "a Stratonovich method on the Stratono
           " converted Itô form converge to the same solution on the same path, on drawn problems",
           lambda info, b: b.startswith("reference") and info.calculus == "stratonovich", _draw_sde(False),
           _run_ito_strat, family="sde")
+
+
+# ----------------------------------------------------------------------------- flows
+#: the exact trace estimators a drawn CNF case chooses between (the analytic ``jac`` or ``jvp``
+#: products; ``autodiff`` needs PyTorch or JAX, Hutchinson is random: trace_agreement grades them)
+FLOW_TRACES = ("jacobian", "jvp")
+
+
+def _draw_cnf(data: Any) -> dict:
+    from .strategies import cnf_problem_specs
+
+    return data.draw(cnf_problem_specs(), label="problem")
+
+
+def _flow_rtol(data: Any, info: MethodInfo) -> float:
+    """A tolerance from 1e-4 down to the tightest of ``tolerance_proportionality``'s sweep for the
+    method's order (10^-(2 + 2p), at most 1e-10): Heun at 1e-9 took 20 s on a 6-D MLP CNF."""
+    from .properties.tolerance import default_tols
+
+    lowest = math.log10(min(default_tols(info.order or 4)))  # a variable-order method: as order 4
+    return float(f"{10 ** data.draw(_st().floats(lowest, -4.0), label='log10 rtol'):.2g}")
+
+
+def _draw_flow(tolerance: bool, seeded: bool = False):
+    def draw(data, info):
+        spec = _draw_cnf(data)
+        kw: dict[str, Any] = {"trace": data.draw(_st().sampled_from(FLOW_TRACES), label="trace")}
+        if tolerance:
+            kw["rtol"] = _flow_rtol(data, info)
+        if seeded:
+            kw["seed"] = data.draw(_st().integers(0, 999), label="seed")
+        return spec, kw
+
+    return draw
+
+
+def _draw_trace_agreement(data, info):
+    from . import _xp
+
+    st = _st()
+    spec = _draw_cnf(data)
+    t1 = float(spec["params"]["t1"])
+    libraries = [lib for lib in ("numpy", "torch", "jax") if lib == "numpy" or _xp.available(lib)]
+    times = data.draw(st.lists(st.floats(0.0, t1).map(lambda x: round(x, 3)), min_size=1, max_size=3,
+                               unique=True), label="times")
+    return spec, {"library": data.draw(st.sampled_from(libraries), label="library"), "times": sorted(times)}
+
+
+def _flow_property(name: str):
+    def run(problem, method, *, backend, **kw):
+        from .properties import flows
+
+        return getattr(flows, name)(problem, method, backend=backend, **kw)
+
+    return run
+
+
+def _run_trace_agreement(problem, method, *, backend, library, times):
+    from .properties.flows import trace_agreement
+
+    return trace_agreement(problem, library=library, times=tuple(times))
+
+
+def _explicit_adaptive(info: MethodInfo, backend: str) -> bool:
+    return bool(info.adaptive) and not is_implicit(info)
+
+
+_register("cnf_log_density", "a CNF's log-likelihood at seeded data points against the closed form (affine, sine)"
+          " or Liouville's formula (MLP fields) on drawn CNFs, by the analytic Jacobian or JVP trace: the"
+          " tolerance exponent of an adaptive method, the order of a fixed-step one (implicit methods too: the"
+          " reference's Kvaerno3 sweeps a 6-D MLP CNF of 8 points in 3 s)",
+          lambda info, b: True, _draw_flow(False), _flow_property("cnf_log_density"), family="flows")
+_register("cnf_liouville", "the integrated trace of a density solve at a drawn tolerance against Liouville's"
+          " log|det| of the variational equation, on drawn CNFs", _explicit_adaptive, _draw_flow(True),
+          _flow_property("cnf_liouville"), family="flows")
+_register("cnf_invertibility", "sampling then density evaluation returns the seeded base points and their"
+          " log-density at a drawn tolerance, on drawn CNFs", _explicit_adaptive, _draw_flow(True, seeded=True),
+          _flow_property("cnf_invertibility"), family="flows")
+_register("trace_agreement", "the analytic Jacobian and JVP traces (and autodiff's on PyTorch and JAX) against"
+          " a five-point finite difference at drawn times, on drawn CNFs (the reference only: no solve)",
+          # no method is involved: one of the reference's stands for the case
+          lambda info, b: b == "reference" and info.name == "dopri5", _draw_trace_agreement, _run_trace_agreement,
+          family="flows")
 
 
 # ----------------------------------------------------------------------------- cases

@@ -187,8 +187,9 @@ def losses(draw: Any, problem: Problem, max_times: int = 4) -> Any:
     return Loss.seeded(times, problem.n, seed=draw(st.integers(0, 999)), quadratic=draw(_f(0.0, 1.0)))
 
 
-__all__ = ["EXACT_KINDS", "FLOW_KINDS_1D", "KINDS", "SPECTRA", "batches", "canonical", "dtypes", "fixed_steps",
-           "flow_fields_1d", "losses", "output_times", "problem_specs", "problems", "spectra", "tolerances"]
+__all__ = ["CNF_EXACT_KINDS", "CNF_KINDS", "EXACT_KINDS", "FLOW_KINDS_1D", "KINDS", "SPECTRA", "batches", "canonical",
+           "cnf_problem_specs", "cnf_problems", "dtypes", "fixed_steps", "flow_fields_1d", "losses", "output_times",
+           "problem_specs", "problems", "spectra", "tolerances"]
 
 
 # ----------------------------------------------------------------------------- SDEs
@@ -264,3 +265,46 @@ def flow_fields_1d(draw: Any, kinds: Sequence[str] = FLOW_KINDS_1D) -> Any:
         return sine_field(draw(_f(-2.0, 2.0)))
     return mlp_field(1, draw(st.integers(2, 8)), draw(st.integers(1, 2)), draw(st.sampled_from(["tanh", "softplus"])),
                      seed=draw(st.integers(0, 999)), scale=draw(_f(0.5, 3.0)))
+
+
+# ----------------------------------------------------------------------------- CNFs
+#: every family of generated CNF problem, simplest first (:mod:`odeverify.problems.flow_specs`)
+CNF_KINDS = ("cnf_affine", "cnf_sine", "cnf_mlp")
+#: families with a closed-form flow and log-determinant
+CNF_EXACT_KINDS = ("cnf_affine", "cnf_sine")
+
+
+@st.composite
+def cnf_problem_specs(draw: Any, kinds: Sequence[str] = CNF_KINDS, max_dim: int = 8) -> dict:
+    """A spec dict of a generated CNF problem (:func:`odeverify.problems.flow_specs.cnf_from_spec`):
+    an affine field (dim 1..6, a seeded matrix of drawn spectral norm, drawn ``alpha`` and
+    ``b``), ``a sin z``, or a seeded MLP field (dim 1..8, width 2..16, depth 1..3, tanh or
+    softplus, weight scale 0.5..3), with a drawn diagonal Gaussian base, span ``[0, t1]`` and
+    seeded data points. Shrinks towards a 1-D affine field on a standard base."""
+    from .problems.flow_specs import FLOW_GENERATORS
+
+    for k in kinds:
+        FLOW_GENERATORS.get(k)  # unknown kinds fail with the choices
+    kind = draw(st.sampled_from(list(kinds)))
+    if kind == "cnf_affine":
+        dim = draw(st.integers(1, min(6, max_dim)))
+        params: dict[str, Any] = {"dim": dim, "seed": draw(st.integers(0, 999)), "scale": draw(_f(0.0, 3.0)),
+                                  "alpha": draw(_f(-0.5, 1.0)), "b": [draw(_f(-1.0, 1.0)) for _ in range(dim)]}
+    elif kind == "cnf_sine":
+        dim, params = 1, {"a": draw(_f(-2.0, 2.0))}
+    else:
+        dim = draw(st.integers(1, min(8, max_dim)))
+        params = {"dim": dim, "hidden": draw(st.integers(2, 16)), "depth": draw(st.integers(1, 3)),
+                  "activation": draw(st.sampled_from(["tanh", "softplus"])), "seed": draw(st.integers(0, 999)),
+                  "scale": draw(_f(0.5, 3.0))}
+    params.update({"mean": [draw(_f(-1.0, 1.0)) for _ in range(dim)], "std": [draw(_f(0.3, 2.0)) for _ in range(dim)],
+                   "t1": draw(st.sampled_from([1.0, 0.5, 2.0])), "data_seed": draw(st.integers(0, 999)),
+                   "size": draw(st.integers(1, 8))})
+    return {"kind": kind, "params": params}
+
+
+def cnf_problems(kinds: Sequence[str] = CNF_KINDS, max_dim: int = 8) -> st.SearchStrategy:
+    """Generated :class:`~odeverify.problems.flows.CNFProblem` s (see :func:`cnf_problem_specs`)."""
+    from .problems.flow_specs import cnf_from_spec
+
+    return cnf_problem_specs(kinds, max_dim).map(cnf_from_spec)
