@@ -187,8 +187,8 @@ def _build(problem: Problem, method: str, mode: str, fixed: bool, rows: tuple, b
             every, code, acc, rej = solve_one(y0, p, a)
             ys = every[idx]
             w = a["w"]
-        value = jnp.sum(w * ys) + 0.5 * jnp.sum(a["q"] * ys * ys) if loss.diagonal else (
-            jnp.sum(w * ys) + a["q"] / 2 * jnp.sum(ys * ys))
+        # q: one float, or per component (shape (n,), broadcast over the last axis); both are 1/2 sum q y^2
+        value = jnp.sum(w * ys) + 0.5 * jnp.sum(a["q"] * ys * ys)
         if counter is not None:  # "|": the forward solve is done (ordered after its evaluations)
             jax.debug.callback(note("|"), value, ordered=True)
         return value, (value, jnp.max(code), jnp.sum(acc), jnp.sum(rej), jax.lax.stop_gradient(every))
@@ -240,7 +240,8 @@ def gradient(problem: Problem, method: MethodInfo, mode: str, loss: Loss, y0: np
         leaves_np = {}
     ts, rows = gradient_times(problem, loss)
     rows_t = tuple(int(r) for r in rows)
-    key = _key(problem, method.name, mode, fixed, len(ts), rows_t, y0n.shape, dtype, max_steps, wrt, leaves_np)
+    key = _key(problem, method.name, mode, fixed, len(ts), rows_t, y0n.shape, dtype, max_steps, wrt, leaves_np
+               ) + (np.shape(loss.quadratic),)  # a program is traced for one shape of q
     count = options.get("count_nfev") is not False
 
     def arr(v: Any) -> Any:
@@ -352,9 +353,12 @@ def _mismatch(reconstructed: list | None, ts: np.ndarray, ys_all: np.ndarray, mo
         return None, ("not measured: this diffrax's BacksolveAdjoint does not call its backward solves through"
                       " _diffeqsolve (written for diffrax 0.7)")
     batch = ys_all.shape[1] if ys_all.ndim == 3 else 1
+    # diffrax solves a span with t1 < t0 in the reversed time -t, and its backward solves
+    # report that time (a density solve of a CNF, t1 -> t0, reported -1.0 for t = 1.0)
+    sign = -1.0 if ts.size > 1 and ts[-1] < ts[0] else 1.0
     pairs = []
     for i in range(0, len(reconstructed) - batch + 1, batch):  # one segment's reports: the whole batch
-        t = reconstructed[i][0]
+        t = sign * reconstructed[i][0]
         z = np.stack([z for _, z in reconstructed[i:i + batch]]).reshape(ys_all.shape[1:])
         pairs.append((z, ys_all[int(np.argmin(np.abs(ts - t)))]))
     return reconstruction_mismatch(pairs), ""
