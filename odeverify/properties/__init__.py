@@ -19,6 +19,9 @@ from .stiffness import stiff_order, stiff_precision, stiffness_estimate, stiffne
 from .sde import (brownian_consistency, ito_stratonovich_consistency, sde_pathwise_agreement, sde_reversibility,
                   sde_strong_order, sde_weak_order)
 from .sde_gradients import sde_adjoint_convergence, sde_gradient_accuracy, sde_reversible_exactness
+from .flow_gradients import cnf_gradient_accuracy
+from .flows import (cnf_invertibility, cnf_liouville, cnf_log_density, cnf_normalisation, hutchinson_unbiased,
+                    hutchinson_variance, trace_agreement)
 from .gradients import (adjoint_convergence, discrete_gradient_exactness, fixed_step_adjoint_gap, gradient_accuracy,
                         gradient_oracle, memory_scaling, reversibility_drift, reversible_stability_region,
                         reversible_use)
@@ -40,6 +43,10 @@ for _f in FLOW_GEOMETRY:
 for _f in (sde_strong_order, sde_weak_order, sde_pathwise_agreement, ito_stratonovich_consistency, sde_reversibility,
            brownian_consistency, sde_gradient_accuracy, sde_reversible_exactness, sde_adjoint_convergence):
     PROPERTIES.register(_f.__name__, _f)
+# continuous normalizing flows (check --flows)
+for _f in (cnf_log_density, cnf_liouville, cnf_normalisation, cnf_invertibility, hutchinson_unbiased,
+           hutchinson_variance, trace_agreement, cnf_gradient_accuracy):
+    PROPERTIES.register(_f.__name__, _f)
 
 __all__ = [
     "PROPERTIES",
@@ -52,6 +59,14 @@ __all__ = [
     "sde_adjoint_convergence",
     "sde_gradient_accuracy",
     "sde_reversible_exactness",
+    "cnf_gradient_accuracy",
+    "cnf_invertibility",
+    "cnf_liouville",
+    "cnf_log_density",
+    "cnf_normalisation",
+    "hutchinson_unbiased",
+    "hutchinson_variance",
+    "trace_agreement",
     "gradient_accuracy",
     "discrete_gradient_exactness",
     "adjoint_convergence",
