@@ -214,10 +214,14 @@ def test_diffrax_backsolve_reconstructs_a_density_solve() -> None:
 
 # ============================================================================ the full grid
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["reference", "torchdiffeq", "diffrax"])
+@pytest.mark.parametrize("backend", ["reference-torch", "reference-jax", "torchdiffeq", "diffrax"])
 def test_every_mode_on_the_cnf_problems(backend: str) -> None:
     """Every gradient mode of each backend on the CNF problems at rtol 1e-6: pass, or a
-    documented deviation (data/expected_failures.toml)."""
+    documented deviation (data/expected_failures.toml). Wall time measured on 2 shared cores
+    with two runs overlapping: torchdiffeq 1.4 min, reference-torch 5, diffrax 18 (a compilation
+    per mode and shape), reference-jax about 40 (its mlp2 cases alone 13)."""
+    if not backends.get(backend).available():
+        pytest.skip(f"{backend} is not installed")
     recs = FG.cnf_gradient_records(backend, quick=False)
     assert recs
     bad = [r for r in recs if r.verdict in ("fail", "error")]
