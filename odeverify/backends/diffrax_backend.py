@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +187,12 @@ _STATUS_OF = {"successful": Status.SUCCESS, "max_steps_reached": Status.MAX_STEP
               "dt_min_reached": Status.DT_UNDERFLOW}
 
 
+#: compiled solves kept in memory, least recently used dropped first: each holds ~18 MB (a
+#: 2-4-D MLP CNF's Dopri5 solve), and `odeverify explore` draws a new field per example (40
+#: drawn CNFs grew a process to 1.8 GB; a 10-minute flows search died in LLVM's allocator)
+MAX_COMPILED = 128
+
+
 class DiffraxBackend(Backend):
     """diffrax's solvers, jitted once per (problem, method, mode, shapes, dtype)."""
 
@@ -193,7 +200,7 @@ class DiffraxBackend(Backend):
     install_hint = "pip install 'odeverify[jax]' (diffrax, equinox, jax)"
 
     def __init__(self) -> None:
-        self._cache: dict[tuple, tuple[Any, Problem]] = {}
+        self._cache: OrderedDict[tuple, tuple[Any, Problem, Any]] = OrderedDict()
         self.compiles = 0  #: number of compilations so far (for tests and reports)
 
     # ------------------------------------------------------------------ contract
@@ -326,6 +333,8 @@ class DiffraxBackend(Backend):
         key = (_field_key(problem), method.name, mode, struct, len(ts_run), batch, n, dtype, max_steps,
                device, count is not False)
         entry = self._cache.get(key)
+        if entry is not None:
+            self._cache.move_to_end(key)
         # implicit methods: evaluations counted by a host callback kept with the compiled solve
         counter = None
         if count is False and spec.nfe is None:
@@ -364,6 +373,8 @@ class DiffraxBackend(Backend):
             self.compiles += 1
             if count is False:
                 self._cache[key] = (compiled, problem, counter)  # keeps problem.rhs alive: its id stays unique
+                while len(self._cache) > MAX_COMPILED:  # an evicted key's id may be reused: its entry is gone
+                    self._cache.popitem(last=False)
         else:
             compiled = entry[0]
 
