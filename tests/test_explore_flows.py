@@ -199,20 +199,25 @@ def test_the_pytest_plugin_collects_the_flow_explorations(tmp_path):
 
 
 # ----------------------------------------------------------------------------- what explore found
-def test_found_by_explore_fehlberg2_misses_the_round_trip_as_its_estimate_undercuts_its_error():
+def _round_trip_error(rec) -> float:
+    return max(rec.details["state_error"], rec.details["log_density_error"])
+
+
+def test_found_by_explore_fehlberg2s_round_trip_is_within_its_amplified_allowance():
     """`explore --backend reference` shrank cnf_invertibility to fehlberg2 on 2 sin z over
-    [0, 2]: the round trip misses by ~500 rtol, proportionally to the tolerance (a known
-    property of the pair, recorded in expected_failures.toml), where bosh3 stays within 100."""
+    [0, 2]: the round trip misses by ~500 rtol, proportionally to the tolerance, where bosh3
+    misses by 13-15 (fehlberg2's estimate undercuts its error: its embedded_estimate_bound
+    entry). Under a flat 100 (rtol + atol) that failed; the density solve amplifies the sampling
+    solve's error up to 18x here, and the allowance now scales with that, so it passes."""
     from odeverify.properties.flows import cnf_invertibility
 
     p = cnf_from_spec({"kind": "cnf_sine", "params": {"a": 2.0, "data_seed": 0, "mean": [0.0], "size": 1,
                                                        "std": [1.0], "t1": 2.0}})
     recs = [cnf_invertibility(p, "fehlberg2", rtol=r) for r in (1e-5, 1e-7)]
-    ratios = [max(rec.details["state_error"], rec.details["log_density_error"]) / r
-              for rec, r in zip(recs, (1e-5, 1e-7))]
-    assert all(rec.verdict == "fail" for rec in recs), [rec.describe() for rec in recs]
+    ratios = [_round_trip_error(rec) / r for rec, r in zip(recs, (1e-5, 1e-7))]
     assert all(300 < q < 700 for q in ratios) and abs(ratios[0] / ratios[1] - 1) < 0.3, ratios
-    assert cnf_invertibility(p, "bosh3", rtol=1e-5).verdict == "pass"
+    assert all(rec.verdict == "pass" and rec.details["amplification"] > 10 for rec in recs), recs[0].describe()
+    assert _round_trip_error(cnf_invertibility(p, "bosh3", rtol=1e-5)) < 20e-5
 
 
 _FD_CASE = {"kind": "cnf_mlp", "params": {"activation": "tanh", "data_seed": 0, "depth": 3, "dim": 1, "hidden": 2,
@@ -223,8 +228,9 @@ _FD_CASE = {"kind": "cnf_mlp", "params": {"activation": "tanh", "data_seed": 0, 
 def test_found_by_explore_the_finite_difference_oracle_misses_by_its_own_truncation():
     """`explore --property trace_agreement` shrank to a 3-layer tanh MLP in 1-D where the
     five-point difference (step 1e-3) is off by 4.4e-8 = 1.18e-8 relative, above the fixed 1e-8
-    of trace_agreement: its error falls 16x per halving (h^4) towards the analytic Jacobian,
-    so the analytic trace is right and the oracle's bound is what fails."""
+    trace_agreement allowed then: its error falls 16x per halving (h^4) towards the analytic
+    Jacobian, so the analytic trace is right and the oracle's bound was what failed (it now
+    allows twice the difference's own error estimate)."""
     from odeverify._xp import get_namespace
     from odeverify.properties.flows import fd_jacobian
 
@@ -240,7 +246,7 @@ def test_trace_agreement_allows_for_the_finite_difference_error():
     from odeverify.properties.flows import trace_agreement
 
     rec = trace_agreement(cnf_from_spec(_FD_CASE), times=(1.0,))
-    assert rec.verdict == "pass", rec.describe()
+    assert rec.verdict == "pass" and rec.details["fd_allowed"] > 1.18e-8, rec.describe()
 
 
 def test_a_fixed_step_order_above_the_claim_is_not_a_log_density_failure():
@@ -252,7 +258,7 @@ def test_a_fixed_step_order_above_the_claim_is_not_a_log_density_failure():
     from odeverify.properties.flows import cnf_log_density
 
     rec = cnf_log_density(CNF_PROBLEMS.get("cnf_sine1"), "implicit_adams", backend="torchdiffeq")
-    assert rec.measured > 4.25 and rec.verdict != "fail", rec.describe()
+    assert rec.measured > 4.25 and rec.verdict == "skip", rec.describe()
 
 
 _ROUND_TRIP = {"kind": "cnf_affine", "params": {"alpha": 1.0, "b": [1.0], "data_seed": 0, "dim": 1, "mean": [0.0],
@@ -264,12 +270,12 @@ def test_found_by_explore_on_scipy_the_round_trip_bound_ignores_the_inverse_maps
     at rtol 1e-4: the round trip misses by 103 rtol, over the 101 allowed. Not scipy's fault: the
     reference's bosh3 (the same pair) misses by 90 rtol, and both stay at 77-81 rtol down to 1e-8.
     The density solve runs back over a contraction of e^-3, so it amplifies the sampling solve's
-    error 20x; the bound 100 (rtol + atol) does not scale with that."""
+    error 20x: the flat 100 (rtol + atol) it was graded by did not scale with that (it does now)."""
     from odeverify.properties.flows import cnf_invertibility
 
     p = cnf_from_spec(_ROUND_TRIP)
     for rtol in (1e-4, 1e-8):
-        ours, theirs = (cnf_invertibility(p, m, backend=b, rtol=rtol).measured for b, m in
+        ours, theirs = (_round_trip_error(cnf_invertibility(p, m, backend=b, rtol=rtol)) for b, m in
                         (("reference", "bosh3"), ("scipy", "RK23")))
         assert 50 * rtol < ours < 101 * rtol and abs(theirs / ours - 1) < 0.2, (rtol, ours, theirs)
 
@@ -278,7 +284,7 @@ def test_the_round_trip_bound_scales_with_the_conditioning_of_the_inverse_map():
     from odeverify.properties.flows import cnf_invertibility
 
     rec = cnf_invertibility(cnf_from_spec(_ROUND_TRIP), "RK23", backend="scipy", rtol=1e-4)
-    assert rec.verdict == "pass", rec.describe()
+    assert rec.verdict == "pass" and rec.details["amplification"] > 10, rec.describe()
 
 
 @pytest.mark.slow
@@ -298,3 +304,17 @@ def test_found_by_explore_on_diffrax_the_compiled_solves_are_bounded(monkeypatch
         assert sol.success
     kept = {entry[1].name for entry in b._cache.values()}
     assert len(b._cache) == 2 and b.compiles == 3 and problems[1].name not in kept, kept
+
+
+def test_a_pre_asymptotic_order_above_the_claim_is_not_a_log_density_failure():
+    """`explore --backend reference --seed 2` found rk4 at order 4.39 on a 4-D affine CNF over
+    [0, 2]: the local slopes 4.67, 4.45, 4.28, 4.16 fall towards 4 (from 32 to 512 steps the fit
+    is 4.17): pre-asymptotic, not a defect."""
+    from odeverify.properties.flows import cnf_log_density
+
+    p = cnf_from_spec({"kind": "cnf_affine", "params": {"alpha": 0.5, "b": [0.0] * 4, "data_seed": 0, "dim": 4,
+                                                        "mean": [0.0] * 4, "scale": 2.0, "seed": 1, "size": 1,
+                                                        "std": [1.0, 1.0, 0.5, 1.0], "t1": 2.0}})
+    slopes = np.diff(-np.log2(cnf_log_density(p, "rk4").details["errors"]))
+    assert np.all(np.diff(slopes) < 0) and slopes[-1] < 4.25 < slopes[0], slopes
+    assert cnf_log_density(p, "rk4").verdict == "skip"
