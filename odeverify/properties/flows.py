@@ -77,7 +77,9 @@ def fd_jacobian(cnf: CNFProblem, t: Any, z: np.ndarray, step: float = FD_STEP) -
     return np.stack(cols, axis=-1)
 
 
-def _variational(cnf: CNFProblem, x: np.ndarray, rtol: float, step: float = FD_STEP) -> tuple[np.ndarray, np.ndarray]:
+def _variational(cnf: CNFProblem, x: np.ndarray, rtol: float, step: float = FD_STEP, *,
+                 jacobian: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(z(t0), log|det dz(t0)/dx|)`` from ``x`` at ``t1`` (``jacobian``: ``(z(t0), dz(t0)/dx)``)."""
     n, B = cnf.dim, x.shape[0]
     rhs = cnf.field.bound(NP)[0]
 
@@ -93,6 +95,8 @@ def _variational(cnf: CNFProblem, x: np.ndarray, rtol: float, step: float = FD_S
         raise RuntimeError(f"the variational-equation oracle of {cnf.name!r} failed: {sol.status.value}")
     end = np.asarray(sol.ys[-1])
     z0 = end[:, :n]
+    if jacobian:
+        return z0, end[:, n:].reshape(B, n, n)
     sign, logdet = np.linalg.slogdet(end[:, n:].reshape(B, n, n))
     if np.any(sign <= 0):
         raise RuntimeError(f"the variational-equation oracle of {cnf.name!r} found det <= 0: not a flow map")
@@ -192,8 +196,15 @@ def cnf_log_density(cnf: CNFProblem, method: str, *, backend: str = "reference",
     what = "tolerance exponent" if adaptive else "order"
     msg = (f"log-density error {what} {slope:.2f} (expected {expected:.2f} +- {EXPONENT_BAND}); at the tightest"
            f" setting {e[keep][-1]:.2g} nats")
-    if slope > expected + EXPONENT_BAND and adaptive:
-        msg += "; faster than the error-per-step model, not a deficit"
+    if slope > expected + EXPONENT_BAND:
+        if adaptive:
+            msg += "; faster than the error-per-step model, not a deficit"
+        else:
+            # as convergence_order: a fixed-step slope above the order is no refutation (higher-order
+            # terms still dominate where round-off begins; torchdiffeq's implicit_adams, order 4,
+            # measured 4.8-5.3 on the log-density and local slopes 6.0, 5.15, 4.97 on an ODE)
+            return Record(measured=slope, verdict="skip", message="inconclusive: " + msg + "; above the order,"
+                          " higher-order terms still dominate where round-off begins", **common)
     return Record(measured=slope, verdict="pass" if ok else "fail", message=msg, **common)
 
 
@@ -303,8 +314,14 @@ def cnf_invertibility(cnf: CNFProblem, method: str = "dopri5", *, backend: str =
                       seed: int = 0) -> Record:
     """Sampling then density evaluation returns the input: ``z0 ~ p0`` solved ``t0 -> t1`` to
     ``[x, log p1(x)]``, then ``x`` solved ``t1 -> t0`` to ``[z0', l']``; ``|z0' - z0|`` (relative
-    to ``max(1, |z0|)``) and ``|log p0(z0') - l' - log p1(x)|`` (relative to ``max(1, |log p|)``)
-    must be within ``ACCURACY_FACTOR (rtol + atol)``."""
+    to ``max(1, |z0|)``) must be within ``ACCURACY_FACTOR (rtol + atol) (1 + a)`` and
+    ``|log p0(z0') - l' - log p1(x)|`` (relative to ``max(1, |log p|)``) within
+    ``ACCURACY_FACTOR (rtol + atol) (1 + a (1 + |score|))``, where ``a = |dz0/dx|_2`` (the
+    variational equation at the sampled points) is how much the density solve amplifies the
+    sampling solve's error in ``x`` (explore shrank a case on ``z' = (1 + t)(1 - 2z)``, a
+    contraction by e^-3 whose inverse amplifies 20x: RK23 and the reference's bosh3 both missed
+    a flat ``100 (rtol + atol)`` at 77-103 rtol). ``measured`` is the worse of the two errors
+    as a fraction of its allowance (pass: at most 1)."""
     atol = rtol * 1e-2
     z0 = cnf.base.sample(samples, seed)
     lp0 = cnf.base.logpdf(z0)
@@ -327,11 +344,23 @@ def cnf_invertibility(cnf: CNFProblem, method: str = "dopri5", *, backend: str =
     z_back = as_numpy(back.ys)[-1][:, :cnf.dim]
     z_err = float(np.max(np.abs(z_back - z0)) / max(1.0, float(np.max(np.abs(z0)))))
     l_err = float(np.max(np.abs(ll - lp_x)) / max(1.0, float(np.max(np.abs(lp_x)))))
-    details.update({"state_error": z_err, "log_density_error": l_err})
-    err = max(z_err, l_err)
-    ok = err <= expected
+    # the density solve maps the sampling solve's error in x back through dz0/dx: scale the
+    # allowance by the inverse map's amplification (from the variational equation at the sampled
+    # x), and the log-density's by the base's score there too
+    _, Phi = _variational(cnf, x, ORACLE_CHECK_RTOL, jacobian=True)
+    amp = float(np.max(np.linalg.norm(Phi, ord=2, axis=(-2, -1))))
+    s = np.asarray(cnf.base.std)
+    score = float(np.max(np.linalg.norm((z0 - np.asarray(cnf.base.mean)) / s**2, axis=-1)))
+    expected_z = expected * (1.0 + amp)
+    expected_l = expected * (1.0 + amp * (1.0 + score))
+    details.update({"state_error": z_err, "log_density_error": l_err, "amplification": amp,
+                    "allowed_state": expected_z, "allowed_log_density": expected_l})
+    err = max(z_err / expected_z, l_err / expected_l)
+    common["expected"] = 1.0
+    ok = err <= 1.0
     return Record(measured=err, verdict="pass" if ok else "fail", message="" if ok else (
-        f"round trip misses: state {z_err:.3g}, log-density {l_err:.3g} (allowed {expected:.3g})"), **common)
+        f"round trip misses: state {z_err:.3g} (allowed {expected_z:.3g}), log-density {l_err:.3g} (allowed"
+        f" {expected_l:.3g}; the inverse map amplifies by {amp:.3g})"), **common)
 
 
 # ----------------------------------------------------------------------------- Hutchinson
@@ -459,27 +488,34 @@ def trace_agreement(cnf: CNFProblem, *, library: str = "numpy", times: Sequence[
                     ) -> Record:
     """The exact estimators (``jacobian``, ``jvp`` and, on PyTorch or JAX, ``autodiff``) against
     the five-point finite difference of the field's values at the data points: analytic vs
-    autodiff within 1e-12 (relative to ``max(1, |tr|)``), finite difference within 1e-8."""
+    autodiff within 1e-12 (relative to ``max(1, |tr|)``), the finite difference within 1e-8 or
+    twice its own error estimate (from the rule at twice the step), whichever is larger."""
     xp = _xp.get_namespace(library)
     traces = ["jacobian", "jvp"] + (["autodiff"] if library in ("torch", "jax") else [])
     y0 = cnf.density_y0()
     worst: dict[str, float] = {}
+    fd_bound = 0.0
     for t in times:
         fd = np.trace(fd_jacobian(cnf, t, cnf.data), axis1=-2, axis2=-1)
+        fd2 = np.trace(fd_jacobian(cnf, t, cnf.data, 2 * FD_STEP), axis1=-2, axis2=-1)
         vals = {}
         for trace in traces:
             f = cnf.density_problem(trace).vector_field(xp, xp.float64)
             vals[trace] = -as_numpy(f(xp.asarray(t, dtype=xp.float64), xp.asarray(y0, dtype=xp.float64)))[:, -1]
         scale = max(1.0, float(np.max(np.abs(fd))))
+        # the five-point rule's error is h^4 f^(5)/30: doubling h multiplies it by 16, so
+        # |fd(h) - fd(2h)| = 15 |error(h)|; twice that, relative, bounds the oracle's own error
+        fd_bound = max(fd_bound, 2 * float(np.max(np.abs(fd - fd2))) / 15 / scale)
         for trace in traces:
             worst[f"{trace}_vs_fd"] = max(worst.get(f"{trace}_vs_fd", 0.0), float(np.max(np.abs(vals[trace] - fd))) / scale)
             if trace != "jacobian":
                 key = f"{trace}_vs_jacobian"
                 worst[key] = max(worst.get(key, 0.0), float(np.max(np.abs(vals[trace] - vals["jacobian"]))) / scale)
-    bad = [k for k, v in worst.items() if v > (1e-8 if k.endswith("_fd") else 1e-12)]
+    fd_allowed = max(1e-8, fd_bound)
+    bad = [k for k, v in worst.items() if v > (fd_allowed if k.endswith("_fd") else 1e-12)]
     common = dict(property="trace_agreement", method="-", problem=cnf.name, backend=f"reference-{library}"
                   if library != "numpy" else "reference", library=library, dtype="float64", expected=1e-12,
-                  details={"differences": worst, "times": list(times)})
+                  details={"differences": worst, "times": list(times), "fd_allowed": fd_allowed})
     measured = max(v for k, v in worst.items() if not k.endswith("_fd")) if len(traces) > 1 else 0.0
     return Record(measured=measured, verdict="fail" if bad else "pass", message="" if not bad else (
         "estimators disagree: " + ", ".join(f"{k} {worst[k]:.3g}" for k in bad)), **common)
