@@ -318,3 +318,20 @@ def test_a_pre_asymptotic_order_above_the_claim_is_not_a_log_density_failure():
     slopes = np.diff(-np.log2(cnf_log_density(p, "rk4").details["errors"]))
     assert np.all(np.diff(slopes) < 0) and slopes[-1] < 4.25 < slopes[0], slopes
     assert cnf_log_density(p, "rk4").verdict == "skip"
+
+
+@pytest.mark.xfail(strict=True, reason="cnf_log_density fits solves of at least MIN_STEPS = 8 steps, where"
+                   " tolerance_proportionality asks for max(MIN_STEPS, 2p) (properties/flows.py): remove this mark"
+                   " when it does")
+def test_an_eighth_order_fit_leaves_out_solves_of_fewer_than_2p_steps():
+    """`explore --backend torchdiffeq --seed 3` shrank to a 4-D affine CNF over [0, 2] on which the
+    reference's DOP853 'fails' too: its sweep takes 4 to 12 steps, and the three kept (8, 9 and
+    12 steps) have errors 2.7e-9, 5.9e-9, 2.9e-9, not in the controller's asymptotic regime
+    (exponent -0.02)."""
+    from odeverify.properties.flows import cnf_log_density
+
+    p = cnf_from_spec({"kind": "cnf_affine", "params": {"alpha": 1.0, "b": [0.0, 0.0, 1.0, 0.0], "data_seed": 0,
+                                                        "dim": 4, "mean": [0.0] * 4, "scale": 1.0, "seed": 0,
+                                                        "size": 1, "std": [1.0] * 4, "t1": 2.0}})
+    rec = cnf_log_density(p, "dop853")
+    assert max(rec.details["accepted"]) < 16 and rec.verdict == "skip", rec.describe()
