@@ -106,7 +106,7 @@ def test_a_drawn_case_replays_bit_identically_from_its_json_line(data):
 @pytest.mark.slow
 def test_the_reference_passes_the_flow_explorations(tmp_path):
     """No false alarm on a fixed seed: the reference's adaptive and fixed-step methods pass
-    (slow: drawn MLP CNFs of up to 8 dimensions, 28 s)."""
+    (slow: drawn MLP CNFs of up to 8 dimensions)."""
     result = explore("reference", properties=list(FLOW_PROPERTIES), methods=["dopri5", "rk4", "bosh3"], examples=3,
                      seed=2, directory=None, log=lambda s: None)
     assert not result.findings, "\n".join(f.describe() for f in result.findings)
@@ -190,7 +190,7 @@ def test_explore_cli_runs_a_flow_property(capsys):
 
 @pytest.mark.slow
 def test_the_pytest_plugin_collects_the_flow_explorations(tmp_path):
-    """Slow: a fresh interpreter imports odeverify and the array libraries (22 s)."""
+    """Slow: a fresh interpreter imports odeverify and the array libraries."""
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
                           "--odeverify-explore", "reference"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=300)
@@ -289,7 +289,7 @@ def test_the_round_trip_bound_scales_with_the_conditioning_of_the_inverse_map():
 
 @pytest.mark.slow
 def test_found_by_explore_on_diffrax_the_compiled_solves_are_bounded(monkeypatch):
-    """(Slow: JAX's import and three compilations, 11 s.) A 10-minute flows search on diffrax died in LLVM's allocator: every drawn CNF is a new
+    """(Slow: JAX's import and three compilations.) A 10-minute flows search on diffrax died in LLVM's allocator: every drawn CNF is a new
     field, and each compiled solve (~18 MB) was kept for the life of the process. The backend
     now keeps the most recently used ``MAX_COMPILED``."""
     pytest.importorskip("diffrax")
