@@ -289,9 +289,9 @@ def test_the_round_trip_bound_scales_with_the_conditioning_of_the_inverse_map():
 
 @pytest.mark.slow
 def test_found_by_explore_on_diffrax_the_compiled_solves_are_bounded(monkeypatch):
-    """(Slow: JAX's import and three compilations.) A 10-minute flows search on diffrax died in LLVM's allocator: every drawn CNF is a new
-    field, and each compiled solve (~18 MB) was kept for the life of the process. The backend
-    now keeps the most recently used ``MAX_COMPILED``."""
+    """(Slow: JAX's import and three compilations.) A 10-minute flows search on diffrax died in
+    LLVM's allocator: every drawn CNF is a new field, and each compiled solve (~18 MB) was kept
+    for the life of the process. The backend now keeps the most recently used ``MAX_COMPILED``."""
     pytest.importorskip("diffrax")
     from odeverify.backends import diffrax_backend
 
