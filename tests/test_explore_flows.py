@@ -320,9 +320,6 @@ def test_a_pre_asymptotic_order_above_the_claim_is_not_a_log_density_failure():
     assert cnf_log_density(p, "rk4").verdict == "skip"
 
 
-@pytest.mark.xfail(strict=True, reason="cnf_log_density fits solves of at least MIN_STEPS = 8 steps, where"
-                   " tolerance_proportionality asks for max(MIN_STEPS, 2p) (properties/flows.py): remove this mark"
-                   " when it does")
 def test_an_eighth_order_fit_leaves_out_solves_of_fewer_than_2p_steps():
     """`explore --backend torchdiffeq --seed 3` shrank to a 4-D affine CNF over [0, 2] on which the
     reference's DOP853 'fails' too: its sweep takes 4 to 12 steps, and the three kept (8, 9 and

@@ -622,8 +622,10 @@ def _linear_A(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return A, 0.3 * rng.standard_normal(dim)
 
 
+_A2, _B2 = _linear_A(2, 0)
 register_cnf(CNFProblem(
-    name="cnf_linear2", field=linear_field(*_linear_A(2, 0), alpha=0.5, name="linear2"),
+    # A doubled (eigenvalues -1.18, 0.87) so that an adaptive sweep takes enough steps to fit an exponent
+    name="cnf_linear2", field=linear_field(2.0 * _A2, _B2, alpha=0.5, name="linear2"),
     base=DiagonalGaussian((0.5, -0.25), (1.0, 0.7)), data=_data(2, 8, 0),
     description="affine 2-D CNF with time-rescaled matrix, closed form"))
 register_cnf(CNFProblem(
