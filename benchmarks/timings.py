@@ -22,6 +22,8 @@ Cases:
                          reference-torch; the eager reference-jax and
                          reference-array_api_strict only when named); its verdict matrix
                          goes to docs/verdict_matrices.md
+    check-sde-quick      odeverify check --sde --quick (the SDE methods of the reference)
+    check-flows-quick    odeverify check --flows --quick (continuous normalizing flows, the reference)
     report-quick         odeverify report --quick --out <a temporary directory>
     tests                python -m pytest -q -n auto (with --with-tests; as .ci/run runs it)
 
@@ -163,6 +165,8 @@ def cases(backend_names: list[str], with_tests: bool, out_dir: str) -> dict[str,
     out = {"check-quick": cli + ["check", "--quick"], "check-quick-serial": cli + ["check", "--quick", "-j", "1"]}
     for name in backend_names:
         out[f"check-{name}"] = cli + ["check", "--backend", name, "--matrix"]
+    out["check-sde-quick"] = cli + ["check", "--sde", "--quick"]
+    out["check-flows-quick"] = cli + ["check", "--flows", "--quick"]
     out["report-quick"] = cli + ["report", "--quick", "--out", out_dir]
     if with_tests:
         out["tests"] = [sys.executable, "-m", "pytest", "-q", "-n", "auto"]
