@@ -277,7 +277,7 @@ def check_plan(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, Any]
     if args.library != "numpy" and not b.name.startswith("reference"):
         raise ValueError(f"--library={args.library!r}, but the array library is chosen only for the reference"
                          f" backend; {b.name} uses its own (expected --backend reference or no --library)")
-    flows = bool(getattr(args, "flows", False))
+    flows = bool(args.flows)
     if sum((bool(args.sde), bool(args.gradients), flows)) > 1:
         chosen = [f for f, on in (("--gradients", args.gradients), ("--sde", args.sde), ("--flows", flows)) if on]
         raise ValueError(f"{' and '.join(chosen)}, but a check grades one family at a time; expected one of them")

@@ -628,6 +628,7 @@ def run_flow_conformance(*, backend: str = "reference", quick: bool = False,
     on the reference, the trace estimators' agreement, Hutchinson's mean and variance against
     theory, and the flow-map geometry (``properties/flow_geometry``)."""
     from .problems.flows import CNF_PROBLEMS
+    from .properties.flow_gradients import cnf_gradient_records
     from .properties.flows import (cnf_invertibility, cnf_liouville, cnf_log_density, cnf_normalisation,
                                    hutchinson_unbiased, hutchinson_variance, trace_agreement)
 
@@ -661,7 +662,7 @@ def run_flow_conformance(*, backend: str = "reference", quick: bool = False,
     if shared is None:
         shared = methods is None
     if shared:
-        records.extend(_flow_gradient_records(b.name, quick))
+        records.extend(cnf_gradient_records(b.name, quick=quick))
     if b.name.startswith("reference") and shared:
         if progress:
             progress(FLOW_SHARED_UNIT)
@@ -675,16 +676,6 @@ def run_flow_conformance(*, backend: str = "reference", quick: bool = False,
                 records.append(_safe(hutchinson_variance, p, probe, label=b.name))
         records.extend(_flow_geometry_records(quick))
     return [expectations.apply(r) for r in records]
-
-
-def _flow_gradient_records(backend: str, quick: bool) -> list[Record]:
-    """``properties.flow_gradients.cnf_gradient_records`` of ``backend`` (none where the module
-    is absent)."""
-    try:
-        from .properties.flow_gradients import cnf_gradient_records
-    except ImportError:
-        return []
-    return cnf_gradient_records(backend, quick=quick)
 
 
 def _flow_map_records(backend: str, method: str) -> list[Record]:

@@ -33,6 +33,7 @@ starts at ``z0`` at ``t0`` with ``l = log p0(z0)`` and runs forward, ending at
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -582,11 +583,9 @@ def rotation_field(angle: float = math.pi, duration: float = 1.0, *, name: str |
     flow is the rotation by ``angle``, which for ``angle = pi`` maps ``(x, 0)`` to ``(-x, 0)``."""
     omega = float(angle) / float(duration)
     A = np.array([[0.0, -omega], [omega, 0.0]])
-    base = linear_field(A, name=name or f"rotation_{float(angle):.4g}")
-    return FlowField(name=base.name, dim=2, rhs=base.rhs, jvp=base.jvp, jac=base.jac, params=base.params,
-                     flow=base.flow, log_det=base.log_det, lipschitz=abs(omega),
-                     tags={"linear", "autonomous", "has_exact", "oscillatory"},
-                     description=f"rotation of the plane at angular speed {omega:g}", citation=ANODE)
+    return dataclasses.replace(linear_field(A, name=name or f"rotation_{float(angle):.4g}"), lipschitz=abs(omega),
+                               tags=frozenset({"linear", "autonomous", "has_exact", "oscillatory"}),
+                               description=f"rotation of the plane at angular speed {omega:g}", citation=ANODE)
 
 
 # ----------------------------------------------------------------------------- augmented Neural ODEs

@@ -27,7 +27,7 @@ import numpy as np
 from .. import _xp
 from ..gradients import Loss
 from ..integrate import solve
-from ..metrics import as_numpy, loglog_slope
+from ..metrics import as_numpy, loglog_slope, roundoff_floor
 from ..problems.flows import CNFProblem, draw_probes
 from ..records import Record
 from ._common import backend_label, method_info, run
@@ -103,6 +103,13 @@ def _variational(cnf: CNFProblem, x: np.ndarray, rtol: float, step: float = FD_S
     return z0, logdet
 
 
+def _variational_pair(cnf: CNFProblem, x: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                                  tuple[np.ndarray, np.ndarray]]:
+    """The oracle's solve (rtol 1e-12, the difference step) and its check (rtol 1e-11, twice the
+    step): ``((z0, logdet), (z0, logdet))``; their difference bounds the oracle's error."""
+    return _variational(cnf, x, ORACLE_RTOL), _variational(cnf, x, ORACLE_CHECK_RTOL, 2 * FD_STEP)
+
+
 def liouville_oracle(cnf: CNFProblem, x: Any = None) -> tuple[np.ndarray, float, str]:
     """``(log p1(x), error estimate, kind)`` for the data points ``x`` (default ``cnf.data``):
     the closed form when the field has one, else ``log p0(z(t0)) + log|det dz(t0)/dx|`` from
@@ -112,9 +119,8 @@ def liouville_oracle(cnf: CNFProblem, x: Any = None) -> tuple[np.ndarray, float,
     x = cnf.data if x is None else np.asarray(x, dtype=np.float64)
     if cnf.has_exact:
         return cnf.exact_log_density(x), 0.0, "closed form"
-    z0, logdet = _variational(cnf, x, ORACLE_RTOL)
+    (z0, logdet), (z0c, logdetc) = _variational_pair(cnf, x)
     ll = cnf.base.logpdf(z0) + logdet
-    z0c, logdetc = _variational(cnf, x, ORACLE_CHECK_RTOL, 2 * FD_STEP)
     err = float(np.max(np.abs(cnf.base.logpdf(z0c) + logdetc - ll)))
     return ll, err, "Liouville (variational equation, finite-difference Jacobian)"
 
@@ -161,8 +167,7 @@ def cnf_log_density(cnf: CNFProblem, method: str, *, backend: str = "reference",
     truth, oracle_err, kind = liouville_oracle(cnf)
     info = method_info(method, backend=backend, library=library)
     expected = expected_exponent(method, backend=backend, library=library) if adaptive else float(info.order)
-    floor = 1e3 * float(np.finfo(np.float64 if dtype == "float64" else np.float32).eps) * max(1.0, float(np.max(np.abs(truth))))
-    floor = max(floor, 10 * oracle_err)
+    floor = max(roundoff_floor(truth, dtype), 10 * oracle_err)
     errors, nfevs, steps, statuses = [], [], [], []
     for s in sweep:
         opts = {"rtol": s, "atol": s * 1e-2} if adaptive else {"n_steps": int(s)}
@@ -224,8 +229,7 @@ def cnf_liouville(cnf: CNFProblem, method: str = "dopri5", *, backend: str = "re
     with or without a closed form: they must agree within ``ACCURACY_FACTOR (rtol + atol)``
     times the size of ``l``, plus the oracle's error estimate."""
     atol = rtol * 1e-2
-    z_or, logdet = _variational(cnf, cnf.data, ORACLE_RTOL)
-    z_chk, logdet_chk = _variational(cnf, cnf.data, ORACLE_CHECK_RTOL, 2 * FD_STEP)
+    (z_or, logdet), (z_chk, logdet_chk) = _variational_pair(cnf, cnf.data)
     oracle_err = float(np.max(np.abs(logdet - logdet_chk)))
     problem = cnf.density_problem(trace, batch=len(cnf.data))
     sol = run(problem, method, backend=backend, library=library, dtype=dtype, y0=cnf.density_y0(), rtol=rtol, atol=atol)
