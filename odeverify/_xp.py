@@ -498,3 +498,66 @@ def stage_matmuls(like: Any) -> tuple[Any, Any]:
         raise NotImplementedError(f"fused stage combinations are PyTorch's; got {type(like).__module__}")
     torch = require("torch")
     return torch.addmm, torch.mm
+
+
+# ----------------------------------------------------------------------------- user models
+# ``odeverify diagnose`` takes the user's own vector field: a PyTorch ``nn.Module`` or an
+# Equinox module (a pytree holding its parameters), or a plain callable. These helpers read the
+# parameters out of it and call it with parameters given as arrays (functionally), so the
+# gradient modes can differentiate with respect to them without knowing the framework.
+def model_library(obj: Any) -> str | None:
+    """``"torch"`` for a ``torch.nn.Module``, ``"jax"`` for an Equinox module, None otherwise
+    (decided from the class hierarchy's modules, without importing either library)."""
+    for cls in type(obj).__mro__:
+        mod = getattr(cls, "__module__", "") or ""
+        if mod.startswith("torch.nn"):
+            return "torch"
+        if mod.startswith("equinox"):
+            return "jax"
+    return None
+
+
+def model_parameters(obj: Any, library: str) -> tuple[dict[str, np.ndarray], dict[str, bool], dict[str, np.ndarray]]:
+    """``(params, requires_grad, buffers)`` of a module: float64 NumPy copies of its floating
+    parameters by name, whether each requires a gradient (PyTorch; always True for Equinox's
+    inexact arrays), and its floating buffers (PyTorch running statistics; constants)."""
+    if library == "torch":
+        params = {k: np.array(to_numpy(v), dtype=np.float64) for k, v in obj.named_parameters()}
+        grads = {k: bool(v.requires_grad) for k, v in obj.named_parameters()}
+        buffers = {k: np.array(to_numpy(v), dtype=np.float64) for k, v in obj.named_buffers()
+                   if v.is_floating_point()}
+        return params, grads, buffers
+    if library == "jax":
+        jax = require("jax")
+        leaves = jax.tree_util.tree_leaves_with_path(obj)
+        params = {}
+        for path, leaf in leaves:
+            if array_api_compat.is_jax_array(leaf) and jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact):
+                params[jax.tree_util.keystr(path)] = np.array(leaf, dtype=np.float64)
+        return params, dict.fromkeys(params, True), {}
+    raise ValueError(f"library={library!r}: only PyTorch and Equinox modules carry parameters")
+
+
+def model_caller(obj: Any, library: str, names: tuple[str, ...]) -> Any:
+    """``call(t, y, params)``: the module evaluated at ``(t, y)`` with the arrays ``params``
+    (name -> array, names as :func:`model_parameters` gives them) in place of its own
+    (``torch.func.functional_call`` on PyTorch, the pytree's leaves replaced on JAX)."""
+    if library == "torch":
+        torch = require("torch")
+
+        def call(t: Any, y: Any, params: dict[str, Any]) -> Any:
+            return torch.func.functional_call(obj, params, (t, y), strict=False)
+
+        return call
+    if library == "jax":
+        jax = require("jax")
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(obj)
+        keys = [jax.tree_util.keystr(path) for path, _ in leaves]
+        plain = [leaf for _, leaf in leaves]
+
+        def call(t: Any, y: Any, params: dict[str, Any]) -> Any:
+            filled = [params.get(k, leaf) if k in names else leaf for k, leaf in zip(keys, plain)]
+            return jax.tree_util.tree_unflatten(treedef, filled)(t, y)
+
+        return call
+    raise ValueError(f"library={library!r}: only PyTorch and Equinox modules carry parameters")

@@ -1,0 +1,11 @@
+"""``odeverify diagnose``: the failure modes of a user's own Neural ODE, measured, each with a
+verdict and what to do about it (docs/diagnose.md).
+
+``diagnose(field, z0, t_span, ...) -> Diagnosis``; :class:`UserModel` is the validated model
+every measurement takes.
+"""
+from __future__ import annotations
+
+from .model import UserModel, load_field, parse_z0
+
+__all__ = ["UserModel", "load_field", "parse_z0"]
