@@ -558,6 +558,32 @@ class Backend(ABC):
                            " along the trajectory (or its derivative overflows)")
         return res
 
+    # --- events (issue 12): the library side lives in backends/<library>_events.py; a backend
+    # that locates events returns that module here (one line in its class), and the driver in
+    # backends/_event_driver.py restarts it after each terminal event, applying the jump
+    def _event_adapter(self) -> Any:
+        """The module of this backend's event adapter (``segment``, ``METHODS``, ``GRADIENT_MODES``),
+        or None: the backend locates no events."""
+        return None
+
+    def solve_event(self, event_problem: Any, method: str, **options: Any) -> Any:
+        """Solve an event problem (``odeverify.problems.events``) with ``method``: every event
+        (time, state before the jump, which function, crossing direction) located by the
+        library, restarted after each terminal event with the jump applied, up to the end of the
+        span; an :class:`~odeverify.backends._event_driver.EventSolution`. Options:
+        ``_event_driver.EVENT_OPTIONS``. Bad arguments raise; a library's failure is a status."""
+        from ._event_driver import solve_event
+
+        return solve_event(self, event_problem, method, options)
+
+    def event_gradient(self, event_problem: Any, method: str, mode: str, **options: Any) -> Any:
+        """The gradient of the first terminal event's time t* (and of y(t*)) with respect to the
+        parameters and y0, by the library's gradient ``mode`` through its event location; an
+        ``_event_driver.EventGradient`` (NaN with a status on failure)."""
+        from ._event_driver import event_gradient
+
+        return event_gradient(self, event_problem, method, mode, options)
+
 
 #: options every backend's ``solve_sde`` accepts
 SDE_OPTIONS = ("n_steps", "dt", "t_eval")
