@@ -584,6 +584,34 @@ class Backend(ABC):
 
         return event_gradient(self, event_problem, method, mode, options)
 
+    # --- CDEs (issue 12): a backend that solves controlled differential equations returns its
+    # adapter module here (``capabilities``, ``solve``, ``gradient``); backends/_cde_driver.py
+    # validates every call the same way for every backend before the library runs
+    def _cde_adapter(self) -> Any:
+        """The module of this backend's CDE adapter, or None: the backend solves no CDEs."""
+        return None
+
+    def solve_cde(self, cde_problem: Any, method: str, *, interpolation: str | None = None, dtype: str = "float64",
+                  device: str = "cpu", **options: Any) -> Solution:
+        """Solve ``dz = f(z) dX`` (a :class:`~odeverify.problems.cde.CDEProblem`) with ``method`` (one
+        of ``_cde_driver.cde_capabilities(backend).methods``), ``X`` the ``interpolation`` (default
+        the problem's) of the problem's data. Options: ``_cde_driver.CDE_OPTIONS`` (``knots``: how
+        steps meet the knots, default ``"jump"``). Bad arguments raise; a library's failure is a
+        status; a missing library ``UNAVAILABLE``."""
+        from ._cde_driver import solve_cde
+
+        return solve_cde(self, cde_problem, method, interpolation, options, dtype, device)
+
+    def cde_gradient(self, cde_problem: Any, method: str, mode: str, loss: Loss, *, interpolation: str | None = None,
+                     dtype: str = "float64", device: str = "cpu", **options: Any) -> GradientResult:
+        """dL/dz0 and dL/dtheta (theta: the data ``values`` and the field's parameters,
+        ``_cde_driver.cde_gradient_params``) of ``loss`` on a CDE solve, by the library's gradient
+        ``mode``. Options: ``_cde_driver.CDE_GRADIENT_OPTIONS`` (``wrt``: all, y0, params, data).
+        A failure gives NaN gradients with the status, never zeros."""
+        from ._cde_driver import cde_gradient
+
+        return cde_gradient(self, cde_problem, method, mode, loss, interpolation, options, dtype, device)
+
 
 #: options every backend's ``solve_sde`` accepts
 SDE_OPTIONS = ("n_steps", "dt", "t_eval")
