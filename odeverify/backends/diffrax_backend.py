@@ -208,6 +208,11 @@ class DiffraxBackend(Backend):
         _xp.get_namespace("jax")  # enables float64 before any array exists
         return _xp.require("diffrax")
 
+    def _event_adapter(self) -> Any:  # events (issue 12): backends/diffrax_events.py
+        from . import diffrax_events
+
+        return diffrax_events
+
     def capabilities(self) -> Capabilities:
         methods = {
             name: MethodInfo(name=name, order=s.order, adaptive=s.adaptive, fixed=True, dense=True,

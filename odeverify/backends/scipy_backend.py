@@ -158,6 +158,11 @@ class ScipyBackend(Backend):
     def _import(self) -> Any:
         return _xp.require("scipy.integrate")
 
+    def _event_adapter(self) -> Any:  # events (issue 12): backends/scipy_events.py
+        from . import scipy_events
+
+        return scipy_events
+
     def capabilities(self) -> Capabilities:
         return Capabilities(
             methods={m.name: m for m in _METHODS},

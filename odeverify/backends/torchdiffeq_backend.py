@@ -147,6 +147,11 @@ class TorchdiffeqBackend(Backend):
         _xp.require("torch")
         return _xp.require("torchdiffeq")
 
+    def _event_adapter(self) -> Any:  # events (issue 12): backends/torchdiffeq_events.py
+        from . import torchdiffeq_events
+
+        return torchdiffeq_events
+
     def capabilities(self) -> Capabilities:
         torch = _xp.require("torch")
         solvers = _solvers()
