@@ -137,6 +137,7 @@ class EventProblem:
     ``state(t, theta) -> (n,)``: the exact state at time ``t`` (after the jumps before it),
     or None. ``time_gradient(theta) -> (k, len(theta))``: ``d t_k / d theta_j`` from the
     closed form (complex step or an independent high-precision computation).
+    ``parametrize(xp, theta)``: ``(y0, params)`` from theta in any Array API library.
     ``factory(**theta)`` rebuilds the problem at other parameter values with the same
     horizon (finite differences of the whole solve). ``options``: solve options a case needs
     (the grazing cases fix the step grid). ``convention``: what the case expects, in words.
@@ -151,6 +152,10 @@ class EventProblem:
     time_gradient: Callable[[Mapping[str, float]], np.ndarray] | None = None
     theta: Mapping[str, float] = field(default_factory=dict)
     factory: Callable[..., EventProblem] | None = None
+    #: ``parametrize(xp, theta) -> (y0, params)``: the initial state and the field's parameters
+    #: as functions of theta, written against the Array API (PyTorch tensors that require
+    #: gradients in, a differentiable solve out); None: theta is not differentiable here
+    parametrize: Callable[[Any, Mapping[str, Any]], tuple[Any, dict[str, Any]]] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     convention: str = ""
     description: str = ""
@@ -225,6 +230,11 @@ def _dg_height_dy(xp, t, y, p):
 
 def _jump_restitution(xp, t, y, p):
     return xp.concat([y[..., 0:1], -p["restitution"] * y[..., 1:2]], axis=-1)
+
+
+def _ball_parametrize(xp: Any, th: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    y0 = xp.stack([xp.asarray(th["height"]), xp.asarray(th["velocity"])])
+    return y0, {"gravity": th["gravity"], "restitution": th["restitution"]}
 
 
 def ball_times(height: Any, gravity: Any, restitution: Any, velocity: Any, count: int) -> list[Any]:
@@ -314,7 +324,7 @@ def bouncing_ball(height: float = 1.0, gravity: float = 9.81, restitution: float
         jump=Jump(_jump_restitution, name="restitution"),
         max_events=bounces + 5,
         exact=exact, state=lambda t, th: _ball_state(t, th, horizon), time_gradient=time_gradient,
-        theta=theta, factory=factory,
+        theta=theta, factory=factory, parametrize=_ball_parametrize,
         convention=f"{len(exact(theta).times)} impacts before the horizon {horizon:.6g} (Zeno time {zeno:.6g})",
         description=f"bouncing ball, e={restitution:g}, h0={height:g}, g={gravity:g}: every impact time in closed form",
         citation="t_1 = (v0 + u)/g, u = sqrt(v0^2 + 2 g h0); flights 2 e^k u / g",
@@ -336,6 +346,14 @@ def _g_plane(xp, t, y, p):
 def _dg_plane_dy(xp, t, y, p):
     one = xp.ones_like(y[..., 0:1])
     return xp.concat([p["c0"] * one, p["c1"] * one], axis=-1)
+
+
+def _plane_parametrize(xp: Any, th: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    r0 = xp.asarray(th["radius"])
+    angle = xp.asarray(th["angle"])
+    y0 = xp.stack([r0, xp.zeros_like(r0)])
+    return y0, {"decay": th["decay"], "omega": th["omega"], "c0": xp.cos(angle), "c1": xp.sin(angle),
+                "offset": th["offset"]}
 
 
 def _plane_mp(theta: Mapping[str, Any], mp: Any) -> Callable[[Any], Any]:
@@ -438,7 +456,7 @@ def plane_crossing(decay: float = 0.1, omega: float = 2.0, radius: float = 1.0, 
         exact=exact,
         state=lambda t, th: th["radius"] * math.exp(-th["decay"] * t) * np.array(
             [math.cos(th["omega"] * t), math.sin(th["omega"] * t)]),
-        time_gradient=time_gradient, theta=theta, factory=factory,
+        time_gradient=time_gradient, theta=theta, factory=factory, parametrize=_plane_parametrize,
         convention=f"{len(ex.times)} crossings of c.z = {offset:g} in (0, {horizon:g}]",
         description=f"decaying rotation (a={decay:g}, w={omega:g}) crossing c.z = d, c at angle {angle:g}",
         citation="zeros of r0 e^{-a t} cos(wt - phi) - d by mpmath (Illinois), 40 digits",
@@ -457,8 +475,10 @@ def _g_level(xp, t, y, p):
     return y[..., 0] - p["level"]
 
 
-def _g_square(xp, t, y, p):
-    d = y[..., 0] - p["level"]
+def _g_touch(xp, t, y, p):
+    # -(t - 1)^2 per sample: a double root at t = 1 in exact arithmetic, whatever the solver's
+    # round-off (a tangency of the state itself is decided by the last ulp of the solution)
+    d = xp.zeros_like(y[..., 0]) + (t - p["level"])
     return -(d * d)
 
 
@@ -467,8 +487,8 @@ def _parabola_state(t: float, th: Mapping[str, float]) -> np.ndarray:
 
 
 def _grazing(name: str, g: Callable[..., Any], level: float, times: list[float], direction: int,
-             options: Mapping[str, Any], convention: str) -> EventProblem:
-    problem = Problem(name=name, rhs=_rhs_parabola, y0=(0.0, 1.0), t_span=(0.0, 2.0), params={"level": level},
+             options: Mapping[str, Any], convention: str, t1: float = 2.0) -> EventProblem:
+    problem = Problem(name=name, rhs=_rhs_parabola, y0=(0.0, 1.0), t_span=(0.0, t1), params={"level": level},
                       tags={"nonstiff", "linear", "autonomous"},
                       exact=lambda t: np.stack([np.asarray(t) - 0.5 * np.asarray(t) ** 2, 1.0 - np.asarray(t)], -1),
                       description="h'' = -1 from (0, 1): h = t - t^2/2, top h = 1/2 at t = 1")
@@ -489,15 +509,16 @@ def grazing_problems() -> dict[str, EventProblem]:
     to round-off by methods of order >= 2, so the cases are exact, not near misses."""
     return {
         "touch_at_step_end": _grazing(
-            "graze_touch_at_step_end", _g_level, 0.5, [1.0], 0, {"n_steps": 8},
-            "g = h - 1/2 touches zero at t = 1, a step boundary: reported exactly once (the zero is reached"
+            "graze_touch_at_step_end", _g_touch, 1.0, [1.0], 0, {"n_steps": 8},
+            "g = -(t - 1)^2 touches zero at t = 1, a step boundary: reported exactly once (the zero is reached"
             " from below), never again at the next step's start"),
         "near_miss": _grazing(
             "graze_near_miss", _g_level, 0.5 + 2.0 ** -20, [], 0, {"n_steps": 7},
             "g = h - (1/2 + 2^-20) stays below zero (closest 2^-20 at t = 1): no event"),
         "double_root_inside_step": _grazing(
-            "graze_double_root", _g_square, 0.5, [], 0, {"n_steps": 3},
-            "g = -(h - 1/2)^2 has a double root at t = 1 inside a step and never changes sign: no event"),
+            "graze_double_root", _g_touch, 1.0, [], 0, {"dt": 0.3},
+            "g = -(t - 1)^2 has a double root at t = 1 inside the step [0.9, 1.2] and never changes sign:"
+            " no event"),
         "two_roots_one_step": _grazing(
             "graze_two_roots_one_step", _g_level, 0.375, [0.5, 1.5], 0, {"n_steps": 1},
             "g = h - 3/8 crosses up at t = 1/2 and down at t = 3/2 inside ONE step whose ends both have g < 0:"
@@ -509,9 +530,9 @@ def grazing_problems() -> dict[str, EventProblem]:
             "graze_crossing_at_step_ends", _g_level, 0.375, [0.5, 1.5], 0, {"n_steps": 4},
             "g = h - 3/8 crosses zero exactly at the step boundaries t = 1/2 and t = 3/2: each once"),
         "event_at_t0": _grazing(
-            "graze_event_at_t0", _g_level, 0.0, [2.0], 0, {"n_steps": 8},
-            "g = h is zero at t0 = 0 (not reported: the start is never an event) and again at t = 2 = t1"
-            " (reported once)"),
+            "graze_event_at_t0", _g_level, 0.0, [2.0], 0, {"n_steps": 5},
+            "g = h is zero at t0 = 0 (not reported: the start is never an event) and crosses down at t = 2,"
+            " a step boundary (reported once)", t1=2.5),
     }
 
 
