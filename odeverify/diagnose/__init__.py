@@ -7,5 +7,6 @@ every measurement takes.
 from __future__ import annotations
 
 from .model import UserModel, load_field, parse_z0
+from .run import DIAGNOSE_SCHEMA, Diagnosis, diagnose
 
-__all__ = ["UserModel", "load_field", "parse_z0"]
+__all__ = ["DIAGNOSE_SCHEMA", "Diagnosis", "UserModel", "diagnose", "load_field", "parse_z0"]
