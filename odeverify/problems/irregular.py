@@ -149,7 +149,8 @@ class IrregularBatch:
         """Sample ``b`` alone: the problem from its ``y0`` on ``(t0, its last time)``."""
         import dataclasses
         return dataclasses.replace(self.problem, name=f"{self.name}[{b}]", y0=tuple(self.y0s[b]),
-                                   t_span=(self.problem.t_span[0], float(self.times[b][-1])))
+                                   t_span=(self.problem.t_span[0], float(self.times[b][-1])),
+                                   exact=lambda t: self.exact(b, t), references=())
 
 
 def _exact_from(p: Problem, y0: np.ndarray, t: np.ndarray) -> np.ndarray:
