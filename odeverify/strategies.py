@@ -308,3 +308,44 @@ def cnf_problems(kinds: Sequence[str] = CNF_KINDS, max_dim: int = 8) -> st.Searc
     from .problems.flow_specs import cnf_from_spec
 
     return cnf_problem_specs(kinds, max_dim).map(cnf_from_spec)
+
+
+# ----------------------------------------------------------------------------- irregular times
+@st.composite
+def irregular_times(draw: Any, t_span: tuple[float, float] = (0.0, 4.0), min_count: int = 1,
+                    max_count: int = 40) -> list[float]:
+    """Strictly increasing observation times in ``(t0, t1]``: uneven spacing, with drawn
+    near-duplicate pairs (a time and one ``gap`` after it, ``gap`` from 1e-9 to 1e-3 of the
+    span). Shrinks towards one time."""
+    t0, t1 = float(t_span[0]), float(t_span[1])
+    fr = draw(st.lists(st.floats(0.0, 1.0, exclude_min=True), min_size=min_count, max_size=max_count))
+    times = sorted({t0 + f * (t1 - t0) for f in fr} - {t0})
+    if times and draw(st.booleans()):
+        gap = draw(st.sampled_from([1e-9, 1e-6, 1e-3])) * (t1 - t0)
+        picks = draw(st.lists(st.sampled_from(times), max_size=3, unique=True))
+        times = sorted(set(times) | {min(t + gap, t1) for t in picks})
+    times = [float(t) for t, u in zip(times, times[1:] + [math.inf]) if u > t]
+    return times or [t1]
+
+
+@st.composite
+def irregular_problem_specs(draw: Any, max_samples: int = 4, max_count: int = 40) -> dict:
+    """A spec dict of an irregular batch (:func:`odeverify.problems.irregular.from_irregular_spec`):
+    a linear problem of a drawn spectrum (a damped rotation, or real decays with one), 1 to
+    ``max_samples`` samples, each with its own :func:`irregular_times` (different counts).
+    Shrinks towards one sample observed once."""
+    from .problems.irregular import irregular_batch
+
+    span = (0.0, float(draw(st.sampled_from([4.0, 1.0, 10.0]))))
+    rot = complex(-draw(_f(0.0, 0.5)), draw(_f(0.2, 3.0)))
+    eigs = [rot, rot.conjugate()]
+    if draw(st.booleans()):
+        eigs.append(-draw(_f(0.1, 2.0)))
+    samples = draw(st.integers(1, max_samples))
+    times = [draw(irregular_times(span, 1, max_count)) for _ in range(samples)]
+    spec = irregular_batch(times=times, eigenvalues=eigs, t_span=span, seed=draw(st.integers(0, 999))).spec
+    import json
+    return json.loads(spec)
+
+
+__all__ += ["irregular_times", "irregular_problem_specs"]

@@ -130,6 +130,11 @@ class IrregularBatch:
         object.__setattr__(self, "times", ts)
 
     @property
+    def description(self) -> str:
+        return (f"y' = A y (closed form), {self.samples} samples observed at {self.counts} irregular times on"
+                f" {self.problem.t_span}")
+
+    @property
     def samples(self) -> int:
         return len(self.times)
 
@@ -180,26 +185,36 @@ def draw_times(rng: np.random.Generator, count: int, t_span: tuple[float, float]
 
 def irregular_batch(*, samples: int = 4, counts: Sequence[int] | int = 50, seed: int = 0,
                     eigenvalues: Sequence[complex] = (-0.1 + 2j, -0.1 - 2j), t_span: tuple[float, float] = (0.0, 10.0),
-                    near_duplicates: int = 2, name: str | None = None) -> IrregularBatch:
+                    near_duplicates: int = 2, name: str | None = None,
+                    times: Sequence[Sequence[float]] | None = None) -> IrregularBatch:
     """A seeded :class:`IrregularBatch` of a linear problem with the given spectrum: sample
     ``b`` has ``counts[b]`` (or ``counts``) times drawn by :func:`draw_times` and a unit
-    random ``y0`` (``numpy.random.default_rng(seed)``)."""
+    random ``y0`` (``numpy.random.default_rng(seed)``). ``times`` (one sequence per sample)
+    gives the times instead (``samples`` and ``counts`` then follow from it): a drawn case's
+    spec lists them, so hypothesis shrinks the times themselves."""
+    if times is not None:
+        times = [check_times(t, name=f"times[{b}]", t_span=t_span).tolist() for b, t in enumerate(times)]
+        samples, counts = len(times), [len(t) for t in times]
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"samples={samples!r}, but it must be an int >= 1")
     cs = [int(counts)] * samples if np.ndim(counts) == 0 else [int(c) for c in counts]
     if len(cs) != samples or min(cs) < 1:
         raise ValueError(f"counts={counts!r}, but it must be an int >= 1 or {samples} ints >= 1 (one per sample)")
     lam = [complex(v) for v in eigenvalues]
-    spec = json.dumps({"kind": "irregular", "samples": samples, "counts": cs, "seed": int(seed),
-                       "eigenvalues": [[v.real, v.imag] for v in lam], "t_span": list(map(float, t_span)),
-                       "near_duplicates": int(near_duplicates)}, sort_keys=True)
+    data: dict[str, Any] = {"kind": "irregular", "samples": samples, "counts": cs, "seed": int(seed),
+                            "eigenvalues": [[v.real, v.imag] for v in lam], "t_span": list(map(float, t_span)),
+                            "near_duplicates": int(near_duplicates)}
+    if times is not None:
+        data["times"] = times
+    spec = json.dumps(data, sort_keys=True)
     name = name or f"irregular_{len(lam)}d_{samples}x{max(cs)}_s{seed}"
     p = linear_problem(lam, seed=seed, name=name, t_span=tuple(map(float, t_span)))
     rng = np.random.default_rng([seed, 12])
     y0s = rng.standard_normal((samples, p.n))
     y0s /= np.linalg.norm(y0s, axis=1, keepdims=True)
-    times = tuple(draw_times(rng, c, p.t_span, near_duplicates=near_duplicates) for c in cs)
-    return IrregularBatch(name=name, problem=p, y0s=y0s, times=times, spec=spec)
+    drawn = tuple(draw_times(rng, c, p.t_span, near_duplicates=near_duplicates) for c in cs)
+    chosen = drawn if times is None else tuple(np.asarray(t, dtype=np.float64) for t in times)
+    return IrregularBatch(name=name, problem=p, y0s=y0s, times=chosen, spec=spec)
 
 
 def from_irregular_spec(spec: str | dict[str, Any]) -> IrregularBatch:
@@ -209,7 +224,7 @@ def from_irregular_spec(spec: str | dict[str, Any]) -> IrregularBatch:
         raise ValueError(f"spec kind={d.get('kind')!r}; expected 'irregular'")
     return irregular_batch(samples=d["samples"], counts=d["counts"], seed=d["seed"],
                            eigenvalues=[complex(a, b) for a, b in d["eigenvalues"]], t_span=tuple(d["t_span"]),
-                           near_duplicates=d.get("near_duplicates", 0))
+                           near_duplicates=d.get("near_duplicates", 0), times=d.get("times"))
 
 
 #: the named batches of the conformance run: (samples, counts, seed, eigenvalues, span)
