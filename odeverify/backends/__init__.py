@@ -24,6 +24,8 @@ _BUILTIN = {
     "diffrax": "odeverify.backends.diffrax_backend:DiffraxBackend",
     # SDE methods only (Capabilities.sde_methods): graded by check --sde
     "torchsde": "odeverify.backends.torchsde_backend:TorchsdeBackend",
+    # CDE methods only (backends/_cde_driver.py): graded by the CDE family
+    "torchcde": "odeverify.backends.torchcde_backend:TorchcdeBackend",
 }
 
 for _lib in ("numpy", "torch", "jax", "array_api_strict"):

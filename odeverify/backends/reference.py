@@ -106,6 +106,12 @@ class ReferenceBackend(Backend):
         self._jax_cache()
         return _reference_gradient(self.library, problem, method, mode, loss, y0, options, dtype)
 
+    def _cde_adapter(self) -> Any:
+        """CDEs through the one loop on the knots (``backends/reference_cde.py``)."""
+        from . import reference_cde
+
+        return reference_cde
+
     def _jax_cache(self) -> None:
         """On JAX, compiled steps persist across runs in odeverify's JAX compilation cache
         (``backends/_jax_cache.py``)."""
