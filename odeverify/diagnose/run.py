@@ -7,6 +7,7 @@ run), and a diagnosis interrupted (Ctrl-C) keeps the records it has, with ``comp
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import time
 import traceback
@@ -104,9 +105,16 @@ def _json_float(v: Any) -> Any:
     return v
 
 
-def dynamics_measurements() -> tuple[tuple[str, Callable[..., Any]], ...] | str:
-    """The dynamics measurements of :mod:`odeverify.diagnose.dynamics` as (name, function)
-    pairs, or the reason they are not available (a str)."""
+#: the dynamics measurements: (name, function in odeverify.diagnose.dynamics)
+DYNAMICS = (("lyapunov", "diagnose_lyapunov"), ("sensitivity", "diagnose_sensitivity"),
+            ("gradient_spread", "diagnose_gradient_spread"))
+#: samples the dynamics measurements take in a quick run (their own default otherwise)
+QUICK_DYNAMICS_SAMPLES = 2
+
+
+def dynamics_measurements() -> tuple[tuple[str, Callable[[Context], Any]], ...] | str:
+    """The dynamics measurements of :mod:`odeverify.diagnose.dynamics` as (name, function of
+    the :class:`Context`) pairs, or the reason they are not available (a str)."""
     try:
         mod = importlib.import_module(".dynamics", __package__)
     except ModuleNotFoundError as exc:
@@ -115,12 +123,24 @@ def dynamics_measurements() -> tuple[tuple[str, Callable[..., Any]], ...] | str:
         return f"the dynamics measurements could not be imported: {exc}"
     except Exception as exc:  # noqa: BLE001 - a broken module is reported, not fatal
         return f"the dynamics measurements could not be imported: {type(exc).__name__}: {exc}"
-    found = getattr(mod, "MEASUREMENTS", None)
-    if found:
-        return tuple(found)
-    pairs = tuple((name.removeprefix("measure_"), fn) for name, fn in vars(mod).items()
-                  if name.startswith("measure_") and callable(fn))
-    return pairs or "odeverify.diagnose.dynamics defines no measurements (MEASUREMENTS or measure_* functions)"
+    pairs = []
+    for name, attr in DYNAMICS:
+        fn = getattr(mod, attr, None)
+        if callable(fn):
+            pairs.append((name, _dynamics_adapter(fn)))
+    return tuple(pairs) or "odeverify.diagnose.dynamics defines none of " + ", ".join(a for _, a in DYNAMICS)
+
+
+def _dynamics_adapter(fn: Callable[..., Any]) -> Callable[[Context], Any]:
+    """``fn(model)`` (``max_samples`` lowered in a quick run) as a measurement of the context."""
+    takes_samples = "max_samples" in inspect.signature(fn).parameters
+
+    def run(ctx: Context) -> Any:
+        kw = {"max_samples": QUICK_DYNAMICS_SAMPLES} if ctx.quick and takes_samples else {}
+        return fn(ctx.model, **kw)
+
+    run.__name__ = fn.__name__
+    return run
 
 
 def _error_record(model: UserModel, name: str, exc: BaseException) -> Record:
@@ -206,7 +226,7 @@ def diagnose(field_obj: Any, z0: Any, t_span: Any, *, t_eval: Any = None, method
             try:
                 with np.errstate(all="ignore"), warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # NaN rows of a blown-up batch: reported
-                    recs = _as_records(fn(ctx) if _takes_context(fn) else fn(model, quick=quick))
+                    recs = _as_records(fn(ctx))
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # noqa: BLE001 - one measurement's failure is its record
@@ -223,9 +243,3 @@ def diagnose(field_obj: Any, z0: Any, t_span: Any, *, t_eval: Any = None, method
         return diag
     diag.elapsed_s = time.perf_counter() - start
     return diag
-
-
-def _takes_context(fn: Callable[..., Any]) -> bool:
-    """Whether a measurement takes the shared :class:`Context` (this package's) rather than
-    ``(model, quick=...)`` (the dynamics module's)."""
-    return getattr(fn, "__module__", "").endswith("diagnose.measures")
