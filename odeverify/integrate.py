@@ -194,6 +194,7 @@ def solve(
     batch: str = "shared",
     jac: Callable[[Any, Any], Any] | None = None,
     compiled: bool | None = None,
+    tstops: Sequence[float] | np.ndarray | None = None,
 ) -> Solution:
     """Solve ``y' = f(t, y)``, ``y(t0) = y0`` from ``t_span[0]`` to ``t_span[1]``.
 
@@ -258,6 +259,18 @@ def solve(
         traced; a field JAX cannot trace runs eagerly. Traced inputs (inside ``jax.grad``),
         autograd-recording PyTorch states, ``batch="per-sample"`` on JAX, NumPy,
         array-api-strict and the implicit, BDF and reversible solvers always run eagerly.
+    tstops : 1-d sequence, optional
+        Times that steps land on exactly and never cross, for a field that is discontinuous
+        (or has a discontinuous derivative) there: the knots of a piecewise interpolated
+        control, the times of a jump (Hairer, Nørsett & Wanner I, §II.6: restart at a
+        discontinuity instead of letting the error control find it). Times outside the open
+        interval ``t_span`` are ignored. Adaptive steps are shortened to end on the next one
+        (the controller continues from the shortened step); fixed-step grids take them as
+        extra step boundaries. A step that starts or ends on one evaluates ``f`` at times one
+        ulp inside the step, so the field is evaluated on the step's own side of the
+        discontinuity, and the step after one evaluates ``f`` afresh there (no
+        first-same-as-last reuse across it: one more evaluation per stop). The fast compiled
+        step is not used with ``tstops``.
 
     Returns
     -------
@@ -271,11 +284,62 @@ def solve(
     # user's vector field would only repeat it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps,
-                      dtmin, dtmax, batch, jac, compiled)
+                      dtmin, dtmax, batch, jac, compiled, tstops)
+
+
+def stop_times(tstops: Any, t0: float, t1: float) -> np.ndarray:
+    """``tstops`` validated: the distinct finite times strictly inside ``(t0, t1)``, in the
+    direction of integration (float64)."""
+    if tstops is None:
+        return np.zeros(0)
+    stops = np.asarray(_xp.to_numpy(tstops) if _xp.is_array(tstops) else tstops, dtype=np.float64)
+    if stops.ndim != 1:
+        raise ValueError(f"tstops has shape {stops.shape}, but it must be a 1-d sequence of times")
+    if not np.all(np.isfinite(stops)):
+        raise ValueError(f"tstops={stops.tolist()[:8]} contains non-finite values; every time must be finite")
+    lo, hi = min(t0, t1), max(t0, t1)
+    stops = np.unique(stops[(stops > lo) & (stops < hi)])
+    return stops if t1 > t0 else stops[::-1].copy()
+
+
+def _next_stops(stops: np.ndarray, t: Any, direction: float) -> Any:
+    """The first time of ``stops`` (in the direction of integration) strictly ahead of ``t``
+    (a float, or an array per sample); +-inf where none is left."""
+    key = direction * stops  # increasing
+    idx = np.searchsorted(key, direction * np.asarray(t, dtype=np.float64), side="right")
+    ahead = np.where(idx < key.size, direction * key[np.minimum(idx, key.size - 1)], direction * math.inf)
+    return ahead if isinstance(t, np.ndarray) else float(ahead)
+
+
+def _stop_window(t: Any, t_new: Any, starts: Any, ends: Any, direction: float) -> tuple[Any, Any] | None:
+    """The window of times ``f`` sees in a step from ``t`` to ``t_new`` that starts (``starts``)
+    or ends (``ends``) on a stop: one ulp inside the step at that end, unbounded elsewhere."""
+    if not (np.any(starts) or np.any(ends)):
+        return None
+    inner_start = np.where(starts, np.nextafter(t, t_new), -direction * math.inf)
+    inner_end = np.where(ends, np.nextafter(t_new, t), direction * math.inf)
+    lo, hi = (inner_start, inner_end) if direction > 0 else (inner_end, inner_start)
+    if not isinstance(t, np.ndarray):
+        lo, hi = float(lo), float(hi)
+    return lo, hi
+
+
+def _merge_stops(grid: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed-step grid with the stops as extra boundaries (a grid point within 1e-10 of the
+    span from a stop gives way to it), and which boundaries are stops."""
+    if stops.size == 0:
+        return grid, np.zeros(grid.size, dtype=bool)
+    span = abs(grid[-1] - grid[0])
+    keep = np.ones(grid.size, dtype=bool)
+    near = np.abs(grid[1:-1, None] - stops[None, :]).min(axis=1) <= 1e-10 * span
+    keep[1:-1] = ~near
+    merged = np.concatenate([grid[keep], stops])
+    merged = np.sort(merged) if grid[-1] > grid[0] else np.sort(merged)[::-1]
+    return merged, np.isin(merged, stops)
 
 
 def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps, dtmin,
-           dtmax, batch, jac=None, compiled=None) -> Solution:
+           dtmax, batch, jac=None, compiled=None, tstops=None) -> Solution:
     solver = resolve_solver(method)
 
     # --- state
@@ -351,6 +415,7 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         fs = _finite_float("first_step", first_step)
         if fs <= 0:
             raise ValueError(f"first_step={first_step!r}, but it must be > 0")
+    stops = stop_times(tstops, t0, t1)
     if compiled is not None and not isinstance(compiled, bool):
         raise TypeError(f"compiled={compiled!r}, but it must be True, False or None (None: the environment"
                         f" variable ODEVERIFY_COMPILED decides, on by default)")
@@ -394,7 +459,7 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
     # the fast explicit step (JAX: one compiled function; PyTorch: fused stage combinations);
     # a solver whose step is wrapped or overridden (gradient recording) keeps the eager one
     fast = None
-    if ((compiled is not False) and (compiled or compiled_default()) and not stateful
+    if ((compiled is not False) and (compiled or compiled_default()) and not stateful and stops.size == 0
             and isinstance(solver, ExplicitRK) and type(solver).step is ExplicitRK.step):
         fast = solver.fast_stepper(f, tc, y0, estimate=not fixed, rtol=rtol_x, atol=atol_x, compiled=compiled)
     k1 = None
@@ -423,7 +488,8 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
     fail_mask = ops.full(bshape, False)
 
     if fixed:
-        grid = fixed_grid(t0, t1, dt_v if dt is not None else None, n_steps).tolist()
+        grid_arr, grid_stops = _merge_stops(fixed_grid(t0, t1, dt_v if dt is not None else None, n_steps), stops)
+        grid = grid_arr.tolist()
         h = None
         cstate = None
         abs_y = None
@@ -447,6 +513,8 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
     last_nonfinite = ops.full(bshape, False)
     step_index = 0
     t_steps: list[float] = [t0]  #: accepted step boundaries (shared mode), for gradient modes
+    at_stop = ops.full(bshape, False)  #: the current time is one of ``stops``
+    ends_on_stop = ops.full(bshape, False)
 
     while True:
         active = ops.logical_not(done | fail_mask)
@@ -460,13 +528,21 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
                 break
             t_new = ops.full(bshape, grid[step_index + 1])
             h = t_new - t
+            ends_on_stop = ops.full(bshape, bool(grid_stops[step_index + 1]))
         else:
             # never step past t1; land on it exactly
             overshoot = direction * (t + h - t1) >= 0
             h = ops.where(overshoot, t1 - t, h)
             h = ops.where(active, h, 0.0)
             t_new = ops.where(overshoot, t1, t + h)
+            if stops.size:  # nor past a stop
+                nxt = _next_stops(stops, t, direction)
+                ends_on_stop = active & (direction * (t_new - nxt) >= 0)
+                h = ops.where(ends_on_stop, nxt - t, h)
+                t_new = ops.where(ends_on_stop, nxt, t_new)
         tc.t = t
+        if stops.size:
+            tc.window = _stop_window(t, t_new, at_stop, ends_on_stop, direction)
         if fast is not None:
             res = fast(f, tc, y, h, k1, abs_y, rtol_x, atol_x)
             stats.nfev += res.nfev
@@ -585,7 +661,19 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
                 if not fixed:
                     abs_y = abs_y1
                 k1 = k_end if k_end is not None else res.fsal
+            landed = False
+            if stops.size:
+                landed = ops.any(accept & ends_on_stop)
+                at_stop = ops.where(accept, ends_on_stop, at_stop)
+                if landed:
+                    k1 = None  # the field may jump here: the next step evaluates it afresh, on its side
             t = ops.where(accept, t_new, t)
+            if landed and getattr(solver, "restarts_at_stops", False):
+                # a multistep history from before a discontinuity does not hold after it: the
+                # solver starts afresh there (BDF at order 1); one-step implicit methods keep their
+                # Jacobian, which only the Newton iteration's speed depends on
+                tc.t, tc.window = t, None
+                sstate = solver.init_state(f, tc, y, jac=jac, rtol=rtol_x, atol=atol_x, fixed=fixed)
             if not per_sample:
                 t_steps.append(float(t))
             done = done | (accept & (t == t1))

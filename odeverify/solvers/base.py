@@ -52,9 +52,15 @@ class TimeContext:
     device: Any
     per_sample: bool
     t: Any  #: current time(s), float64: a float (or 0-d array) shared, shape (B,) per sample
+    #: (lo, hi): the times ``f`` sees in this step are clipped into [lo, hi] (floats, or arrays of
+    #: shape (B,) per sample); the loop sets it for a step that starts or ends on a ``tstops``
+    #: time, one ulp inside the step, so a field discontinuous there is evaluated on the step's side
+    window: tuple[Any, Any] | None = None
 
     def time(self, t: Any) -> Any:
         """A time as passed to ``f``: 0-d (shared) or shape (B,) (per sample)."""
+        if self.window is not None:
+            t = np.clip(t, self.window[0], self.window[1])
         if self.per_sample:
             return self.xp.asarray(t, dtype=self.dtype, device=self.device)
         # full() is the cheapest standard way from a float to a 0-d array (asarray goes

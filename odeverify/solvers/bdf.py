@@ -135,6 +135,9 @@ class BDF(ImplicitBase):
     """Variable-order (1 .. ``max_order``) NDF/BDF in backward-difference form; see the module docstring."""
 
     variable_order = True  #: the reference backend lists it adaptive-only, without an error order
+    #: its history (backward differences of past steps) does not hold across a discontinuity of
+    #: the field: the loop starts it afresh (order 1) after a step that lands on a ``tstops`` time
+    restarts_at_stops = True
     adaptive = True
     has_dense = True
     fsal = False

@@ -476,7 +476,7 @@ class StepInterpolant:
                  res: StepResult, k1: Any) -> None:
         self.solver, self.f, self.y0, self.y1, self.h, self.res, self.k1 = solver, f, y0, y1, h, res, k1
         t = tc.t.copy() if isinstance(tc.t, np.ndarray) else tc.t
-        self.tc = TimeContext(tc.xp, tc.dtype, tc.device, tc.per_sample, t)
+        self.tc = TimeContext(tc.xp, tc.dtype, tc.device, tc.per_sample, t, tc.window)
         self.k_end = res.fsal
         self._extra: list[Any] | None = None
         self.nfev = 0
