@@ -20,6 +20,7 @@ Conventions (the reference loop follows them; ``docs/events.md`` states them for
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -547,5 +548,34 @@ def event_problems(quick: bool = False) -> dict[str, EventProblem]:
     return out
 
 
+# ----------------------------------------------------------------------------- one-line specs
+#: the generated event problems: spec kind -> builder of its params
+EVENT_KINDS = ("event_ball", "event_plane")
+
+
+def is_event_spec(data: Any) -> bool:
+    """Whether a spec dict is a generated event problem's (kind ``event_*``)."""
+    return isinstance(data, Mapping) and str(data.get("kind", "")).startswith("event_")
+
+
+def event_from_spec(spec: Any) -> EventProblem:
+    """The event problem of a one-line spec ``{"kind": "event_ball" | "event_plane", "params": {...}}``
+    (JSON text or a dict): :func:`bouncing_ball` / :func:`plane_crossing` with those keyword
+    arguments; the problem's ``spec`` is the canonical JSON, so a case replays exactly."""
+    import json
+
+    data = json.loads(spec) if isinstance(spec, str) else dict(spec)
+    kind = data.get("kind")
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"event spec kind={kind!r}, but it must be one of {EVENT_KINDS}")
+    params = dict(data.get("params", {}))
+    text = json.dumps({"kind": kind, "params": params}, sort_keys=True)
+    name = f"{kind}(" + ",".join(f"{k}={params[k]}" for k in sorted(params)) + ")"
+    build = bouncing_ball if kind == "event_ball" else plane_crossing
+    ep = build(name=name, **params)
+    return dataclasses.replace(ep, spec=text)
+
+
 __all__ = ["DIRECTIONS", "Event", "Jump", "ExactEvents", "EventProblem", "ball_times", "ball_zeno_time",
-           "bouncing_ball", "plane_crossing", "plane_crossing_times", "grazing_problems", "event_problems"]
+           "bouncing_ball", "plane_crossing", "plane_crossing_times", "grazing_problems", "event_problems",
+           "EVENT_KINDS", "is_event_spec", "event_from_spec"]
