@@ -112,6 +112,9 @@ def problem_of(spec: dict | str) -> Any:
     data = json.loads(spec) if isinstance(spec, str) else spec
     if is_cnf_spec(data):
         return cnf_from_spec(data)
+    if data.get("kind") == "irregular":  # an irregular batch (problems/irregular.py)
+        from .problems.irregular import from_irregular_spec
+        return from_irregular_spec(data)
     return sde_from_spec(data) if is_sde_spec(data) else from_spec(data)
 
 
