@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -711,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.set_defaults(func=cmd_check)
 
     add_explore_parser(sub)
+    add_diagnose_parser(sub)
 
     pr = sub.add_parser("report", help="run the checks and write a self-contained HTML accuracy report",
                         epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -828,6 +830,75 @@ def cmd_explore(args: argparse.Namespace) -> int:
             print(f"  not applicable: {name}: {why}")
         print(f"\n{len(result.findings)} counterexamples, {len(result.known)} known deviations re-found"
               + ("" if args.no_database else f"; examples kept in {args.dir}"))
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+# ----------------------------------------------------------------------------- diagnose
+def add_diagnose_parser(sub: Any) -> None:
+    pd = sub.add_parser("diagnose", help="measure the failure modes of your own Neural ODE (instability, stiffness,"
+                        " work, adjoint mismatch, solver dependence, gradients, chaos, sensitivity) and say what"
+                        " to do about each", epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pd.add_argument("field", help="the vector field f(t, z) as an import path: package.module:attr (or file.py:attr)")
+    pd.add_argument("--z0", required=True, help="initial states (B, n): a .npy file, or a seeded distribution"
+                    " normal:B[xN][:seed=S][:scale=s] / uniform:...")
+    pd.add_argument("--t-span", required=True, help="t0,t1")
+    pd.add_argument("--t-eval", default=None, help="comma-separated output times of your loss (default t0,t1)")
+    pd.add_argument("--method", default=None, help="the solver you train with (default dopri5; odeverify list solvers)")
+    pd.add_argument("--mode", default=None, help="the gradient mode you train with (backsolve, discrete, checkpoint,"
+                    " interpolated, ...)")
+    pd.add_argument("--rtol", type=float, default=None, help="your relative tolerance (default 1e-6)")
+    pd.add_argument("--atol", type=float, default=None, help="your absolute tolerance (default 1e-9)")
+    pd.add_argument("--quick", action="store_true", help="a smaller diagnosis: 4 samples for Jacobians and gradients,"
+                    " fewer solvers and tolerances")
+    pd.add_argument("--only", default=None, help="comma-separated measurements to run (default all)")
+    pd.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.diagnose/1)")
+    pd.add_argument("--html", default=None, metavar="OUT", help="also write the diagnosis as an HTML page to OUT")
+    pd.set_defaults(func=cmd_diagnose)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnose import diagnose
+    from .report.diagnose import check_html_path, write_diagnosis
+    from .report.progress import Progress
+
+    html = check_html_path(args.html) if args.html else None  # refused before any work
+    live = not args.json and sys.stdout.isatty() and sys.stderr.isatty()
+    state: dict[str, Any] = {}
+
+    def on_start(name: str, i: int, total: int) -> None:
+        if "bar" not in state and not args.json:
+            state["bar"] = Progress(total, tty=live, label="odeverify diagnose", width=10)
+            state["bar"].unit = "measurements"
+            state["bar"].heartbeat()
+        if "bar" in state:
+            state["bar"].update(name, weight=1.0 if i else 0.0)
+
+    def on_record(r: Any) -> None:
+        if live and "bar" in state:
+            state["bar"].write_above(_record_line(r))
+
+    only = _split(args.only, "--only") if args.only else None
+    result = diagnose(args.field, args.z0, args.t_span, t_eval=args.t_eval, method=args.method, mode=args.mode,
+                      rtol=args.rtol, atol=args.atol, quick=args.quick, only=only, progress=on_record,
+                      on_start=on_start)
+    if "bar" in state:
+        state["bar"].update("", weight=1.0)
+        state["bar"].close()
+    doc = result.to_dict()
+    if html is not None:
+        write_diagnosis(doc, html)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(f"odeverify {__version__} diagnose {args.field}: {result.model['library']} field, state"
+              f" {result.model['state_dim']}, batch {result.model['batch']}, {result.model['method']}"
+              f" rtol {result.model['rtol']:g}\n")
+        print(result.table(width=shutil.get_terminal_size().columns if live else 110))
+        if html is not None:
+            print(f"wrote {html}")
+    if not result.complete:
+        print("odeverify diagnose: interrupted; the measurements above are the ones that finished", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if result.failed else EXIT_OK
 
 

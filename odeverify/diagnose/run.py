@@ -62,7 +62,8 @@ class Diagnosis:
     def summary(self) -> list[dict[str, Any]]:
         """One row per failure mode: mode, measured, threshold, verdict, recommendation, message."""
         return [{"mode": r.property.removeprefix("diagnose_"), "measured": r.measured, "threshold": r.expected,
-                 "verdict": r.verdict, "recommendation": r.details.get("recommendation", ""), "message": r.message}
+                 "verdict": r.verdict, "recommendation": r.details.get("recommendation") or r.message,
+                 "message": r.message}
                 for r in self.records]
 
     def to_dict(self) -> dict[str, Any]:
