@@ -9,11 +9,13 @@ adapter offers
   ``UNSUPPORTED_GRADIENT`` (why there are none, when empty);
 - ``prepare(event_problem, method, options) -> ctx``: the library objects of one solve, built
   once (compiled programs, wrapped fields);
-- ``segment(ctx, t0, y0, t_end, stops) -> Segment``: the library solves from ``(t0, y0)``
+- ``segment(ctx, t0, y0, t_end, stops, skip) -> Segment``: the library solves from ``(t0, y0)``
   towards ``t_end``, reporting the events it locates (time, state, which, crossing
   direction), each filtered by its event's ``direction``, and stops at the first occurrence
   of an event whose ``stops[i]`` is set (or at ``t_end``). A library without non-terminal
-  events (torchdiffeq, diffrax) stops at every event: the driver restarts it;
+  events (torchdiffeq, diffrax) stops at every event: the driver restarts it. ``skip``
+  (None, or ``(i, sign, until)``) asks the adapter to read event ``i`` as ``sign * |g|``
+  before ``until`` (the restart guard below, where the library cannot be told otherwise);
 - ``time_tolerance(ctx, t)``: how closely the library locates an event time (the root
   finder's tolerance in time), used by the restart guard below;
 - ``gradient(event_problem, method, mode, options) -> EventGradient`` where it has modes.
@@ -25,11 +27,14 @@ count is not reached, and it ends the solve at a terminal event's ``k``-th occur
 keeps the problem's conventions (``problems/events.py``): an event at the start of a solve
 or of a restart is never reported. A restart starts on the event's root, where ``g`` is
 zero only up to the root finder's tolerance: if the library's located root lies on the
-near side of the zero, the restarted solve sees the same sign change again. The RESTART
-GUARD drops an event of the function that caused the restart found within ``2 *
-time_tolerance`` of the restart (``redetect_guard=False`` turns it off: the planted fault of
-``tests/test_event_backends.py``); every dropped time is kept in
-``EventSolution.dropped`` so a report shows them.
+near side of the zero, the restarted solve sees the same sign change again (diffrax then
+finds the very same root at every restart). The RESTART GUARD (``redetect_guard=False``
+turns it off: the planted fault of ``tests/test_event_backends.py``) has two parts: the
+adapter reads the event's function with the sign it takes along the flow after the restart
+(``sign(dg/dt)`` at the restart state, a central difference along the field) for ``2 *
+time_tolerance`` (``skip``), and the driver drops an event of that function found within
+twice that window all the same (where ``skip`` ends, a function that only touched zero
+changes sign: the library may locate that within its tolerance past the window); every dropped time is kept in ``EventSolution.dropped``.
 
 Sources for the libraries' semantics: ``scipy.integrate._ivp.ivp`` (``find_active_events``
 compares the signs of g at consecutive step ends; ``solve_event_equation`` runs brentq on
@@ -252,6 +257,7 @@ def drive(ad: Any, ctx: Any, event_problem: Any, method: str, backend: str, opts
     """The restart loop (see the module docstring)."""
     prob = event_problem.problem
     p = prob.converted_params(np)
+    rhs = prob.vector_field(np, np.float64)
     t0, t_end = prob.t_span
     y = np.asarray(prob.y0, dtype=np.float64)
     t = float(t0)
@@ -270,14 +276,19 @@ def drive(ad: Any, ctx: Any, event_problem: Any, method: str, backend: str, opts
     restart_from: tuple[int, float] | None = None  # (event index, time) of the restart
     stalls = 0
     while True:
-        seg = ad.segment(ctx, t, y, float(t_end), stops)
+        skip = None
+        if guard_on and restart_from is not None:
+            sign = flow_slope(event_problem.events[restart_from[0]], rhs, p, t, y)
+            if sign:
+                skip = (restart_from[0], sign, restart_from[1] + 2.0 * ad.time_tolerance(ctx, restart_from[1]))
+        seg = ad.segment(ctx, t, y, float(t_end), stops, skip)
         segments += 1
         stats.nfev += seg.nfev
         stats.accepted += seg.steps
         stop_dropped = False
         for k, (te, ye, i, c) in enumerate(zip(seg.times, seg.states, seg.which, seg.crossing)):
             if (guard_on and k == 0 and restart_from is not None and i == restart_from[0]
-                    and abs(te - restart_from[1]) <= 2.0 * ad.time_tolerance(ctx, te)):
+                    and abs(te - restart_from[1]) <= 4.0 * ad.time_tolerance(ctx, te)):
                 dropped.append(float(te))
                 stop_dropped = seg.stopped is not None and len(seg.times) == 1
                 continue
@@ -332,7 +343,8 @@ def drive(ad: Any, ctx: Any, event_problem: Any, method: str, backend: str, opts
                          method=method, backend=backend, message=message, segments=segments, dropped=dropped)
 
 
-def event_gradient(backend: Any, event_problem: Any, method: str, mode: str, options: Mapping[str, Any]) -> EventGradient:
+def event_gradient(backend: Any, event_problem: Any, method: str, mode: str,
+                   options: Mapping[str, Any]) -> EventGradient:
     """``Backend.event_gradient``: validate, then the adapter's ``gradient``."""
     from .base import check_mode, classify_exception
 
@@ -360,9 +372,14 @@ def event_gradient(backend: Any, event_problem: Any, method: str, mode: str, opt
     return res
 
 
-def crossing_of(g_before: float, g_after: float) -> int:
-    """+1 where g increased across the event, -1 where it decreased (0: no change seen)."""
-    return int(np.sign(g_after - g_before))
+def flow_slope(event: Any, rhs: Any, p: Mapping[str, Any], t: float, y: np.ndarray) -> int:
+    """The sign of dg/dt along the solution through ``(t, y)``: a central difference of ``g``
+    along the field ``rhs`` (NumPy) with step 1e-7 (1 + |t|) (0: g is stationary there)."""
+    f = np.asarray(rhs(np.float64(t), y), dtype=np.float64)
+    h = 1e-7 * (1.0 + abs(t))
+    up = float(event.g(np, np.float64(t + h), y + h * f, p))
+    down = float(event.g(np, np.float64(t - h), y - h * f, p))
+    return int(np.sign(up - down))
 
 
 def passes_direction(direction: int, crossing: int) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..solution import Status
-from ._event_driver import Segment
+from ._event_driver import Segment, flow_slope
 
 METHODS = ("RK23", "RK45", "DOP853", "Radau", "BDF", "LSODA")
 DEFAULT_METHODS = ("RK45", "DOP853", "RK23")
@@ -57,7 +57,9 @@ def time_tolerance(ctx: _Ctx, t: float) -> float:
     return 4.0 * _EPS * (1.0 + abs(t)) + 4.0 * _EPS
 
 
-def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool]) -> Segment:
+def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool], skip: Any = None) -> Segment:
+    """One ``solve_ivp`` run (``skip`` is not needed: scipy's own non-terminal events never
+    restart; after a jump, the driver's window drops a re-detection)."""
     from scipy.integrate import solve_ivp
 
     fns = []
@@ -76,7 +78,7 @@ def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool
     found = [(float(t), np.asarray(yv, dtype=np.float64), i)
              for i, (ts, ys) in enumerate(zip(sol.t_events, sol.y_events)) for t, yv in zip(ts, ys)]
     found.sort(key=lambda e: e[0])
-    crossings = [_crossing(ctx, i, t, yv) for t, yv, i in found]
+    crossings = [flow_slope(ctx.ep.events[i], ctx.rhs, ctx.p, t, yv) for t, yv, i in found]
     status = Status.SUCCESS if sol.status >= 0 else Status.FAILED
     stopped = found[-1][2] if sol.status == 1 and found else None
     return Segment(times=[e[0] for e in found], states=[e[1] for e in found], which=[e[2] for e in found],
@@ -84,13 +86,3 @@ def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool
                    stopped=stopped, nfev=ctx.nfev - before, steps=max(len(sol.t) - 1, 0), status=status,
                    message="" if status.ok else str(sol.message))
 
-
-def _crossing(ctx: _Ctx, i: int, t: float, y: np.ndarray) -> int:
-    """The direction of a crossing: the sign of dg/dt = dg/dy . f along the solution (a
-    central difference of g along the field's direction; scipy does not report it)."""
-    g = ctx.ep.events[i].g
-    f = np.asarray(ctx.rhs(np.float64(t), y), dtype=np.float64)
-    h = 1e-7 * (1.0 + abs(t))
-    up = float(g(np, np.float64(t + h), y + h * f, ctx.p))
-    down = float(g(np, np.float64(t - h), y - h * f, ctx.p))
-    return int(np.sign(up - down))

@@ -25,14 +25,14 @@ event function currently need to be part of the state").
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from .. import _xp
 from ..solution import Status
-from ._event_driver import EventGradient, Segment, fixed_grid, float_params, passes_direction
+from ._event_driver import (EventGradient, Segment, failed_gradient, fixed_grid, float_params, flow_slope,
+                            passes_direction)
 
 METHODS = ("dopri5", "bosh3", "dopri8", "fehlberg2", "adaptive_heun")
 DEFAULT_METHODS = ("dopri5", "bosh3", "dopri8")
@@ -54,6 +54,8 @@ class _Ctx:
         self.direction_filter = direction_filter
         self.xp = _xp.get_namespace("torch")
         self.p = prob.converted_params(self.xp, torch.float64)
+        self.p_np = prob.converted_params(np)
+        self.rhs_np = prob.vector_field(np, np.float64)
         self.nfev = 0
         self.steps = 0
         n_steps = options.get("n_steps")
@@ -77,7 +79,11 @@ class _Ctx:
         ahead = self.grid[self.grid > t0 + 1e-14 * (1.0 + abs(t0))]
         if ahead.size == 0:
             return {}
-        return {"first_step": float(ahead[0] - t0), "step_t": self.torch.as_tensor(ahead, dtype=self.torch.float64)}
+        # a first step a little PAST the next grid point: torchdiffeq clips a step to a step_t
+        # point only when it would cross it (t0 + dt > step_t), and a step landing on it exactly
+        # leaves its index behind, so no later step would be clipped
+        return {"first_step": float(ahead[0] - t0) * (1.0 + 1e-9),
+                "step_t": self.torch.as_tensor(ahead, dtype=self.torch.float64)}
 
     def tolerances(self) -> dict[str, float]:
         if self.grid is not None:  # a fixed grid: loose tolerances (the grazing problems are exact)
@@ -100,9 +106,13 @@ def _end_margin(ctx: _Ctx) -> float:
     return 0.01 * abs(t1 - t0)
 
 
-def _event_values(ctx: _Ctx, t: Any, y: Any, t_end: float, indices: list[int]) -> Any:
+def _event_values(ctx: _Ctx, t: Any, y: Any, t_end: float, indices: list[int], skip: Any = None) -> Any:
     torch = ctx.torch
     vals = [ctx.ep.events[i].g(ctx.xp, t, y, ctx.p) for i in indices]
+    if skip is not None:  # the restart guard: the event's sign after the restart, until skip[2]
+        i, sign, until = skip
+        g = torch.as_tensor(vals[i], dtype=torch.float64)
+        vals[i] = torch.where(torch.as_tensor(t) < until, sign * (torch.abs(g) + 1e-300), g)
     # the end of the span, a margin past it: a component that reaches zero exactly at the last
     # step's end would make torchdiffeq bisect that whole step and find roots its own sign test
     # at the step ends missed (events past t_end are not reported)
@@ -110,7 +120,7 @@ def _event_values(ctx: _Ctx, t: Any, y: Any, t_end: float, indices: list[int]) -
     return torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()) for v in vals])
 
 
-def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool]) -> Segment:
+def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool], skip: Any = None) -> Segment:
     from torchdiffeq import odeint_event
 
     torch = ctx.torch
@@ -119,23 +129,24 @@ def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool
     t, y = float(t0), np.asarray(y0, dtype=np.float64)
     for _ in range(_MAX_INNER):
         start = _event_values(ctx, torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(y), t_end,
-                              indices).numpy()
+                              indices, skip).numpy()
         with torch.no_grad():
             et, sol = odeint_event(ctx.func, torch.as_tensor(y, dtype=torch.float64),
                                    torch.as_tensor(t, dtype=torch.float64),
-                                   event_fn=lambda tt, yy: _event_values(ctx, tt, yy, t_end, indices),
+                                   event_fn=lambda tt, yy: _event_values(ctx, tt, yy, t_end, indices, skip),
                                    method=ctx.method, options=ctx.solver_options(t), **ctx.tolerances())
         te = float(et)
         ye = sol[-1].detach().numpy().astype(np.float64)
         at = _event_values(ctx, torch.as_tensor(te, dtype=torch.float64), torch.as_tensor(ye), t_end,
-                           indices).numpy()
+                           indices, skip).numpy()
         # the function that fired: torchdiffeq's own choice, the minimum of sign(g(t0)) * g
         signs = np.where(start != 0, np.sign(start), 1.0)
         k = int(np.argmin(at * signs))
         done = dict(nfev=ctx.nfev - before_f, steps=ctx.steps - before_s)
         if k == len(indices) or te > t_end:
             return Segment([], [], [], [], t_stop=t_end, y_stop=ye, stopped=None, **done)  # y near t_end
-        crossing = -int(np.sign(start[k])) if start[k] != 0 else int(np.sign(at[k]) or 1)
+        crossing = -int(np.sign(start[k])) if start[k] != 0 else flow_slope(ctx.ep.events[k], ctx.rhs_np, ctx.p_np,
+                                                                             te, ye)
         ev = ctx.ep.events[k]
         if not ctx.direction_filter or passes_direction(ev.direction, crossing):
             return Segment([te], [ye], [k], [crossing], t_stop=te, y_stop=ye, stopped=k, **done)
@@ -183,12 +194,13 @@ def gradient(event_problem: Any, method: str, mode: str, options: dict[str, Any]
     with torch.no_grad():
         g0 = float(ev.g(xp, torch.tensor(prob.t_span[0], dtype=torch.float64), y0, p))
     if te >= t_end - float(options["atol"]):
-        return _nan(event_problem, mode, method, names, Status.FAILED, f"no event {ev.name!r} before t_end = {t_end}")
+        return failed_gradient(event_problem, mode, method, "torchdiffeq", Status.FAILED,
+                               f"no event {ev.name!r} before t_end = {t_end}")
     crossing = -int(np.sign(g0))
     if not passes_direction(ev.direction, crossing):
-        return _nan(event_problem, mode, method, names, Status.FAILED,
-                    f"the first crossing of {ev.name!r} (t = {te:.6g}) is against its direction {ev.direction}:"
-                    " torchdiffeq has no direction filter, so its gradient is that of another event")
+        return failed_gradient(event_problem, mode, method, "torchdiffeq", Status.FAILED,
+                               f"the first crossing of {ev.name!r} (t = {te:.6g}) is against its direction {ev.direction}:"
+                               " torchdiffeq has no direction filter, so its gradient is that of another event")
     inputs = [y0] + [leaves[k] for k in names]
 
     def grads(out: Any) -> list[Any]:
@@ -208,10 +220,3 @@ def gradient(event_problem: Any, method: str, mode: str, options: dict[str, Any]
                          y_event=ye.detach().numpy().astype(np.float64), dt_dy0=gt[0].numpy().astype(np.float64),
                          dt_dparams={k: float(g) for k, g in zip(names, gt[1:])}, dy_dy0=dy_dy0, dy_dparams=dy_dp)
 
-
-def _nan(event_problem: Any, mode: str, method: str, names: list[str], status: Status, message: str) -> EventGradient:
-    n = event_problem.problem.n
-    return EventGradient(mode=mode, method=method, backend="torchdiffeq", status=status, t_event=math.nan,
-                         y_event=np.full(n, np.nan), dt_dy0=np.full(n, np.nan), dt_dparams=dict.fromkeys(names, math.nan),
-                         dy_dy0=np.full((n, n), np.nan), dy_dparams={k: np.full(n, np.nan) for k in names},
-                         message=message)
