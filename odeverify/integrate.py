@@ -194,6 +194,7 @@ def solve(
     batch: str = "shared",
     jac: Callable[[Any, Any], Any] | None = None,
     compiled: bool | None = None,
+    events: Sequence[Any] | None = None,
     tstops: Sequence[float] | np.ndarray | None = None,
 ) -> Solution:
     """Solve ``y' = f(t, y)``, ``y(t0) = y0`` from ``t_span[0]`` to ``t_span[1]``.
@@ -272,6 +273,20 @@ def solve(
         first-same-as-last reuse across it: one more evaluation per stop). The fast compiled
         step is not used with ``tstops``.
 
+    events : sequence of ``(name, g, direction, terminal)``, optional
+        Event functions ``g(t, y) -> scalar`` (shape ``()``) whose sign changes are located
+        after each accepted step on the method's own dense output (the interpolant ``t_eval``
+        uses; sampled at the step's ends and :data:`EVENT_SAMPLES` - 1 interior points) by a
+        bracketing root finder to adjacent floats. ``direction`` +1/-1 keeps only increasing/
+        decreasing crossings (0 both); ``terminal`` True ends the solve at the first
+        occurrence, an int ``k`` at the ``k``-th, False never. A zero at ``t0`` is never an
+        event; an exact zero at a step's end counts once. The solve ends at a terminal event
+        with ``Status.EVENT`` (output times past it stay NaN); ``Solution.t_events``,
+        ``y_events`` (``y0``'s library: differentiable through the interpolant) and
+        ``event_index`` hold every located event. Only a single state ``y0`` of shape
+        ``(n,)`` (solve the samples of a batch one by one). Each step with events builds the
+        dense output (DOP853: 3 more evaluations a step).
+
     Returns
     -------
     Solution
@@ -284,7 +299,7 @@ def solve(
     # user's vector field would only repeat it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps,
-                      dtmin, dtmax, batch, jac, compiled, tstops)
+                      dtmin, dtmax, batch, jac, compiled, tstops, events=events)
 
 
 def stop_times(tstops: Any, t0: float, t1: float) -> np.ndarray:
@@ -339,7 +354,7 @@ def _merge_stops(grid: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, first_step, max_steps, dtmin,
-           dtmax, batch, jac=None, compiled=None, tstops=None) -> Solution:
+           dtmax, batch, jac=None, compiled=None, tstops=None, events=None) -> Solution:
     solver = resolve_solver(method)
 
     # --- state
@@ -432,6 +447,9 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         ctrl = PIController()
     step_info = stateful and getattr(ctrl, "uses_step_info", False)
     options = {"rtol": rtol, "atol": atol, "dt": dt, "n_steps": n_steps, "batch": batch, "max_steps": max_steps}
+    tracker = None
+    if events is not None:
+        tracker = EventTracker(check_events(events, y0), xp, dtype, device)
 
     # --- the loop
     # host values: Python floats and bools for a shared step, NumPy arrays of shape (B,) per
@@ -477,6 +495,8 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         k1 = f(tc.time(t), y)
     stats.nfev += 1
     _check_output("f", k1, y)
+    if tracker is not None:
+        tracker.start(t0, y0)
     if isinstance(fast, FusedTorchStep) and not fast.usable(k1):
         fast = None
     status = Status.SUCCESS
@@ -616,8 +636,15 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
 
         if ops.any(accept):
             # dense output for every output time inside an accepted step (the interpolant is
-            # made for the steps that contain one)
+            # made for the steps that contain one, and for every step of a solve with events)
             interp = None
+            event_end = None
+            if tracker is not None:
+                interp = StepInterpolant(solver, fun, tc, y, y1, h, res, k1)
+                event_end = tracker.after_step(float(t), float(t_new), y1, interp, float(h))
+                if event_end is not None:
+                    # a terminal event: the step ends at t* (outputs up to it from the interpolant)
+                    t_new, y1 = event_end
             while True:
                 idx = ops.minimum(next_out, len(ts) - 1)
                 t_out = ops.take(ts, idx)
@@ -677,6 +704,11 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
             if not per_sample:
                 t_steps.append(float(t))
             done = done | (accept & (t == t1))
+            if tracker is not None and event_end is not None:
+                status = Status.EVENT
+                message = (f"{status.value}: {tracker.events[tracker.terminated][0]!r} at"
+                           f" t={tracker.t_events[-1]!r}")
+                break
 
         if fixed:
             continue
@@ -709,9 +741,353 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         method=solver.name,
         t_final=t_final,
         t_steps=None if per_sample else np.asarray(t_steps, dtype=np.float64),
+        **({} if tracker is None else tracker.solution_fields()),
         message=message or status.value,
         options=options,
     )
+
+
+# ----------------------------------------------------------------------------- events
+#: interior points of each accepted step where the event functions are sampled on the dense
+#: output, besides the step's ends: two roots of g closer than h / EVENT_SAMPLES inside one
+#: step (a sign change and back between samples) are not seen
+EVENT_SAMPLES = 4
+#: iteration limit of the bracketing root finder (it halves the bracket at least every third
+#: iteration, so ~3 * 64 iterations reach any float64 bracket's resolution)
+ROOT_MAX_ITER = 200
+
+
+def bracket_root(fun: Callable[[float], float], a: float, b: float, fa: float, fb: float) -> tuple[float, float]:
+    """A zero of ``fun`` in the bracket ``[a, b]`` (``fa``, ``fb`` of opposite signs, or ``fb = 0``)
+    by the Illinois variant of regula falsi (Dowell & Jarratt 1971) with a bisection whenever
+    two iterations in a row failed to halve the bracket, down to adjacent floats.
+
+    Returns ``(t, g)``: the end of the final bracket on ``b``'s side (where ``fun`` has
+    the sign it crosses to, or is zero), so that a restart at ``t`` does not see the same
+    crossing again."""
+    if fb == 0:
+        return b, fb
+    if fa == 0:
+        # the zero is at a: the smallest step past it in b's direction keeps fb's sign or 0
+        return a, fa
+    side = 0
+    width = abs(b - a)
+    slow = 0
+    for _ in range(ROOT_MAX_ITER):
+        tol = 2 * np.finfo(np.float64).eps * max(abs(a), abs(b))
+        if abs(b - a) <= tol or np.nextafter(a, b) == b:
+            break
+        if slow >= 2:
+            c = 0.5 * (a + b)
+            slow = 0
+        else:
+            c = (a * fb - b * fa) / (fb - fa)
+            if not (min(a, b) < c < max(a, b)):
+                c = 0.5 * (a + b)
+        fc = fun(c)
+        if fc == 0:
+            return c, fc
+        if (fc > 0) == (fb > 0):
+            b, fb = c, fc
+            if side == 1:
+                fa *= 0.5
+            side = 1
+        else:
+            a, fa = c, fc
+            if side == -1:
+                fb *= 0.5
+            side = -1
+        new_width = abs(b - a)
+        slow = slow + 1 if new_width > 0.5 * width else 0
+        width = new_width
+    return b, fb
+
+
+class EventTracker:
+    """The events of one solve: after each accepted step, each event function is evaluated on
+    the step's dense output at its ends and :data:`EVENT_SAMPLES` - 1 interior points; each
+    sign change in an event's direction is located by :func:`bracket_root` on that same
+    interpolant. ``events``: ``(name, g(t, y), direction, terminal_count)`` tuples."""
+
+    def __init__(self, events: Sequence[tuple[str, Callable[[Any, Any], Any], int, int | None]], xp: Any,
+                 dtype: Any, device: Any) -> None:
+        self.events = list(events)
+        self.xp, self.dtype, self.device = xp, dtype, device
+        self.g_prev: list[float] = []
+        self.counts = [0] * len(self.events)
+        self.t_events: list[float] = []
+        self.y_events: list[Any] = []
+        self.which: list[int] = []
+        self.terminated: int | None = None  # index of the event that ended the solve
+
+    def _value(self, k: int, t: float, y: Any) -> float:
+        name, g, _, _ = self.events[k]
+        out = g(self.xp.asarray(t, dtype=self.dtype, device=self.device), y)
+        if tuple(getattr(out, "shape", ())) != ():
+            raise ValueError(f"event function {name!r} returned shape {tuple(out.shape)} for a state of shape"
+                             f" {tuple(y.shape)}, but it must return a scalar (shape ()) per state")
+        return float(np.asarray(_xp.to_numpy(_xp.stop_gradient(out))))
+
+    def start(self, t0: float, y0: Any) -> None:
+        self.g_prev = [self._value(k, t0, y0) for k in range(len(self.events))]
+
+    @staticmethod
+    def _crosses(ga: float, gb: float, direction: int) -> bool:
+        # a zero at the left end is the previous interval's (or the start): never counted here
+        up = ga < 0 <= gb
+        down = ga > 0 >= gb
+        return (up and direction >= 0) or (down and direction <= 0)
+
+    def after_step(self, t: float, t_new: float, y1: Any, interp: Callable[[Any], Any], h: float,
+                   samples: int | None = None) -> tuple[float, Any] | None:
+        """Record the events inside the accepted step ``[t, t_new]``; returns ``(t*, y(t*))``
+        when a terminal event ended the solve there, else None."""
+        m = EVENT_SAMPLES if samples is None else samples
+        thetas = [j / m for j in range(1, m)]
+        ts = [t + th * h for th in thetas]
+        ys = [interp(th) for th in thetas]
+        ts_all = [t] + ts + [t_new]
+        found: list[tuple[float, int, Any]] = []
+        ends = []
+        for k, (name, g, direction, _) in enumerate(self.events):
+            vals = [self.g_prev[k]] + [self._value(k, s, ys[i]) for i, s in enumerate(ts)] \
+                + [self._value(k, t_new, y1)]
+            ends.append(vals[-1])
+            for i in range(len(vals) - 1):
+                ga, gb = vals[i], vals[i + 1]
+                if not self._crosses(ga, gb, direction):
+                    continue
+                if gb == 0 and i + 1 == len(vals) - 1:
+                    found.append((t_new, k, y1))
+                    continue
+
+                def phi(s: float, k: int = k) -> float:
+                    return self._value(k, s, y1 if s == t_new else interp((s - t) / h))
+
+                ts_root, _ = bracket_root(phi, ts_all[i], ts_all[i + 1], ga, gb)
+                found.append((ts_root, k, y1 if ts_root == t_new else interp((ts_root - t) / h)))
+        self.g_prev = ends
+        found.sort(key=lambda item: item[0] * (1.0 if h > 0 else -1.0))
+        for t_star, k, y_star in found:
+            self.t_events.append(float(t_star))
+            self.y_events.append(y_star)
+            self.which.append(k)
+            self.counts[k] += 1
+            limit = self.events[k][3]
+            if limit is not None and self.counts[k] >= limit:
+                self.terminated = k
+                return float(t_star), y_star
+        return None
+
+    def solution_fields(self) -> dict[str, Any]:
+        xp = self.xp
+        n_ev = len(self.t_events)
+        return {
+            "t_events": np.asarray(self.t_events, dtype=np.float64),
+            "y_events": xp.stack(self.y_events, axis=0) if n_ev else None,
+            "event_index": np.asarray(self.which, dtype=np.int64),
+            "event_names": tuple(e[0] for e in self.events),
+        }
+
+
+def check_events(events: Any, y0: Any) -> list[tuple[str, Callable[[Any, Any], Any], int, int | None]]:
+    """``solve``'s ``events`` validated: ``(name, g, direction, terminal count or None)``."""
+    if y0.ndim != 1:
+        raise ValueError(f"events need a single state y0 of shape (n,), but y0 has shape {tuple(y0.shape)}:"
+                         " solve the samples of a batch one by one")
+    if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+        raise TypeError(f"events={events!r}, but it must be a sequence of (name, g, direction, terminal)")
+    out = []
+    for i, ev in enumerate(events):
+        if not isinstance(ev, (tuple, list)) or len(ev) != 4:
+            raise TypeError(f"events[{i}]={ev!r}, but it must be a tuple (name, g, direction, terminal)")
+        name, g, direction, terminal = ev
+        if not callable(g):
+            raise TypeError(f"events[{i}] ({name!r}): g={g!r}, but it must be a callable g(t, y) -> scalar")
+        if isinstance(direction, bool) or direction not in (-1, 0, 1):
+            raise ValueError(f"events[{i}] ({name!r}): direction={direction!r}, but it must be -1, 0 or +1")
+        if isinstance(terminal, bool):
+            count = 1 if terminal else None
+        elif isinstance(terminal, (int, np.integer)) and terminal >= 1:
+            count = int(terminal)
+        else:
+            raise ValueError(f"events[{i}] ({name!r}): terminal={terminal!r}, but it must be a bool or an int >= 1")
+        out.append((str(name), g, int(direction), count))
+    return out
+
+
+def _trajectory_slope(g: Callable[[Any, Any], Any], dg_dy: Callable[[Any, Any], Any] | None, f: Callable, xp: Any,
+                      t: float, y: Any, like: Any) -> float:
+    """``dg/dt`` along the solution at ``(t, y)`` (no graph): ``dg/dy . f + dg/dt`` at fixed y,
+    the first from ``dg_dy`` when given, each else by a central difference (relative error
+    ~1e-11: enough for the one Newton correction it scales, whose value is a round-off)."""
+    y = _xp.stop_gradient(y)
+    tt = lambda s: xp.asarray(s, dtype=like.dtype, device=_xp.device(like))  # noqa: E731
+    fy = f(tt(t), y)
+    eps = 1e-6 * max(1.0, abs(t))
+    g_t = (float(_xp.to_numpy(g(tt(t + eps), y))) - float(_xp.to_numpy(g(tt(t - eps), y)))) / (2 * eps)
+    if dg_dy is not None:
+        return float(_xp.to_numpy(xp.sum(dg_dy(tt(t), y) * fy))) + g_t
+    scale = float(np.max(np.abs(_xp.to_numpy(y)))) + 1.0
+    fnorm = float(np.max(np.abs(_xp.to_numpy(fy)))) + 1e-300
+    e = 1e-6 * scale / fnorm
+    g_y = (float(_xp.to_numpy(g(tt(t), y + e * fy))) - float(_xp.to_numpy(g(tt(t), y - e * fy)))) / (2 * e)
+    return g_y + g_t
+
+
+def solve_with_jumps(event_problem: Any, method: Any = "dopri5", *, y0: Any = None, params: Any = None,
+                     t_eval: Sequence[float] | np.ndarray | None = None, max_events: int | None = None,
+                     max_steps: int = 100_000, implicit_gradient: bool = True, **options: Any) -> Solution:
+    """Solve an :class:`~odeverify.problems.events.EventProblem` through its events and jumps.
+
+    Each segment is one :func:`solve` with the problem's events; at a terminal event the
+    problem's jump maps the state and the solve restarts there (the restart point is a zero
+    of ``g`` on the crossed side, so it is never detected again), until ``t_span[1]``,
+    ``max_events`` events (default the problem's) or ``max_steps`` steps in all. A terminal
+    event that no jump applies to ends the solve (``Status.EVENT``); a terminal count ``k``
+    counts within one segment (between restarts).
+
+    ``y0`` and ``params`` (optional) replace the problem's initial state and parameters (of
+    any Array API library: PyTorch tensors that require gradients make the solve
+    differentiable). With ``implicit_gradient`` each located event gets the one Newton
+    correction with the graph attached (the root itself was found without it):
+    ``t_k = t* - g(t*, y(t*)) / (dg/dt)``, ``y_k = y(t*) + f (t_k - t*)``, whose value is
+    ``t*`` to round-off and whose derivative is the implicit function theorem's
+    ``dt*/dtheta = -(dg/dtheta) / (dg/dt)``; the restart state after a jump is shifted by
+    ``-f (t_k - t*)`` so that the later flow depends on the event time too. The Solution's
+    ``event_times`` holds these ``t_k`` (y0's library), ``y_events`` the ``y_k``.
+
+    A jump that returns a non-finite state ends the solve with ``Status.NONFINITE`` and a
+    message naming the jump and the event time; events that stop advancing (accumulation,
+    Zeno) end it with ``Status.DT_UNDERFLOW``.
+    """
+    from .problems.events import EventProblem
+    from .problems._spec import bind_field
+
+    if not isinstance(event_problem, EventProblem):
+        raise TypeError(f"event_problem={event_problem!r}, but it must be an EventProblem")
+    ep = event_problem
+    prob = ep.problem
+    if max_events is None:
+        max_events = ep.max_events
+    if isinstance(max_events, bool) or not isinstance(max_events, (int, np.integer)) or max_events < 1:
+        raise ValueError(f"max_events={max_events!r}, but it must be a positive int")
+    if not isinstance(max_steps, (int, np.integer)) or max_steps <= 0:
+        raise ValueError(f"max_steps={max_steps!r}, but it must be a positive int")
+    if y0 is None:
+        y0 = np.asarray(prob.y0, dtype=np.float64)
+    elif not _xp.is_array(y0):
+        y0 = np.asarray(y0, dtype=np.float64)
+    xp = _xp.namespace(y0)
+    p = dict(prob.converted_params(xp, y0.dtype, _xp.device(y0)))
+    if params is not None:
+        p.update(params)
+    f = bind_field(f"{prob.name}_rhs", prob.rhs, xp, p)
+
+    def bound(fun: Callable[..., Any] | None) -> Callable[[Any, Any], Any] | None:
+        return None if fun is None else (lambda t, y: fun(xp, t, y, p))
+
+    gs = [bound(ev.g) for ev in ep.events]
+    dgs = [bound(ev.dg_dy) for ev in ep.events]
+    specs = [(ev.name, gs[i], ev.direction, ev.terminal) for i, ev in enumerate(ep.events)]
+    t0, t1 = prob.t_span
+    ts = np.asarray([t0, t1] if t_eval is None else t_eval, dtype=np.float64)
+    dtype, device = y0.dtype, _xp.device(y0)
+    outs: list[Any] = [xp.full(y0.shape, math.nan, dtype=dtype, device=device)] * len(ts)
+    stats = Stats()
+    t_ev: list[float] = []
+    t_graph: list[Any] = []
+    y_graph: list[Any] = []
+    which: list[int] = []
+    t, y = float(t0), y0
+    status, message = Status.SUCCESS, ""
+    stalls = 0
+    t_steps: list[float] = [float(t0)]
+    direction = 1.0 if t1 > t0 else -1.0
+    while True:
+        ahead = direction * (ts - t) > 0
+        seg_ts = np.concatenate([[t], ts[ahead]])
+        left = max_steps - stats.accepted - stats.rejected
+        if left <= 0:
+            status = Status.MAX_STEPS
+            message = status.value
+            break
+        sol = _solve(f, y, (t, t1), method, seg_ts, options.get("rtol", 1e-6), options.get("atol", 1e-9),
+                     options.get("dt"), options.get("n_steps"), options.get("controller"),
+                     options.get("first_step"), left, options.get("dtmin"), options.get("dtmax"), "shared",
+                     options.get("jac"), options.get("compiled"), options.get("tstops"), events=specs)
+        for key in ("nfev", "njev", "nlu", "newton_iters", "accepted", "rejected"):
+            setattr(stats, key, getattr(stats, key) + getattr(sol.stats, key))
+        if sol.t_steps is not None:
+            t_steps.extend(float(s) for s in sol.t_steps[1:])
+        for r, j in enumerate(np.flatnonzero(ahead), start=1):
+            outs[j] = sol.ys[r]
+        if not t_ev:
+            for j in np.flatnonzero(ts == t):
+                outs[j] = sol.ys[0]
+        k_hit = None
+        for i, (ts_k, k) in enumerate(zip(sol.t_events, sol.event_index)):
+            y_k = sol.y_events[i]
+            if len(t_ev) >= max_events:
+                break
+            t_k: Any = xp.asarray(float(ts_k), dtype=dtype, device=device)
+            if implicit_gradient:
+                slope = _trajectory_slope(gs[k], dgs[k], f, xp, float(ts_k), y_k, y0)
+                if slope != 0 and math.isfinite(slope):
+                    delta = -gs[k](t_k, y_k) / slope
+                    y_k = y_k + f(t_k, y_k) * delta
+                    t_k = t_k + delta
+            t_ev.append(float(ts_k))
+            t_graph.append(t_k)
+            y_graph.append(y_k)
+            which.append(int(k))
+            if i == len(sol.t_events) - 1 and sol.status is Status.EVENT:
+                k_hit = int(k)
+        if sol.status is not Status.EVENT or k_hit is None:
+            t = float(sol.t_final)
+            status, message = sol.status, sol.message
+            if len(t_ev) >= max_events and sol.status is Status.EVENT:
+                message = f"{Status.EVENT.value}: max_events={max_events} events reached before t1={t1!r}"
+            break
+        t_star = float(sol.t_final)
+        if len(t_ev) >= max_events:
+            t, status = t_star, Status.EVENT
+            message = f"{Status.EVENT.value}: max_events={max_events} events reached before t1={t1!r}"
+            break
+        y_minus, t_k = y_graph[-1], t_graph[-1]
+        name = ep.events[k_hit].name
+        if ep.jump is not None and ep.jump.applies(name):
+            y_plus = ep.jump.map(xp, t_k, y_minus, p)
+            if not bool(np.all(np.isfinite(_xp.to_numpy(_xp.stop_gradient(y_plus))))):
+                status = Status.NONFINITE
+                message = (f"the jump {ep.jump.name!r} at the event {name!r} at t={t_star!r} returned a non-finite"
+                           f" state {_xp.to_numpy(_xp.stop_gradient(y_plus)).tolist()}")
+                break
+        else:
+            # a terminal event without a jump ends the solve there
+            t, status, message = t_star, Status.EVENT, sol.message
+            break
+        if implicit_gradient:
+            # the later flow starts at t_k: to first order, the state at the float t* moves by -f dt_k
+            y_plus = y_plus - f(t_k, y_plus) * (t_k - float(t_star))
+        if t_star == t1:
+            t = t_star
+            break
+        stalls = stalls + 1 if t_star == t else 0
+        if stalls >= 2:
+            status = Status.DT_UNDERFLOW
+            message = (f"events at t={t_star!r} do not advance the solve (an accumulation point of events: a Zeno"
+                       " time); shorten t_span")
+            break
+        t, y = t_star, y_plus
+    return Solution(
+        ts=ts, ys=xp.stack(outs, axis=0), status=status, stats=stats,
+        method=getattr(resolve_solver(method), "name", str(method)), t_final=t,
+        message=message or status.value, options={"max_events": int(max_events), **options},
+        t_steps=np.asarray(t_steps, dtype=np.float64), t_events=np.asarray(t_ev, dtype=np.float64),
+        y_events=xp.stack(y_graph, axis=0) if y_graph else None, event_index=np.asarray(which, dtype=np.int64),
+        event_names=tuple(ev.name for ev in ep.events),
+        event_times=xp.stack(t_graph, axis=0) if t_graph else None)
 
 
 # ----------------------------------------------------------------------------- SDEs

@@ -19,10 +19,12 @@ class Status(enum.Enum):
                      " iteration matrix) and the step could not be reduced further")
     FAILED = "the backend raised an error"
     UNAVAILABLE = "the backend is not installed"
+    #: a terminal event ended the solve before t1 (a success: the solve did what was asked)
+    EVENT = "a terminal event ended the solve"
 
     @property
     def ok(self) -> bool:
-        return self is Status.SUCCESS
+        return self is Status.SUCCESS or self is Status.EVENT
 
     @property
     def code(self) -> str:
@@ -100,6 +102,16 @@ class Solution:
     #: an SDE solved on the library's own Brownian path (not odeverify's): W at ``ts``, NumPy
     #: float64 of shape ``(T,) + path shape``, so closed forms can be evaluated on that path
     brownian: np.ndarray | None = None
+    #: a solve with events: the located event times (float64, in the order they occurred),
+    #: the state at each (``(k,) + y0.shape`` in y0's library, from the dense output: it keeps
+    #: the autodiff graph), which event each is (an index into ``event_names``); None without events
+    t_events: np.ndarray | None = None
+    y_events: Any = None
+    event_index: np.ndarray | None = None
+    event_names: tuple[str, ...] = ()
+    #: :func:`odeverify.integrate.solve_with_jumps`: the event times in y0's library, with the
+    #: implicit-function-theorem derivative attached (their values are ``t_events``)
+    event_times: Any = None
 
     @property
     def success(self) -> bool:
