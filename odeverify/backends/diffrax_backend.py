@@ -253,6 +253,12 @@ class DiffraxBackend(Backend):
                    device: str) -> Solution:
         return diffrax_sde.solve_sde(self, problem, method, bm, y0, options, dtype, device)
 
+    def _cde_adapter(self) -> Any:
+        """CDEs with ControlTerm over diffrax's interpolations (``backends/diffrax_cde.py``)."""
+        from . import diffrax_cde
+
+        return diffrax_cde
+
     def _gradient(self, problem: Problem, method: MethodInfo, mode: str, loss: Any, y0: np.ndarray | None,
                   options: dict[str, Any], dtype: str, device: str) -> Any:
         from .diffrax_gradients import gradient  # diffrax's adjoints, jitted once per key
