@@ -263,6 +263,18 @@ def _cache_dir() -> Path:
     return Path(base) / "odeverify"
 
 
+def chosen_family(args: argparse.Namespace) -> Any:
+    """The check family (``odeverify.families``) that ``check --<family>`` names, or None; two
+    families, or a family with ``--gradients``, raise."""
+    from .families import FAMILIES
+
+    chosen = [name for name in FAMILIES.names() if getattr(args, name, False)]
+    flags = (["--gradients"] if getattr(args, "gradients", False) else []) + [f"--{n}" for n in chosen]
+    if len(flags) > 1:
+        raise ValueError(f"{' and '.join(flags)}, but a check grades one family at a time; expected one of them")
+    return FAMILIES.get(chosen[0]) if chosen else None
+
+
 def check_plan(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, Any]]:
     """Validate ``check``'s options before any work: (backend, the methods or gradient modes it
     will run, the run's description for the journal). A bad option raises ``ValueError``
@@ -278,43 +290,19 @@ def check_plan(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, Any]
     if args.library != "numpy" and not b.name.startswith("reference"):
         raise ValueError(f"--library={args.library!r}, but the array library is chosen only for the reference"
                          f" backend; {b.name} uses its own (expected --backend reference or no --library)")
-    flows = bool(args.flows)
-    if sum((bool(args.sde), bool(args.gradients), flows)) > 1:
-        chosen = [f for f, on in (("--gradients", args.gradients), ("--sde", args.sde), ("--flows", flows)) if on]
-        raise ValueError(f"{' and '.join(chosen)}, but a check grades one family at a time; expected one of them")
-    if flows:
+    family = chosen_family(args)
+    if family is not None:
         if args.modes is not None:
-            raise ValueError(f"--modes={args.modes!r}, but check --flows grades solver methods (and every gradient"
-                             " mode of the backend); expected --methods")
-        from .conformance import FLOW_SHARED_UNIT, flow_methods
-
+            raise ValueError(f"--modes={args.modes!r}, but check --{family.name} grades {family.unit_noun} (and"
+                             " chooses the gradient modes itself); expected --methods")
         units = _split(args.methods, "--methods")
         if b.available():
-            caps = b.capabilities()
             for m in units:
-                caps.method(m, b.name)  # raises naming the method, with the closest match
+                family.validate(b.name, m)  # raises naming the method, with the closest match
             if not units:
-                units = flow_methods(b.name, bool(args.quick)) + [FLOW_SHARED_UNIT]
-        run = {"command": "check --flows", "backend": b.name, "library": args.library, "quick": bool(args.quick),
-               "units": units, "version": __version__}
-        return b, units, run
-    if args.sde:
-        if args.modes is not None:
-            raise ValueError(f"--modes={args.modes!r}, but check --sde grades SDE methods; expected --methods")
-        caps = b.capabilities() if b.available() else None
-        units = _split(args.methods, "--methods")
-        known = list(caps.sde_methods) if caps is not None else []
-        if caps is not None:
-            for m in units:
-                if m not in known:
-                    raise ValueError(f"--methods={m!r}, but {b.name} has no such SDE method; expected some of:"
-                                     f" {', '.join(known) or '(none)'}{_did_you_mean(m, known)}")
-        if not units:
-            from .conformance import SDE_SHARED_UNIT
-
-            units = known + ([SDE_SHARED_UNIT] if b.name.startswith("reference") and known else [])
-        run = {"command": "check --sde", "backend": b.name, "library": args.library, "quick": bool(args.quick),
-               "units": units, "version": __version__}
+                units = family.default_units(b.name, bool(args.quick))
+        run = {"command": f"check --{family.name}", "backend": b.name, "library": args.library,
+               "quick": bool(args.quick), "units": units, "version": __version__}
         return b, units, run
     if args.modes is not None and not args.gradients:
         raise ValueError(f"--modes={args.modes!r}, but gradient modes are graded only with --gradients;"
@@ -464,10 +452,17 @@ def _check_units(args: argparse.Namespace, backend: str, names: list[str], conte
     """``check``'s methods (or gradient modes) as parallel units: each finished case goes to
     ``on_record`` (the journal, the counts) when its unit comes back."""
     from .conformance import unit_cost, units as check_units
+    from .families import units as family_units
     from .parallel import records_of, run_units
 
-    us = check_units(gradients=args.gradients, backend=backend, quick=args.quick, names=names,
-                     resume=contents.cases if contents else {}, sde=args.sde, flows=args.flows)
+    family = chosen_family(args)
+    resume = contents.cases if contents else {}
+    if family is not None:
+        us = family_units(family=family.name, backend=backend, quick=args.quick, names=names, resume=resume)
+        priority = [1.0] * len(names)
+    else:
+        us = check_units(gradients=args.gradients, backend=backend, quick=args.quick, names=names, resume=resume)
+        priority = [unit_cost(backend, n, args.gradients) for n in names]
     running: dict[int, str] = {}
 
     def on_start(i: int, u: Any) -> None:
@@ -488,17 +483,17 @@ def _check_units(args: argparse.Namespace, backend: str, names: list[str], conte
             bar.update("running " + ", ".join(running.values()) if running else u.method, weight=1.0)
 
     return records_of(run_units(us, on_start=on_start, on_outcome=on_outcome, on_case=on_case,
-                                priority=[unit_cost(backend, n, args.gradients, args.sde, args.flows) for n in names],
+                                priority=priority,
                                 **pool), us)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .conformance import (FLOW_SHARED_UNIT, SDE_SHARED_UNIT, run_conformance, run_flow_conformance,
-                              run_gradient_conformance, run_sde_conformance)
+    from .conformance import run_conformance, run_gradient_conformance
     from .records import count_verdicts
     from .report.progress import Progress
 
     backend, units, run = check_plan(args)  # every option is checked before any work
+    family = chosen_family(args)
     pool = parallel_options(args, len(units) if backend.available() else 0)
     live = not args.json and sys.stdout.isatty() and sys.stderr.isatty()
     journal = contents = None
@@ -517,7 +512,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     bar = Progress(max(len(units), 1), tty=live, label="odeverify check", width=10) \
         if units and backend.available() else None
     if bar is not None:
-        bar.unit = "modes" if args.gradients else "methods"
+        bar.unit = "modes" if args.gradients else (family.unit_noun if family is not None else "methods")
         bar.heartbeat()
     started: list[str] = []
 
@@ -545,14 +540,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             records = _check_units(args, backend.name, units, contents, pool, bar, on_record)
         elif args.gradients:
             records = run_gradient_conformance(backend.name, args.quick, modes=units or None, **hooks)
-        elif args.sde:
-            methods = [u for u in units if u != SDE_SHARED_UNIT]
-            records = run_sde_conformance(backend=backend.name, quick=args.quick, methods=methods,
-                                          shared=SDE_SHARED_UNIT in units, **hooks)
-        elif args.flows:
-            methods = [u for u in units if u != FLOW_SHARED_UNIT]
-            records = run_flow_conformance(backend=backend.name, quick=args.quick, methods=methods,
-                                           shared=FLOW_SHARED_UNIT in units, **hooks)
+        elif family is not None:
+            records = family.run_units(backend=backend.name, quick=args.quick, units=units, **hooks)
         else:
             records = run_conformance(backend=backend.name, quick=args.quick, methods=units, **hooks)
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, the work kept, no traceback
@@ -691,16 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="grade the backend's gradient modes against one oracle instead (accuracy, discrete"
                          " exactness, adjoint convergence); --backend reference means reference-torch")
     pc.add_argument("--modes", default=None, help="with --gradients: comma-separated gradient modes (default: all)")
-    pc.add_argument("--sde", action="store_true",
-                    help="grade the backend's SDE methods instead: strong and weak order with bootstrap confidence"
-                         " intervals on the same Brownian paths, pathwise agreement with odeverify's reference,"
-                         " reversibility, the Brownian tree, Itô-Stratonovich consistency, and the SDE gradient"
-                         " modes against pathwise finite differences (--methods names SDE methods)")
-    pc.add_argument("--flows", action="store_true",
-                    help="grade continuous normalizing flows instead: the log-density against closed forms and"
-                         " Liouville's formula over a tolerance sweep, invertibility, normalisation, Hutchinson's"
-                         " mean and variance against theory, the log-likelihood gradient of every gradient mode,"
-                         " and the flow map's geometry (fold step, orientation, augmented ODEs, ResNet-Euler)")
+    from .families import FAMILIES
+
+    for name, family in FAMILIES.items():  # check --sde, --flows, --cde, --events, --irregular, plug-ins
+        pc.add_argument(f"--{name}", action="store_true", help=family.help + (f" ({family.doc})" if family.doc else ""))
     pc.add_argument("--json", action="store_true", help="machine-readable output (schema odeverify.check/1)")
     pc.add_argument("--resume", action="store_true",
                     help="continue an interrupted run with the same options from its journal (finished cases are"
@@ -792,7 +775,9 @@ def add_explore_parser(sub: Any) -> None:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    from .explore import EXPLORATIONS, explore, run_case
+    from .explore import EXPLORATIONS, explore, load_families, run_case
+
+    load_families()
 
     if args.list:
         for name, e in EXPLORATIONS.items():

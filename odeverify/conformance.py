@@ -715,10 +715,11 @@ def _flow_geometry_records(quick: bool) -> list[Record]:
 
 # ----------------------------------------------------------------------------- parallel units
 def run_unit(*, gradients: bool = False, backend: str, quick: bool = False, unit: str,
-             resume: Mapping[str, Record] | None = None, sde: bool = False, flows: bool = False) -> dict[str, Any]:
+             resume: Mapping[str, Record] | None = None) -> dict[str, Any]:
     """One method's conformance cases (or, with ``gradients``, one gradient mode's), as a
     unit of :mod:`odeverify.parallel`: ``{"records": [...], "cases": [(key, record), ...]}``.
-    Cases in ``resume`` are not run again."""
+    Cases in ``resume`` are not run again. (The units of ``check --sde``, ``--flows`` and the
+    other families: :func:`odeverify.families.run_unit`.)"""
     from .parallel import stream_case
 
     cases: list[tuple[str, Record]] = []  # those not streamed to the parent already
@@ -730,37 +731,27 @@ def run_unit(*, gradients: bool = False, backend: str, quick: bool = False, unit
     hooks = dict(on_record=finished, resume=dict(resume or {}))
     if gradients:
         records = run_gradient_conformance(backend, quick, modes=[unit], **hooks)
-    elif sde:
-        shared = unit == SDE_SHARED_UNIT
-        records = run_sde_conformance(backend=backend, quick=quick, methods=[] if shared else [unit], shared=shared,
-                                      **hooks)
-    elif flows:
-        shared = unit == FLOW_SHARED_UNIT
-        records = run_flow_conformance(backend=backend, quick=quick, methods=[] if shared else [unit], shared=shared,
-                                       **hooks)
     else:
         records = run_conformance(backend=backend, quick=quick, methods=[unit], **hooks)
     return {"records": records, "cases": cases}
 
 
-def unit_cost(backend: str, name: str, gradients: bool = False, sde: bool = False, flows: bool = False) -> float:
+def unit_cost(backend: str, name: str, gradients: bool = False) -> float:
     """A unit's expected cost, for handing the costliest out first: an implicit method runs
     the stiff checks (and compiles more on a jitted backend), several times an explicit one."""
-    if gradients or sde or flows:
+    if gradients:
         return 1.0
     info = backends.get(backend).capabilities().method(name, backend)
     return (4.0 if info.adaptive else 2.0) if is_implicit(info) else 1.0
 
 
 def units(*, gradients: bool = False, backend: str, quick: bool = False, names: Iterable[str],
-          resume: Mapping[str, Record] | None = None, sde: bool = False, flows: bool = False):
-    """The :class:`odeverify.parallel.Unit` s of ``check``: one per method (or gradient mode, or
-    SDE method; ``check --sde`` adds :data:`SDE_SHARED_UNIT` when it runs every method)."""
+          resume: Mapping[str, Record] | None = None):
+    """The :class:`odeverify.parallel.Unit` s of ``check``: one per method (or gradient mode)."""
     from .parallel import Unit
 
-    prop = "gradients" if gradients else ("sde" if sde else ("flows" if flows else "conformance"))
+    prop = "gradients" if gradients else "conformance"
     return [Unit(label=f"{backend}: {n} {prop}",
                  target="odeverify.conformance:run_unit",
-                 kwargs=dict(gradients=gradients, backend=backend, quick=quick, unit=n, resume=dict(resume or {}),
-                             **({"sde": True} if sde else {}), **({"flows": True} if flows else {})),
+                 kwargs=dict(gradients=gradients, backend=backend, quick=quick, unit=n, resume=dict(resume or {})),
                  backend=backend, method=n, property=prop) for n in names]

@@ -17,6 +17,8 @@ search re-finds it): reported, never a failure.
 """
 from __future__ import annotations
 
+import importlib
+
 import json
 import math
 import os
@@ -62,6 +64,13 @@ class Exploration:
 
 
 EXPLORATIONS: Registry[Exploration] = Registry("exploration")
+
+
+def load_families() -> None:
+    """Register the explorations of the check families (``odeverify.families``: CDEs, events,
+    irregular times, ...), which live in their family modules, as plug-ins do: imported by name
+    when a search or a replay needs the whole registry."""
+    importlib.import_module("odeverify.families")
 
 _EXACT = ("linear", "manufactured", "warped", "jordan", "hamiltonian")
 _FACTORS = (0.25, 0.5, 2.0, 4.0, 1024.0, 2.0 ** -10)
@@ -519,6 +528,7 @@ def run_case(case: dict | str) -> Record:
     missing = {"property", "backend", "method", "problem"} - set(case)
     if missing:
         raise ValueError(f"case is missing {sorted(missing)}; expected the keys of an explore case")
+    load_families()
     expl = EXPLORATIONS.get(case["property"])
     problem = problem_of(case["problem"])
     try:
@@ -759,6 +769,7 @@ def explore(backend: str, *, properties: Iterable[str] | None = None, methods: I
     if budget is not None and not (isinstance(budget, (int, float)) and budget > 0 and math.isfinite(budget)):
         raise ValueError(f"budget={budget!r}, but it must be a number of seconds > 0")
     b = backends.get(backend)
+    load_families()
     names = list(properties) if properties is not None else list(EXPLORATIONS.names())
     expls = [EXPLORATIONS.get(n) for n in names]  # unknown names fail with the choices
     result = ExploreResult(backend=b.name)

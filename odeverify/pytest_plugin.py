@@ -4,9 +4,10 @@ items in any test suite, against an installed odeverify, with no clone of its re
 - ``pytest --odeverify-backend NAME`` (repeatable or comma-separated): one test per method of
   the backend, failing with the records that failed (``--odeverify-quick`` for the quick
   profile, ``--odeverify-gradients`` for the gradient modes instead, ``--odeverify-sde`` for
-  its SDE methods, ``check --sde``; ``--odeverify-flows`` for continuous normalizing flows and
-  the flow map's geometry, ``check --flows``, one test per method plus one for the gradients and
-  the records made once);
+  its SDE methods, ``check --sde``; ``--odeverify-family NAME`` for any check family
+  (``check --NAME``: ``sde``, ``flows``, ``cde``, ``events``, ``irregular``, plug-ins; one test
+  per method plus one for the records a run makes once), ``--odeverify-flows`` meaning
+  ``--odeverify-family flows``);
 - ``pytest --odeverify-explore NAME``: one test per explore property that applies to the
   backend, failing with the shrunk counterexample and its one-line reproduction
   (``--odeverify-examples N``, ``--odeverify-budget SECONDS``, ``--odeverify-seed S``; the
@@ -34,6 +35,9 @@ def pytest_addoption(parser: Any) -> None:
                     help="with --odeverify-backend: grade the SDE methods instead of the ODE solvers")
     group.addoption("--odeverify-flows", action="store_true",
                     help="with --odeverify-backend: grade continuous normalizing flows (check --flows) instead")
+    group.addoption("--odeverify-family", default=None, metavar="NAME",
+                    help="with --odeverify-backend: grade this check family (check --NAME: sde, flows, cde, events,"
+                         " irregular) instead")
     group.addoption("--odeverify-explore", action="append", default=[], metavar="NAME",
                     help="search generated problems for counterexamples against this backend (repeatable)")
     group.addoption("--odeverify-examples", type=int, default=10, help="explore: examples per property (default 10)")
@@ -46,24 +50,23 @@ def _names(values: list[str]) -> list[str]:
 
 
 class ConformanceItem(pytest.Item):
-    def __init__(self, *, backend: str, method: str, quick: bool, gradients: bool, sde: bool = False,
-                 flows: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, backend: str, method: str, quick: bool, gradients: bool, family: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.backend, self.method, self.quick, self.gradients, self.sde = backend, method, quick, gradients, sde
-        self.flows = flows
+        self.backend, self.method, self.quick, self.gradients = backend, method, quick, gradients
+        self.family = family
 
     def runtest(self) -> None:
-        from .conformance import (FLOW_SHARED_UNIT, run_conformance, run_flow_conformance, run_gradient_conformance,
-                                  run_sde_conformance)
+        from .conformance import run_conformance, run_gradient_conformance
 
-        if self.flows:
-            shared = self.method == FLOW_SHARED_UNIT
-            records = run_flow_conformance(backend=self.backend, quick=self.quick,
-                                           methods=None if self.method == "*" else [] if shared else [self.method],
-                                           shared=None if self.method == "*" else shared)
-        elif self.sde:
-            records = run_sde_conformance(backend=self.backend, quick=self.quick,
-                                          methods=None if self.method == "*" else [self.method])
+        if self.family is not None:
+            from .families import FAMILIES
+
+            fam = FAMILIES.get(self.family)
+            if self.method == "*":
+                records = fam.run(backend=self.backend, quick=self.quick)
+            else:
+                records = fam.run_units(backend=self.backend, quick=self.quick, units=[self.method])
         elif self.gradients:
             records = run_gradient_conformance(self.backend, self.quick,
                                                modes=None if self.method == "*" else [self.method])
@@ -108,30 +111,34 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> Non
         return
     from . import backends
     from .explore import EXPLORATIONS
+    from .families import FAMILIES
 
     quick, gradients = config.getoption("odeverify_quick"), config.getoption("odeverify_gradients")
-    sde, flows = config.getoption("odeverify_sde"), config.getoption("odeverify_flows")
+    chosen = [n for n, on in (("sde", config.getoption("odeverify_sde")), ("flows", config.getoption("odeverify_flows")),
+                              (config.getoption("odeverify_family"), True)) if n and on]
+    if len(set(chosen)) > 1 or (chosen and gradients):
+        raise pytest.UsageError(f"odeverify: families {sorted(set(chosen))}{' and --odeverify-gradients' if gradients else ''}"
+                                "; a run grades one family at a time")
+    family = FAMILIES.get(chosen[0]) if chosen else None  # an unknown name raises, naming the choices
     for name in backends_:
         b = backends.get(name)
+        fam = None if family is None else family.name
         if not b.available():
             items.append(ConformanceItem.from_parent(session, name=f"odeverify[{name}]", backend=name, method="*",
-                                                     quick=quick, gradients=gradients, sde=sde, flows=flows))
+                                                     quick=quick, gradients=gradients, family=fam))
             continue
         caps = b.capabilities()
-        if flows:
-            from .conformance import FLOW_SHARED_UNIT, flow_methods
-
-            what = flow_methods(b.name, quick) + [FLOW_SHARED_UNIT]
+        if family is not None:
+            what = family.default_units(b.name, quick)
         else:
-            what = (list(caps.sde_methods) if sde else caps.gradient_modes if gradients
-                    else [m.name for m in caps.methods.values()])
+            what = caps.gradient_modes if gradients else [m.name for m in caps.methods.values()]
         for m in what:
             items.append(ConformanceItem.from_parent(session, name=f"odeverify[{name}-{m}]", backend=name, method=m,
-                                                     quick=quick, gradients=gradients, sde=sde, flows=flows))
+                                                     quick=quick, gradients=gradients, family=fam))
     for name in explores:
         b = backends.get(name)
         caps = b.capabilities() if b.available() else None
-        for prop, expl in EXPLORATIONS.items():
+        for prop, expl in EXPLORATIONS.items():  # the families' explorations are registered on import
             infos = [] if caps is None else list((caps.sde_methods if expl.family == "sde" else caps.methods).values())
             if b.available() and not any(expl.applies(i, b.name) for i in infos):
                 continue
