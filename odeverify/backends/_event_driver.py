@@ -12,7 +12,9 @@ adapter offers
 - ``segment(ctx, t0, y0, t_end, stops, skip) -> Segment``: the library solves from ``(t0, y0)``
   towards ``t_end``, reporting the events it locates (time, state, which, crossing
   direction), each filtered by its event's ``direction``, and stops at the first occurrence
-  of an event whose ``stops[i]`` is set (or at ``t_end``). A library without non-terminal
+  of an event whose ``stops[i]`` is set (or at ``t_end``): ``stops[i]`` is 0 (never), 1 (at
+  its first occurrence), or ``k`` (at its ``k``-th: a terminal count, where the library counts
+  itself (scipy); the others stop at every occurrence of a nonzero one). A library without non-terminal
   events (torchdiffeq, diffrax) stops at every event: the driver restarts it. ``skip``
   (None, or ``(i, sign, until)``) asks the adapter to read event ``i`` as ``sign * |g|``
   before ``until`` (the restart guard below, where the library cannot be told otherwise);
@@ -218,10 +220,14 @@ def jump_applies(event_problem: Any, index: int) -> bool:
     return jump is not None and jump.applies(event_problem.events[index].name)
 
 
-def stops_library(event_problem: Any, index: int) -> bool:
-    """Whether an occurrence of event ``index`` stops the library run: a jump applies to it,
-    or it is terminal (the driver counts the occurrences of a count ``k``)."""
-    return jump_applies(event_problem, index) or event_problem.events[index].terminal_count is not None
+def stops_library(event_problem: Any, index: int, seen: int) -> int:
+    """Which occurrence of event ``index`` from here stops the library run: 1 where a jump
+    applies to it, the remaining count of a terminal event (``seen`` occurrences so far),
+    else 0 (never)."""
+    if jump_applies(event_problem, index):
+        return 1
+    count = event_problem.events[index].terminal_count
+    return 0 if count is None else max(count - seen, 1)
 
 
 def _failed(event_problem: Any, method: str, backend: str, status: Status, message: str) -> EventSolution:
@@ -262,7 +268,6 @@ def drive(ad: Any, ctx: Any, event_problem: Any, method: str, backend: str, opts
     y = np.asarray(prob.y0, dtype=np.float64)
     t = float(t0)
     m = len(event_problem.events)
-    stops = [stops_library(event_problem, i) for i in range(m)]
     max_events = int(opts.get("max_events") or event_problem.max_events)
     guard_on = opts.get("redetect_guard", True)
     times: list[float] = []
@@ -281,6 +286,7 @@ def drive(ad: Any, ctx: Any, event_problem: Any, method: str, backend: str, opts
             sign = flow_slope(event_problem.events[restart_from[0]], rhs, p, t, y)
             if sign:
                 skip = (restart_from[0], sign, restart_from[1] + 2.0 * ad.time_tolerance(ctx, restart_from[1]))
+        stops = [stops_library(event_problem, i, counts[i]) for i in range(m)]
         seg = ad.segment(ctx, t, y, float(t_end), stops, skip)
         segments += 1
         stats.nfev += seg.nfev

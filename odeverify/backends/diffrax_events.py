@@ -204,7 +204,6 @@ def gradient(event_problem: Any, method: str, mode: str, options: dict[str, Any]
 
     y0 = jnp.asarray(prob.y0, dtype=jnp.float64)
     theta = {k: jnp.asarray(float_params(prob)[k], dtype=jnp.float64) for k in names}
-    (val, out) = jax.jit(first)(y0, theta)
     seg = segment(ctx, t0, np.asarray(prob.y0, dtype=np.float64), t_end, [True])
     if not seg.status.ok or seg.stopped is None:
         return failed_gradient(event_problem, mode, method, "diffrax",
@@ -215,8 +214,8 @@ def gradient(event_problem: Any, method: str, mode: str, options: dict[str, Any]
                                "the first event is against its direction")
     jac_y0, jac_th = jax.jit(jax.jacrev(lambda a, b: first(a, b)[0], argnums=(0, 1)))(y0, theta)
     jac_y0 = np.asarray(jac_y0, dtype=np.float64)
-    return EventGradient(mode=mode, method=method, backend="diffrax", status=Status.SUCCESS, t_event=float(val[0]),
-                         y_event=np.asarray(val[1:], dtype=np.float64), dt_dy0=jac_y0[0],
+    return EventGradient(mode=mode, method=method, backend="diffrax", status=Status.SUCCESS, t_event=seg.t_stop,
+                         y_event=seg.y_stop, dt_dy0=jac_y0[0],
                          dt_dparams={k: float(jac_th[k][0]) for k in names}, dy_dy0=jac_y0[1:],
                          dy_dparams={k: np.asarray(jac_th[k][1:], dtype=np.float64) for k in names})
 

@@ -1,8 +1,9 @@
 """scipy's event location (``solve_ivp(events=...)``) under the event driver.
 
 scipy is the one library here with non-terminal events and a direction filter of its own:
-each event function gets ``.direction`` (the event's) and ``.terminal`` (True where the
-driver must restart or stop there, else False), and ``solve_ivp`` reports every occurrence
+each event function gets ``.direction`` (the event's) and ``.terminal`` (the occurrence
+where the driver must restart or stop: 1 for a jump, a terminal event's remaining count,
+else False), and ``solve_ivp`` reports every occurrence
 in ``t_events`` / ``y_events``. What it does (scipy 1.17 ``scipy/integrate/_ivp/ivp.py``):
 after each accepted step it compares the signs of ``g`` at the two step ends
 (``find_active_events``: an up-crossing is ``g_old <= 0 <= g_new``), and for each active
@@ -58,16 +59,20 @@ def time_tolerance(ctx: _Ctx, t: float) -> float:
 
 
 def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool], skip: Any = None) -> Segment:
-    """One ``solve_ivp`` run (``skip`` is not needed: scipy's own non-terminal events never
-    restart; after a jump, the driver's window drops a re-detection)."""
+    """One ``solve_ivp`` run; terminal counts are scipy's own (``terminal=k``), and ``skip``
+    (a restart after a jump or a terminal count) reads the restarted event's function with
+    its sign along the flow (see ``_event_driver``)."""
     from scipy.integrate import solve_ivp
 
     fns = []
     for i, ev in enumerate(ctx.ep.events):
-        def fn(t: float, y: np.ndarray, g: Any = ev.g) -> float:
-            return float(g(np, np.float64(t), y, ctx.p))
+        sign, until = (skip[1], skip[2]) if skip is not None and skip[0] == i else (0, -np.inf)
 
-        fn.terminal = bool(stops[i])
+        def fn(t: float, y: np.ndarray, g: Any = ev.g, sign: int = sign, until: float = until) -> float:
+            val = float(g(np, np.float64(t), y, ctx.p))
+            return sign * (abs(val) + 1e-300) if sign and t < until else val
+
+        fn.terminal = int(stops[i]) if stops[i] else False
         fn.direction = float(ev.direction) if ctx.direction_filter else 0.0
         fns.append(fn)
     kwargs: dict[str, Any] = {"rtol": ctx.options["rtol"], "atol": ctx.options["atol"]}
