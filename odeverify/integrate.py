@@ -641,7 +641,7 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
             event_end = None
             if tracker is not None:
                 interp = StepInterpolant(solver, fun, tc, y, y1, h, res, k1)
-                event_end = tracker.after_step(float(t), float(t_new), y1, interp, float(h))
+                event_end = tracker.after_step(float(t), float(t_new), y, y1, interp, float(h))
                 if event_end is not None:
                     # a terminal event: the step ends at t* (outputs up to it from the interpolant)
                     t_new, y1 = event_end
@@ -838,7 +838,7 @@ class EventTracker:
         down = ga > 0 >= gb
         return (up and direction >= 0) or (down and direction <= 0)
 
-    def after_step(self, t: float, t_new: float, y1: Any, interp: Callable[[Any], Any], h: float,
+    def after_step(self, t: float, t_new: float, y: Any, y1: Any, interp: Callable[[Any], Any], h: float,
                    samples: int | None = None) -> tuple[float, Any] | None:
         """Record the events inside the accepted step ``[t, t_new]``; returns ``(t*, y(t*))``
         when a terminal event ended the solve there, else None."""
@@ -861,11 +861,15 @@ class EventTracker:
                     found.append((t_new, k, y1))
                     continue
 
+                def state(s: float) -> Any:
+                    # the step's own ends exactly; the dense output inside
+                    return y1 if s == t_new else (y if s == t else interp((s - t) / h))
+
                 def phi(s: float, k: int = k) -> float:
-                    return self._value(k, s, y1 if s == t_new else interp((s - t) / h))
+                    return self._value(k, s, state(s))
 
                 ts_root, _ = bracket_root(phi, ts_all[i], ts_all[i + 1], ga, gb)
-                found.append((ts_root, k, y1 if ts_root == t_new else interp((ts_root - t) / h)))
+                found.append((ts_root, k, state(ts_root)))
         self.g_prev = ends
         found.sort(key=lambda item: item[0] * (1.0 if h > 0 else -1.0))
         for t_star, k, y_star in found:

@@ -349,6 +349,10 @@ def _dg_plane_dy(xp, t, y, p):
     return xp.concat([p["c0"] * one, p["c1"] * one], axis=-1)
 
 
+def _jump_identity(xp, t, y, p):
+    return y + 0.0
+
+
 def _plane_parametrize(xp: Any, th: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     r0 = xp.asarray(th["radius"])
     angle = xp.asarray(th["angle"])
@@ -391,11 +395,14 @@ def plane_crossing_times(theta: Mapping[str, Any], horizon: float, dps: int = 40
 
 def plane_crossing(decay: float = 0.1, omega: float = 2.0, radius: float = 1.0, angle: float = 0.3,
                    offset: float = 0.2, horizon: float = 12.0, terminal: bool | int = False,
-                   direction: int = 0, name: str = "plane_crossing") -> EventProblem:
+                   direction: int = 0, restart: bool = False, name: str = "plane_crossing") -> EventProblem:
     """``z' = A z`` with ``A = [[-a, -w], [w, -a]]`` (a decaying rotation) from ``(r0, 0)``,
     crossing the line ``c.z = d``, ``c = (cos phi, sin phi)``. The crossing times are the
     zeros of ``r0 e^{-a t} cos(wt - phi) - d``, found in mpmath (no solver code), and their
-    derivatives by the implicit function theorem on that closed form (mpmath derivatives)."""
+    derivatives by the implicit function theorem on that closed form (mpmath derivatives).
+    ``restart=True``: every crossing is terminal and an identity jump restarts the solve
+    there, so the events are the non-terminal ones again (a restart that saw its own event
+    again would double them)."""
     if not (math.isfinite(decay) and decay >= 0):
         raise ValueError(f"decay={decay!r}, but it must be finite and >= 0")
     if not (math.isfinite(omega) and omega > 0):
@@ -412,6 +419,8 @@ def plane_crossing(decay: float = 0.1, omega: float = 2.0, radius: float = 1.0, 
         exact=lambda t: radius * np.exp(-decay * np.asarray(t))[:, None]
         * np.stack([np.cos(omega * np.asarray(t)), np.sin(omega * np.asarray(t))], axis=-1),
         description="z' = [[-a, -w], [w, -a]] z")
+    if restart:
+        terminal = True
     ev = Event(_g_plane, direction=direction, terminal=terminal, name="plane", dg_dy=_dg_plane_dy)
 
     def exact(th: Mapping[str, float]) -> ExactEvents:
@@ -421,7 +430,7 @@ def plane_crossing(decay: float = 0.1, omega: float = 2.0, radius: float = 1.0, 
         slopes = [float(mpmath.diff(G, mpmath.mpf(r))) for r in roots]
         keep = [r for r, s in zip(roots, slopes) if direction == 0 or s * direction > 0]
         count = ev.terminal_count
-        if count is not None:
+        if count is not None and not restart:
             keep = keep[:count]
         ts = np.asarray(keep, dtype=np.float64)
         a, w, r0 = th["decay"], th["omega"], th["radius"]
@@ -449,11 +458,12 @@ def plane_crossing(decay: float = 0.1, omega: float = 2.0, radius: float = 1.0, 
 
     def factory(**kw: Any) -> EventProblem:
         kw.setdefault("horizon", horizon)
-        return plane_crossing(terminal=terminal, direction=direction, name=name, **kw)
+        return plane_crossing(terminal=terminal, direction=direction, restart=restart, name=name, **kw)
 
     ex = exact(theta)
     return EventProblem(
-        problem=problem, events=(ev,), jump=None, max_events=max(1, len(ex.times)) + 5,
+        problem=problem, events=(ev,), jump=Jump(_jump_identity, name="identity") if restart else None,
+        max_events=max(1, len(ex.times)) + 5,
         exact=exact,
         state=lambda t, th: th["radius"] * math.exp(-th["decay"] * t) * np.array(
             [math.cos(th["omega"] * t), math.sin(th["omega"] * t)]),
@@ -545,6 +555,7 @@ def event_problems(quick: bool = False) -> dict[str, EventProblem]:
     }
     if not quick:
         out["plane_crossing_terminal"] = plane_crossing(terminal=True, direction=-1, name="plane_crossing_terminal")
+    out["plane_crossing_restart"] = plane_crossing(restart=True, name="plane_crossing_restart")
     return out
 
 
