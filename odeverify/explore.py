@@ -121,6 +121,9 @@ def problem_of(spec: dict | str) -> Any:
     data = json.loads(spec) if isinstance(spec, str) else spec
     if is_cnf_spec(data):
         return cnf_from_spec(data)
+    if str(data.get("kind", "")).startswith("event_"):  # an event problem (problems/events.py)
+        from .problems.events import event_from_spec
+        return event_from_spec(data)
     if data.get("kind") == "irregular":  # an irregular batch (problems/irregular.py)
         from .problems.irregular import from_irregular_spec
         return from_irregular_spec(data)
