@@ -36,7 +36,8 @@ adapter reads the event's function with the sign it takes along the flow after t
 (``sign(dg/dt)`` at the restart state, a central difference along the field) for ``2 *
 time_tolerance`` (``skip``), and the driver drops an event of that function found within
 twice that window all the same (where ``skip`` ends, a function that only touched zero
-changes sign: the library may locate that within its tolerance past the window); every dropped time is kept in ``EventSolution.dropped``.
+changes sign: the library may locate that within its tolerance past the window); every
+dropped time is kept in ``EventSolution.dropped``.
 
 Sources for the libraries' semantics: ``scipy.integrate._ivp.ivp`` (``find_active_events``
 compares the signs of g at consecutive step ends; ``solve_event_equation`` runs brentq on
@@ -156,6 +157,34 @@ def failed_gradient(event_problem: Any, mode: str, method: str, backend: str, st
                          y_event=np.full(n, np.nan), dt_dy0=np.full(n, np.nan),
                          dt_dparams=dict.fromkeys(names, math.nan), dy_dy0=np.full((n, n), np.nan),
                          dy_dparams={k: np.full(n, np.nan) for k in names}, message=message)
+
+
+def autograd_gradient(t_k: Any, y_k: Any, y0: Any, leaves: Mapping[str, Any], mode: str, method: str,
+                      backend: str) -> EventGradient:
+    """An :class:`EventGradient` from a PyTorch event time ``t_k`` and state ``y_k`` that
+    depend on the leaves ``y0`` and ``leaves`` (name -> 0-d tensor): 1 + n backward passes."""
+    import torch
+
+    names = list(leaves)
+    inputs = [y0] + [leaves[k] for k in names]
+
+    def grads(out: Any) -> list[np.ndarray]:
+        gs = torch.autograd.grad(out, inputs, retain_graph=True, allow_unused=True)
+        return [np.zeros(tuple(x.shape)) if g is None else g.detach().numpy().astype(np.float64)
+                for x, g in zip(inputs, gs)]
+
+    gt = grads(t_k)
+    n = int(y0.shape[-1])
+    dy_dy0 = np.zeros((n, n))
+    dy_dp = {k: np.zeros(n) for k in names}
+    for i in range(n):
+        gi = grads(y_k[i])
+        dy_dy0[i] = gi[0]
+        for k, gk in zip(names, gi[1:]):
+            dy_dp[k][i] = float(gk)
+    return EventGradient(mode=mode, method=method, backend=backend, status=Status.SUCCESS,
+                         t_event=float(t_k.detach()), y_event=y_k.detach().numpy().astype(np.float64), dt_dy0=gt[0],
+                         dt_dparams={k: float(g) for k, g in zip(names, gt[1:])}, dy_dy0=dy_dy0, dy_dparams=dy_dp)
 
 
 def adapter_of(backend: Any) -> Any:

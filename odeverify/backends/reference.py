@@ -30,6 +30,11 @@ class ReferenceBackend(Backend):
     def _import(self) -> Any:
         return _xp.get_namespace(self.library)
 
+    def _event_adapter(self) -> Any:  # events (issue 12): backends/reference_events.py
+        from . import reference_events
+
+        return reference_events
+
     def capabilities(self) -> Capabilities:
         methods = {}
         for name, s in SOLVERS.items():

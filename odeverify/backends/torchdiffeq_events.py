@@ -31,8 +31,8 @@ import numpy as np
 
 from .. import _xp
 from ..solution import Status
-from ._event_driver import (EventGradient, Segment, failed_gradient, fixed_grid, float_params, flow_slope,
-                            passes_direction)
+from ._event_driver import (EventGradient, Segment, autograd_gradient, failed_gradient, fixed_grid, float_params,
+                            flow_slope, passes_direction)
 
 METHODS = ("dopri5", "bosh3", "dopri8", "fehlberg2", "adaptive_heun")
 DEFAULT_METHODS = ("dopri5", "bosh3", "dopri8")
@@ -163,7 +163,6 @@ def gradient(event_problem: Any, method: str, mode: str, options: dict[str, Any]
 
     prob = event_problem.problem
     xp = _xp.get_namespace("torch")
-    names = list(float_params(prob))
     leaves = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in float_params(prob).items()}
     fixed = {k: v for k, v in prob.converted_params(xp, torch.float64).items() if k not in leaves}
     p = {**fixed, **leaves}
@@ -199,24 +198,7 @@ def gradient(event_problem: Any, method: str, mode: str, options: dict[str, Any]
     crossing = -int(np.sign(g0))
     if not passes_direction(ev.direction, crossing):
         return failed_gradient(event_problem, mode, method, "torchdiffeq", Status.FAILED,
-                               f"the first crossing of {ev.name!r} (t = {te:.6g}) is against its direction {ev.direction}:"
-                               " torchdiffeq has no direction filter, so its gradient is that of another event")
-    inputs = [y0] + [leaves[k] for k in names]
-
-    def grads(out: Any) -> list[Any]:
-        gs = torch.autograd.grad(out, inputs, retain_graph=True, allow_unused=True)
-        return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, gs)]
-
-    gt = grads(et)
-    n = prob.n
-    dy_dy0 = np.zeros((n, n))
-    dy_dp = {k: np.zeros(n) for k in names}
-    for i in range(n):
-        gi = grads(ye[i])
-        dy_dy0[i] = gi[0].numpy()
-        for k, gk in zip(names, gi[1:]):
-            dy_dp[k][i] = float(gk)
-    return EventGradient(mode=mode, method=method, backend="torchdiffeq", status=Status.SUCCESS, t_event=te,
-                         y_event=ye.detach().numpy().astype(np.float64), dt_dy0=gt[0].numpy().astype(np.float64),
-                         dt_dparams={k: float(g) for k, g in zip(names, gt[1:])}, dy_dy0=dy_dy0, dy_dparams=dy_dp)
-
+                               f"the first crossing of {ev.name!r} (t = {te:.6g}) is against its direction"
+                               f" {ev.direction}: torchdiffeq has no direction filter, so its gradient is that of"
+                               " another event")
+    return autograd_gradient(et, ye, y0, leaves, mode, method, "torchdiffeq")

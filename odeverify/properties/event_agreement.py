@@ -32,6 +32,7 @@ import numpy as np
 
 from ..records import Record, unavailable_record
 from ._common import backend_for
+from .events import _theta_jacobian
 
 #: the tolerance sweep of event_location (atol = ATOL_RATIO * rtol)
 TOLERANCES = (1e-3, 1e-5, 1e-7, 1e-9, 1e-11)
@@ -203,26 +204,6 @@ def event_grazing(event_problem: Any, method: str, *, backend: str = "scipy", ca
                   message=f"{len(exact.times)} event(s) as the convention says", details=details)
 
 
-def theta_jacobian(event_problem: Any) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
-    """d(inputs)/d(theta): how y0 and each float parameter of the problem depend on the
-    closed form's parameters theta, by central differences through ``factory`` (the inputs
-    are elementary functions of theta: exact for the linear ones, ~1e-10 for cos/sin)."""
-    from ..backends._event_driver import float_params
-
-    keys = list(event_problem.theta)
-    names = list(float_params(event_problem.problem))
-    jy = np.zeros((event_problem.problem.n, len(keys)))
-    jp = {k: np.zeros(len(keys)) for k in names}
-    for j, key in enumerate(keys):
-        h = 1e-6 * max(1.0, abs(event_problem.theta[key]))
-        plus = event_problem.with_theta(**{key: event_problem.theta[key] + h}).problem
-        minus = event_problem.with_theta(**{key: event_problem.theta[key] - h}).problem
-        jy[:, j] = (np.asarray(plus.y0) - np.asarray(minus.y0)) / (2 * h)
-        for k in names:
-            jp[k][j] = (float(plus.params[k]) - float(minus.params[k])) / (2 * h)
-    return keys, jy, jp
-
-
 def state_gradient_oracle(event_problem: Any) -> np.ndarray:
     """d/dtheta of sum(y(t_1*)) (the first event's state, closed form) by central differences
     of ``exact`` (no solver), step 1e-5 max(1, |theta_j|) (a 4th-order Richardson pair)."""
@@ -254,7 +235,8 @@ def event_time_gradient(event_problem: Any, method: str, mode: str, *, backend: 
     prop = "event_time_gradient"
     atol = ATOL_RATIO * rtol
     res = b.event_gradient(event_problem, method, mode, rtol=rtol, atol=atol)
-    keys, jy, jp = theta_jacobian(event_problem)
+    keys = list(event_problem.theta)
+    jy, jp = _theta_jacobian(event_problem)  # complex steps of the problem's parametrize
     oracle_t = np.asarray(event_problem.time_gradient(event_problem.theta))[0]
     oracle_l = oracle_t + state_gradient_oracle(event_problem)
     label = f"{method}/{mode}"
@@ -262,9 +244,9 @@ def event_time_gradient(event_problem: Any, method: str, mode: str, *, backend: 
         return Record(prop, label, event_problem.name, None, 0.0, "fail", backend=b.name, library=lib,
                       status=res.status.code, message=f"{res.status.code}: {res.message}"[:900],
                       details={"mode": mode, "theta": keys})
-    got_t = res.dt_dy0 @ jy + sum(res.dt_dparams[k] * jp[k] for k in jp)
+    got_t = res.dt_dy0 @ jy + sum(res.dt_dparams.get(k, 0.0) * jp[k] for k in jp)
     dsum_y0 = res.dy_dy0.sum(axis=0)
-    got_l = got_t + dsum_y0 @ jy + sum(float(np.sum(res.dy_dparams[k])) * jp[k] for k in jp)
+    got_l = got_t + dsum_y0 @ jy + sum(float(np.sum(res.dy_dparams.get(k, 0.0))) * jp[k] for k in jp)
     scale_t = np.maximum(1.0, np.abs(oracle_t))
     scale_l = np.maximum(1.0, np.abs(oracle_l))
     err_t = np.abs(got_t - oracle_t) / scale_t
