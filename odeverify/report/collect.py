@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, conformance
+from .. import families as _families
 from .. import backends as _backends
 from ..backends import MethodInfo
 from ..backends.base import UnsupportedOption, is_implicit
@@ -85,7 +86,12 @@ DRIFT_N_STEPS = 64
 #: reversibility drift: a conservative and a dissipative problem
 DRIFT_PROBLEMS = ("harmonic", "warped_real")
 #: the kinds of task a report runs (``collect(kinds=...)`` selects some)
-KINDS = ("conformance", "work_precision", "gradients", "drift", "sde", "flows", "stability")
+#: (then one kind per check family of ``odeverify.families`` without a task builder of its own:
+#: ``cde``, ``events``, ``irregular``, plug-ins)
+_BASE_KINDS = ("conformance", "work_precision", "gradients", "drift", "sde", "flows", "stability")
+KINDS = _BASE_KINDS + tuple(n for n in _families.FAMILIES.names() if n not in _BASE_KINDS)
+#: the families whose records the report groups by ``Family.properties`` under their own section
+REPORT_FAMILIES = tuple(n for n in KINDS if n not in _BASE_KINDS)
 #: --quick grades the SDE methods of these step rules (odeverify's method of the same rule,
 #: ``SDEMethod.reference``, or the reference's own name): Euler-Maruyama and stochastic Heun,
 #: one Itô and one Stratonovich scheme per library. diffrax compiles every method for every
@@ -365,6 +371,44 @@ def _flow_tasks(backend: str, quick: bool, methods: Sequence[str] | None, weight
                  backend, "*", "flows")]
 
 
+def _family_tasks(backend: str, quick: bool, methods: Sequence[str] | None, weight: float) -> list[Task]:
+    """One task per (check family of :data:`REPORT_FAMILIES`, backend): the family's whole run
+    (``Family.run``: its methods on the backend and its once-per-run records). With ``methods``,
+    only those of the family's default methods (none left: no task). A backend without the
+    family's kind of method (no default methods there) gets no task."""
+    tasks = []
+    for name in REPORT_FAMILIES:
+        fam = _families.FAMILIES.get(name)
+        try:
+            chosen = list(fam.methods(backend, quick))
+        except Exception:  # noqa: BLE001 - a backend the family cannot list methods of: no task
+            chosen = []
+        if not chosen:  # a backend without the family's kind of method (torchsde for CDEs): nothing to grade
+            continue
+        kwargs: dict[str, Any] = {}
+        if methods is not None:
+            wanted = {m.lower() for m in methods}
+            chosen = [m for m in chosen if m.lower() in wanted]
+            if not chosen:
+                continue
+            kwargs["methods"] = chosen
+        tasks.append(Task(f"{backend}: {name}", weight,
+                          lambda fam=fam, kwargs=kwargs: fam.run(backend=backend, quick=quick, **kwargs),
+                          backend, "*", name))
+    return tasks
+
+
+def family_descriptions() -> dict[str, dict[str, Any]]:
+    """What the report shows of each family of :data:`REPORT_FAMILIES` (its section's title and
+    text, the properties its records carry, its documentation page): written into the records
+    document, so rendering needs no registry."""
+    out = {}
+    for name in REPORT_FAMILIES:
+        fam = _families.FAMILIES.get(name)
+        out[name] = {"title": fam.title, "help": fam.help, "properties": list(fam.properties), "doc": fam.doc}
+    return out
+
+
 def stability_records() -> list[Record]:
     """One record per registered tableau: the exact stability function R(z) = P(z)/Q(z)
     (coefficients, lowest power first; the figure evaluates them) and, as ``measured``, the
@@ -578,8 +622,9 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
                                                "weak": dict(i.weak)} for i in sde_infos}
         sde = _sde_tasks(name, sde_infos, quick, _SDE_WEIGHT.get(name, _DEFAULT_SDE_WEIGHT),
                          shared=name == "reference")
-        if not all_infos:  # an SDE-only library (torchsde): no ODE conformance, sweeps, gradients or drift
-            tasks += sde
+        family_tasks = _family_tasks(name, quick, methods, 1.0 if quick else 4.0)
+        if not all_infos:  # an SDE- or CDE-only library (torchsde, torchcde): no ODE conformance, sweeps, ...
+            tasks += sde + family_tasks
             continue
         w_conf, w_wp, w_grad, w_drift = _WEIGHT.get(name, _DEFAULT_WEIGHT)
         if not quick:  # the full conformance run sweeps more problems and tolerances
@@ -619,6 +664,7 @@ def plan(backend_names: Sequence[str], *, quick: bool = False, methods: Sequence
             missing["drift"] = why
         tasks += sde
         tasks += _flow_tasks(name, quick, methods, _FLOW_WEIGHT.get(name, _DEFAULT_FLOW_WEIGHT) * (1 if quick else 4))
+        tasks += family_tasks
     tasks.append(Task("stability regions", 0.5, lambda: stability_records() + stability_angle_records(),
                       "reference", "*", "stability"))
     if kinds is not None:
@@ -823,6 +869,7 @@ def collect(*, backends: Sequence[str] | str | None = None, quick: bool = False,
         "backends": rows,
         "methods_filter": list(methods) if methods is not None else None,
         "unavailable": missing,
+        "families": family_descriptions(),
         "stiff_problems": list(QUICK_STIFF_PROBLEMS if quick else STIFF_PROBLEMS),
         "environment": environment(),
         "elapsed_s": elapsed,

@@ -199,7 +199,8 @@ def summary_section(doc: dict, records: list[dict]) -> Section:
                              "worst"], rows))
     sec.notes.append(MATRIX_RULE)
     for (backend,), recs in by(checks, "backend").items():
-        ode = [r for r in recs if not is_sde(r) and not is_flow(r)]
+        fams = {r["property"]: family_of(doc, r) for r in recs}
+        ode = [r for r in recs if not is_sde(r) and not is_flow(r) and fams[r["property"]] is None]
         sde = [r for r in recs if is_sde(r)]
         flow = [r for r in recs if is_flow(r)]
         if ode:
@@ -211,6 +212,11 @@ def summary_section(doc: dict, records: list[dict]) -> Section:
         if flow:
             sec.tables.append(_matrix(flow, FLOW_COLUMNS, f"{backend}: methods x flow checks (section"
                                                           " 'Continuous normalizing flows')"))
+        for name, desc in (doc.get("families") or {}).items():
+            mine = [r for r in recs if fams[r["property"]] == name]
+            if mine:
+                sec.tables.append(_matrix(mine, {}, f"{backend}: methods x {name} checks (section"
+                                                    f" '{desc.get('title', name)}')"))
     devs = [r for r in records if r["verdict"] == "deviation"]
     sec.tables.append(Table(f"Expected deviations ({len(devs)}), with their reasons",
                             ["backend", "property", "method", "problem", "reason"], message_rows(devs)))
@@ -1036,6 +1042,70 @@ def flows_section(doc: dict, records: list[dict], style: Style, ids: list[int]) 
     return sec
 
 
+# ----------------------------------------------------------------------------- other check families
+#: at most this many records of a family are shown expanded; more are folded
+FAMILY_TABLE_OPEN = 30
+
+
+def family_of(doc: dict, r: dict) -> str | None:
+    """The check family (``doc["families"]``: CDEs, events, irregular times, ...) a record
+    belongs to: one of the family's properties, or the error record of its crashed task."""
+    for name, desc in (doc.get("families") or {}).items():
+        if r["property"] in desc.get("properties", ()) or r["property"] == name:
+            return name
+    return None
+
+
+def _plot_figures(sec: Section, recs: list[dict], style: Style, ids: list[int]) -> None:
+    """A figure per record that carries ``details["plot"]``: ``{"title", "xlabel", "ylabel",
+    "series": [{"label", "x", "y"}], "xlog", "ylog"}`` (the family's own sweep: an event time's
+    error against the step, an interpolant's error against the spacing, ...)."""
+    for r in recs:
+        plot = (r.get("details") or {}).get("plot")
+        if not isinstance(plot, dict) or not plot.get("series"):
+            continue
+        series = []
+        for i, srs in enumerate(plot["series"]):
+            xs, ys = srs.get("x") or [], srs.get("y") or []
+            if xs and len(xs) == len(ys):
+                line = dict(style.line(r["backend"], str(srs.get("label", r["method"]))))
+                line.update(x=xs, y=ys, label=str(srs.get("label", r["method"])), linestyle=("-", "--", "-.", ":")[i % 4])
+                series.append(line)
+        if not series:
+            continue
+        title = str(plot.get("title") or f"{r['property']}: {r['method']} on {r['problem']}")
+        caption = f"{r['backend']}: {title} ({verdict_cell(r['verdict'])[0]})"
+        sec.figures.append({"svg": plots.series_figure(series, xlabel=str(plot.get("xlabel", "")),
+                                                       ylabel=str(plot.get("ylabel", "")), title=title,
+                                                       figure_id=_figure_id(ids), xlog=bool(plot.get("xlog", True)),
+                                                       ylog=bool(plot.get("ylog", True))),
+                            "caption": caption})
+
+
+def family_sections(doc: dict, records: list[dict], style: Style, ids: list[int]) -> list[Section]:
+    """A section per check family of ``doc["families"]`` (those without a section of their own):
+    the family's description, a methods x checks matrix per backend, the figures its records
+    carry and every record with its message."""
+    out = []
+    for name, desc in (doc.get("families") or {}).items():
+        sec = Section(f"family-{name}", desc.get("title", name),
+                      f"What <code>odeverify check --{name}</code> grades: {desc.get('help', '')}."
+                      + (f" Documentation: <code>{desc['doc']}</code>." if desc.get("doc") else ""))
+        recs = [r for r in records if family_of(doc, r) == name]
+        if not recs:
+            sec.empty = empty_line(doc, name, name, f"no {name} checks ran")
+            out.append(sec)
+            continue
+        for (backend,), group in by(recs, "backend").items():
+            sec.tables.append(_matrix(group, {}, f"{backend}: methods x {name} checks"))
+        _plot_figures(sec, recs, style, ids)
+        table = _records_table(f"{len(recs)} records", recs)
+        table.collapsed = len(recs) > FAMILY_TABLE_OPEN
+        sec.tables.append(table)
+        out.append(sec)
+    return out
+
+
 def stability_section(doc: dict, records: list[dict], style: Style, ids: list[int]) -> Section:
     sec = Section("stability", "Stability regions",
                   "Boundaries |R(hλ)| = 1 of the exact stability functions R(z) = P(z)/Q(z): a step is"
@@ -1169,12 +1239,14 @@ def sections(doc: dict) -> list[Section]:
         stiffness_section(doc, records, style, ids),
         sde_section(doc, records, style, ids),
         flows_section(doc, records, style, ids),
+        *family_sections(doc, records, style, ids),
         stability_section(doc, records, style, ids),
     ]
     out.append(problems_section(doc, records))
     shown = {"work_precision", "convergence_order", "dense_output_order", "tolerance_proportionality",
              "stability_region", "stability_angle", "stiffness_handling", "stiff_order"} | {
-        r["property"] for r in records if _is_gradient(r) or _is_drift(r) or is_sde(r) or is_flow(r)}
+        r["property"] for r in records if _is_gradient(r) or _is_drift(r) or is_sde(r) or is_flow(r)
+        or family_of(doc, r) is not None}
     out.append(other_checks_section(records, shown))
     return out
 
