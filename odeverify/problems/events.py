@@ -527,9 +527,9 @@ def grazing_problems() -> dict[str, EventProblem]:
             "graze_near_miss", _g_level, 0.5 + 2.0 ** -20, [], 0, {"n_steps": 7},
             "g = h - (1/2 + 2^-20) stays below zero (closest 2^-20 at t = 1): no event"),
         "double_root_inside_step": _grazing(
-            "graze_double_root", _g_touch, 1.0, [], 0, {"dt": 0.3},
-            "g = -(t - 1)^2 has a double root at t = 1 inside the step [0.9, 1.2] and never changes sign:"
-            " no event"),
+            "graze_double_root", _g_touch, 1.0, [], 0, {"n_steps": 4},
+            "g = -(t - 1)^2 has a double root at t = 1 inside the step [0.55, 1.1] (off its sample points) and"
+            " never changes sign: no event", t1=2.2),
         "two_roots_one_step": _grazing(
             "graze_two_roots_one_step", _g_level, 0.375, [0.5, 1.5], 0, {"n_steps": 1},
             "g = h - 3/8 crosses up at t = 1/2 and down at t = 3/2 inside ONE step whose ends both have g < 0:"

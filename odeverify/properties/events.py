@@ -29,8 +29,8 @@ from ..integrate import resolve_solver, solve_with_jumps
 from ..problems.events import EventProblem
 from ..records import Record
 from ..solution import Status
-from ._common import method_info
 from ..metrics import loglog_slope
+from ._common import method_info
 from .convergence import ORDER_BAND, RESOLVED
 from .gradients import ACCURACY_FACTOR
 
@@ -41,6 +41,9 @@ COUNT_RTOL = 1e-8
 GRADIENT_RTOL = 1e-10
 #: event times closer than this (relative to 1 + |t|) match in the exact-arithmetic (grazing) cases
 EXACT_MATCH = 1e-12
+#: the same for a library's event location (its root finder's time tolerance: torchdiffeq bisects
+#: to its atol, 1e-10 under the event driver; measured 2.9e-11 off on the grazing cases)
+LIBRARY_MATCH = 1e-9
 #: event times within this many rtol's (times 1 + |t|) of the closed form match in a tolerance solve
 #: (an adaptive solve's global error can reach 100 rtol, PITFALLS; the event time divides it by |dg/dt|)
 TIME_FACTOR = 1e3
@@ -186,7 +189,8 @@ def event_count(ep: EventProblem, method: Any, *, backend: str = "reference", rt
     """The number and the times of the events over the horizon match the closed form.
 
     A grazing case (``ep.options`` fixes its step grid; exact arithmetic) must match to
-    :data:`EXACT_MATCH`; a tolerance solve to ``TIME_FACTOR * rtol * (1 + |t|)`` and never
+    :data:`EXACT_MATCH` on the reference (:data:`LIBRARY_MATCH` for a library's root finder);
+    a tolerance solve to ``TIME_FACTOR * rtol * (1 + |t|)`` and never
     farther than a quarter of the gap to the neighbouring event (so a doubled or a missed
     event cannot hide behind a neighbour). ``measured``: the events found, ``expected``: the
     closed form's count."""
@@ -215,7 +219,13 @@ def event_count(ep: EventProblem, method: Any, *, backend: str = "reference", rt
         return Record(measured=0.0, expected=0.0, verdict="pass", details=details, **common)
     gaps = np.diff(np.concatenate([[ep.problem.t_span[0]], want, [ep.problem.t_span[1]]]))
     near = np.minimum(gaps[:-1], gaps[1:])
-    allow = (EXACT_MATCH if exact_case else TIME_FACTOR * rtol) * (1 + np.abs(want))
+    if exact_case:
+        # the reference brackets a root to adjacent floats; a library's root finder stops at its own
+        # tolerance in time (torchdiffeq bisects to atol): the grazing cases grade the count
+        exact = EXACT_MATCH if backend == "reference" else LIBRARY_MATCH
+        allow = exact * (1 + np.abs(want))
+    else:
+        allow = TIME_FACTOR * rtol * (1 + np.abs(want))
     allow = np.minimum(allow, np.where(near > 0, near / 4, allow))
     err = np.abs(got - want)
     wrong = np.flatnonzero(err > allow)
