@@ -24,7 +24,10 @@ from ._cde_driver import CDECapabilities, cde_gradient_params, output_times
 def capabilities(backend: Any) -> CDECapabilities:
     from ..problems.cde import INTERPOLATIONS
 
-    modes = ("discrete",) if backend.library in ("numpy", "torch") and _xp.available("torch") else ()
+    import importlib.util
+
+    # find_spec, not an import: declaring the modes must not cost PyTorch's import
+    modes = ("discrete",) if backend.library in ("numpy", "torch") and importlib.util.find_spec("torch") else ()
     return CDECapabilities(methods=backend.capabilities().methods, interpolations=INTERPOLATIONS,
                            gradient_modes=modes, discrete_gradient_modes=modes, knots=("jump", "none"),
                            controls=("derivative",),
