@@ -97,6 +97,21 @@ def cde_capabilities(backend: Any) -> CDECapabilities | None:
     return None if adapter is None else adapter.capabilities(backend)
 
 
+def cde_methods(backend: Any, quick: bool = False) -> list[str]:
+    """The CDE methods a run grades on ``backend`` by default: its adapter's ``QUICK_METHODS`` or
+    ``DEFAULT_METHODS`` (else every method it declares); none where it solves no CDEs."""
+    adapter = backend._cde_adapter()
+    if adapter is None:
+        return []
+    names = getattr(adapter, "QUICK_METHODS" if quick else "DEFAULT_METHODS", None)
+    return list(names) if names is not None else list(adapter.capabilities(backend).methods)
+
+
+def check_method(backend: Any, method: Any) -> None:
+    """ValueError naming ``method`` (with the closest match) if ``backend`` has no such CDE method."""
+    _method(adapter_of(backend).capabilities(backend), method, backend.name)
+
+
 def cde_gradient_params(problem: Any) -> dict[str, np.ndarray]:
     """theta of a CDE gradient: ``"values"`` (the control's data, shape ``(K+1, c)``) and every
     float array of the field's parameters, as NumPy float64 copies."""
@@ -293,5 +308,5 @@ def fixed_grid_with_knots(problem: Any, options: Mapping[str, Any], knots: str) 
 
 
 __all__ = ["CDE_OPTIONS", "CDE_GRADIENT_OPTIONS", "CDE_WRT", "CONTROL_FORMS", "KNOT_RULES", "CDECapabilities",
-           "adapter_of", "cde_capabilities", "cde_gradient", "cde_gradient_params", "failed_cde_gradient",
+           "adapter_of", "cde_capabilities", "cde_gradient", "cde_gradient_params", "cde_methods", "check_method", "failed_cde_gradient",
            "fixed_grid_with_knots", "keep_wrt", "output_times", "solve_cde", "validate_cde", "with_interpolation"]

@@ -59,6 +59,10 @@ MAX_STEPS = 100_000
 MAX_COMPILED = 64
 _CACHE: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
 
+#: the methods a quick run and a full run grade by default (``_cde_driver.cde_methods``)
+QUICK_METHODS = ("Dopri5",)
+DEFAULT_METHODS = ("Dopri5", "Tsit5", "Bosh3", "Heun", "Euler")
+
 
 def capabilities(backend: Any) -> CDECapabilities:
     known = backend.capabilities().methods

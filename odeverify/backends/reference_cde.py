@@ -20,6 +20,10 @@ from ..gradients._spec import GradientResult
 from ..solution import Solution, Status
 from ._cde_driver import CDECapabilities, cde_gradient_params, output_times
 
+#: the methods a quick run and a full run grade by default (``_cde_driver.cde_methods``)
+QUICK_METHODS = ("dopri5",)
+DEFAULT_METHODS = ("dopri5", "tsit5", "bosh3", "dop853", "rk4", "heun")
+
 
 def capabilities(backend: Any) -> CDECapabilities:
     from ..problems.cde import INTERPOLATIONS

@@ -87,6 +87,10 @@ class TorchcdeBackend(Backend):
 
         return sys.modules[__name__]
 
+#: the methods a quick run and a full run grade by default (``_cde_driver.cde_methods``)
+QUICK_METHODS = ("dopri5",)
+DEFAULT_METHODS = ("dopri5", "bosh3", "rk4", "euler")
+
 
 def capabilities(backend: Any) -> CDECapabilities:
     from ..problems.cde import INTERPOLATIONS
