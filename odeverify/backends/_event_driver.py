@@ -245,8 +245,10 @@ def merged_options(event_problem: Any, options: Mapping[str, Any]) -> dict[str, 
 
 
 def jump_applies(event_problem: Any, index: int) -> bool:
-    jump = event_problem.jump
-    return jump is not None and jump.applies(event_problem.events[index].name)
+    """Whether the problem's jump maps the state at event ``index``: a terminal event it
+    names (or every terminal event), as ``integrate.solve_with_jumps``."""
+    jump, ev = event_problem.jump, event_problem.events[index]
+    return jump is not None and ev.terminal_count is not None and jump.applies(ev.name)
 
 
 def stops_library(event_problem: Any, index: int, seen: int) -> int:
