@@ -277,8 +277,11 @@ def lyapunov_spectrum(f: Any, z0: Any, t_span: Sequence[float], *, jac: Any = No
             status, message = sol.status.value, f"the tangent solve failed at t = {t:.6g}: {sol.message}"
             break
         y = np.array(sol.ys[-1])
+        if not np.all(np.isfinite(y)):
+            status, message = "nonfinite", f"the state or the tangent vectors overflowed by t = {t_next:.6g}"
+            break
         Q, logr = reorthonormalise(y[:, n:n + n * k].reshape(B, n, k))
-        if not np.all(np.isfinite(logr)):
+        if not (np.all(np.isfinite(logr)) and np.all(np.isfinite(Q))):
             status, message = "nonfinite", f"the tangent vectors became non-finite or degenerate at t = {t_next:.6g}"
             break
         y[:, n:n + n * k] = Q.reshape(B, n * k)
@@ -332,6 +335,18 @@ def late_exponent(res: LyapunovResult) -> tuple[np.ndarray, float]:
     return (sums[-1] - sums[mid]) / length, length
 
 
+def _norm_growth(res: LyapunovResult) -> float:
+    """The largest ratio over the samples of ``max |z|`` over the second half of the horizon to
+    ``max |z|`` over the first (with ``z0``): about 1 on an attractor, large for a blow-up."""
+    elapsed = res.times - res.t_start
+    late = elapsed > res.horizon / 2
+    early = np.vstack([res.z0_norms[None, :], res.norms[~late]])
+    if not late.any():
+        return 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.max(res.norms[late].max(axis=0) / np.maximum(early.max(axis=0), 1e-300)))
+
+
 def _decimate(n: int, most: int = 200) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int)) if n else np.zeros(0, int)
 
@@ -373,7 +388,7 @@ def diagnose_lyapunov(f: Any, z0: Any = None, t_span: Sequence[float] | None = N
     full = res.exponents.shape[1] == res.dim
     sum_err = spectrum_sum_error(res) if full else None
     sum_tol = 100 * rtol * (1 + float(np.max(np.abs(res.trace_mean)))) if full else None
-    growth = float(np.max(res.norms[-1] / np.maximum(res.z0_norms, 1e-300)))
+    growth = _norm_growth(res)
     idx = _decimate(len(res.times))
     details = {
         "exponents": res.exponents.tolist(), "lambda1": lam1.tolist(), "lambda1_median": med,
