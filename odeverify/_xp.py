@@ -561,3 +561,22 @@ def model_caller(obj: Any, library: str, names: tuple[str, ...]) -> Any:
 
         return call
     raise ValueError(f"library={library!r}: only PyTorch and Equinox modules carry parameters")
+
+
+def batch_jacobian(fun: Any, y: Any) -> Any:
+    """Per-sample Jacobians ``(B, n, n)`` of a batched field ``fun`` at ``y`` ``(B, n)`` whose
+    samples are independent: the Jacobian of ``u -> fun(y + u)`` at ``u = 0`` (``u`` of shape
+    ``(n,)``, added to every sample), one vectorised forward-mode pass over the n directions
+    instead of n separate JVPs. A function the vectorising map cannot trace (data-dependent
+    control flow) falls back to :func:`jacobian`."""
+    lib = _autodiff_library(y)
+    if lib == "torch":
+        torch = require("torch")
+        u0 = torch.zeros(y.shape[-1], dtype=y.dtype, device=y.device)
+        try:
+            return torch.func.jacfwd(lambda u: fun(y + u))(u0)
+        except RuntimeError:
+            return jacobian(fun, y)
+    jax = require("jax")
+    u0 = jax.numpy.zeros(y.shape[-1], dtype=y.dtype)
+    return jax.jacfwd(lambda u: fun(y + u))(u0)

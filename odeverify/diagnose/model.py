@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import math
 import os
 import sys
@@ -58,8 +59,8 @@ DEFAULT_ATOL = 1e-9
 # ----------------------------------------------------------------------------- loading
 def load_field(path: str) -> Any:
     """The object named by ``path``: ``"package.module:attr"`` (``attr`` may be dotted) or
-    ``"some/file.py:attr"``. A class is instantiated with no arguments; a function whose
-    name starts with ``make_``/``build_`` is called with none (a factory). A path that does not
+    ``"some/file.py:attr"``. A class is instantiated with no arguments; a function that takes
+    no required argument is called (a factory). A path that does not
     resolve raises ValueError naming the part that failed and why."""
     if not isinstance(path, str):
         raise TypeError(f"field path={path!r}, but it must be a str 'package.module:attr'")
@@ -100,11 +101,23 @@ def load_field(path: str) -> Any:
         except TypeError as exc:
             raise ValueError(f"field path={path!r} names the class {obj.__name__}, which cannot be built"
                              f" without arguments ({exc}); name an instance or a factory") from exc
-    elif callable(obj) and getattr(obj, "__name__", "").startswith(("make_", "build_")):
+    elif _is_factory(obj):
         obj = obj()
     if not callable(obj):
         raise ValueError(f"field path={path!r} names a {type(obj).__name__}, not a callable field f(t, z)")
     return obj
+
+
+def _is_factory(obj: Any) -> bool:
+    """A plain function that takes no required argument (``def mlp(): return MLPField(...)``):
+    a field takes (t, z), so such a function builds one."""
+    if not inspect.isfunction(obj):
+        return False
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
 def parse_z0(z0: Any, *, n: int | None = None) -> np.ndarray:
@@ -477,14 +490,14 @@ class UserModel:
 
     def jacobian(self, t: float, z: np.ndarray) -> np.ndarray:
         """df/dz at time t for each state of ``z`` ``(B, n)``: ``(B, n, n)`` float64 NumPy, by the
-        field's autodiff (forward mode) or, for NumPy, forward differences (n + 1 evaluations
+        field's autodiff (forward mode, vectorised over the n directions) or, for NumPy, forward differences (n + 1 evaluations
         per sample)."""
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
         if self.differentiable:
             xp = _xp.get_namespace(self.library)
             f = self.vector_field()
             tt = xp.asarray(float(t), dtype=xp.float64)
-            jac = _xp.jacobian(lambda y: f(tt, y), self.array(z))
+            jac = _xp.batch_jacobian(lambda y: f(tt, y), self.array(z))
             return np.asarray(_xp.to_numpy(jac), dtype=np.float64)
         f = self.numpy_field()
         return np.stack([fd_jacobian(lambda s, y: f(s, y[None, :])[0], float(t), row) for row in z])
