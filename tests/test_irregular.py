@@ -217,3 +217,21 @@ def _decoder_initial_term(params, setup):
     res = get("reference-torch").gradient(prob, "dopri5", "discrete", Loss(t_eval=tuple(s.times), weights=w,
                                                                                quadratic=q), rtol=1e-8, atol=1e-10)
     return np.outer(res.grad_y0[2:], z0).ravel()[:1]
+
+
+# ---------------------------------------------------------------------------- strategies
+from hypothesis import given  # noqa: E402
+
+from odeverify.strategies import irregular_problem_specs, irregular_times  # noqa: E402
+
+
+@given(irregular_times((0.0, 2.0)))
+def test_drawn_times_are_valid_observation_times(times):
+    t = check_times(times, t_span=(0.0, 2.0))
+    assert t[0] >= 2e-6 * (1 - 1e-12)
+
+
+@given(irregular_problem_specs(max_samples=3, max_count=10))
+def test_drawn_specs_rebuild_their_times(spec):
+    b = from_irregular_spec(spec)
+    assert b.counts == spec["counts"] and [t.tolist() for t in b.times] == spec["times"]
