@@ -297,3 +297,52 @@ def test_user_model_numpy_field():
     assert abs(rec.measured + 0.7) < 1e-5
     rec = diagnose_gradient_spread(model, perturbations=2)
     assert rec.verdict == "pass" and rec.details["rtol"] == model.rtol
+
+
+# ----------------------------------------------------------------------------- the example fields
+def example(name: str):
+    pytest.importorskip("torch")
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "diagnose_fields.py"
+    spec = importlib.util.spec_from_file_location("diagnose_fields", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    f, jac = mod.numpy_pair(mod.FIELDS[name]())
+    return mod, f, jac, mod.initial_states(name, 4).numpy()
+
+
+def test_example_dissipative_field_contracts_as_its_construction_bounds():
+    """-z + 0.5 MLP with unit spectral norms has logarithmic norm <= -0.5: every exponent and
+    every rate of sigma_max is <= -0.5, and sigma_max(t) <= exp(-0.5 t)."""
+    _, f, jac, z0 = example("dissipative")
+    rec = diagnose_sensitivity(f, z0[:1], (0.0, 1.0), jac=jac, times=4, rtol=1e-7, name="dissipative")
+    assert rec.verdict == "pass", rec.message
+    ts = np.asarray(rec.details["times"])
+    assert np.all(np.asarray(rec.details["sigma_max"]) <= np.exp(-0.5 * ts)[:, None] * (1 + 1e-7))
+    res = lyapunov_spectrum(f, z0[:1], (0.0, 1.0), jac=jac, rtol=1e-6, atol=1e-9)
+    assert np.all(res.exponents <= -0.5 + 1e-6)
+
+
+def test_example_chaotic_field_has_the_skew_products_trace():
+    """The chaotic example's trace is speed * (-(sigma + 1 + beta) - 29) everywhere (Lorenz's
+    constant trace plus 29 rates -1; the rotation keeps it): the spectrum's sum over any horizon."""
+    mod, f, jac, z0 = example("chaotic")
+    want = mod.SPEED * (LORENZ_TRACE - (mod.DIM - 3))
+    assert np.allclose(np.trace(jac(0.0, z0), axis1=1, axis2=2), want, rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_example_chaotic_field_is_flagged_and_the_stiff_one_is_stiff():
+    """The chaotic example over its span (0, 1) is flagged by diagnose_lyapunov (exponent 9.056
+    per time unit by construction); the stiff example's Jacobian has eigenvalues from about -1
+    to -1e4 (~12 s of CPU)."""
+    _, f, jac, z0 = example("chaotic")
+    rec = diagnose_lyapunov(f, z0[:2], (0.0, 1.0), jac=jac, rtol=1e-6, atol=1e-9, name="chaotic")
+    assert rec.verdict == "fail", rec.message
+    want = 10.0 * (LORENZ_TRACE - 29)
+    assert abs(np.median(np.sum(rec.details["exponents"], axis=1)) - want) < 1e-3 * abs(want)
+    _, f, jac, z0 = example("stiff")
+    eig = np.linalg.eigvals(jac(0.0, z0[:1])[0]).real
+    assert eig.max() < 0 and 5e3 < eig.min() / eig.max() < 2e4

@@ -405,6 +405,7 @@ def diagnose_lyapunov(f: Any, z0: Any = None, t_span: Sequence[float] | None = N
                                 if late_med > 0 else None),
     }
     if full and not sum_err <= sum_tol:
+        details["recommendation"] = "rerun with a tighter rtol (the tangent solve's error broke Liouville's identity)"
         return Record(**base, measured=late_med, expected=threshold, verdict="error", details=details,
                       message=f"the exponents' sum differs from the averaged trace of df/dz by {sum_err:.3g}"
                               f" (allowed {sum_tol:.3g}): the tangent-space estimate is not to be trusted;"
@@ -421,7 +422,10 @@ def diagnose_lyapunov(f: Any, z0: Any = None, t_span: Sequence[float] | None = N
                f" t - t0 = ln(1/rtol)/lambda_1 = {tstar:.3g} the solution and its gradient are set by the"
                " solver's errors; shorten the span below that, regularise the field's Jacobian, or do not rely"
                f" on pointwise gradients (flagged above {threshold:.3g}: growth by {GROWTH_FLAG:g}x over that half)")
+        details["recommendation"] = (f"chaotic: keep the span below ln(1/rtol)/lambda_1 = {tstar:.3g} time units or"
+                                     " regularise the field's Jacobian; do not trust pointwise gradients")
     else:
+        details["recommendation"] = "none needed: no sustained divergence of nearby trajectories"
         msg = (f"{what}: no sustained exponential divergence (flagged above {threshold:.3g}: growth by"
                f" {GROWTH_FLAG:g}x over the second half)")
     return Record(**base, measured=late_med, expected=threshold, verdict="fail" if flagged else "pass",
@@ -511,6 +515,8 @@ def diagnose_sensitivity(f: Any, z0: Any = None, t_span: Sequence[float] | None 
                f" crossing {EXPLODE:g}{crossing(r, EXPLODE)}: gradients through z0 are amplified that much;"
                " shorten the span, regularise the Jacobian (kinetic or Jacobian-norm penalty), clip gradients")
         measured, expected = float(end_max[worst_up]), EXPLODE
+        rec_text = (f"exploding: sensitivities grow as exp({r:.3g} t); shorten the span or penalise the Jacobian"
+                    " (kinetic / Jacobian-norm regularisation), clip gradients")
     elif vanishing:
         r = rate_max[worst_down]
         frac = float(np.mean(end_max < VANISH))
@@ -519,12 +525,16 @@ def diagnose_sensitivity(f: Any, z0: Any = None, t_span: Sequence[float] | None 
                f" largest decays as exp({r:.3g} t), so gradients from t0 vanish{crossing(r, VANISH)};"
                " shorten the span or weaken the field's contraction")
         measured, expected = float(end_max[worst_down]), VANISH
+        rec_text = (f"vanishing: sensitivities decay as exp({r:.3g} t), gradients from t0 vanish"
+                    f"{crossing(r, VANISH)}; shorten the span or weaken the contraction")
     else:
         msg = (f"sensitivity within [{VANISH:g}, {EXPLODE:g}]: sigma_max of dz(T)/dz(t0) from"
                f" {end_max.min():.3g} to {end_max.max():.3g} over {B} samples (rates {np.nanmin(rate_max):.3g}"
                f" to {np.nanmax(rate_max):.3g} per time unit); the smallest singular value"
                f" {float(sv[-1, :, -1].min()):.3g}")
         measured, expected = float(end_max.max()), EXPLODE
+        rec_text = "none needed: sensitivities stay within three decades over the span"
+    details["recommendation"] = rec_text
     return Record(**base, measured=measured, expected=expected, verdict="fail" if exploding or vanishing else "pass",
                   message=msg, details=details)
 
@@ -580,7 +590,10 @@ def diagnose_gradient_spread(f: Any, z0: Any = None, t_span: Sequence[float] | N
                " nearby inputs disagree, so shorten the span, average gradients over nearby inputs,"
                " or regularise the field")
         verdict = "fail"
+        details["recommendation"] = ("gradients are ill-conditioned in z0: shorten the span, average gradients over"
+                                     " nearby inputs, or regularise the field")
     else:
+        details["recommendation"] = "none needed: the gradient is stable under perturbations at the tolerance"
         msg = (f"dL/dz0 changes by at most {measured:.3g} (relative) when z0 moves by rtol = {rtol:g}"
                f" ({measured / rtol:.3g}x; flagged above {SPREAD_FACTOR:g}x)")
         verdict = "pass"
