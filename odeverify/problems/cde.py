@@ -343,6 +343,11 @@ class Control:
         """Every piece boundary strictly inside the domain (where X is not C-infinity)."""
         return self.breaks[1:-1].copy()
 
+    def domain_breaks(self) -> np.ndarray:
+        """The piece boundaries in the control's own parameter, ends included (P+1,)."""
+        t0, t1 = self.domain
+        return np.concatenate([[t0], self.knots, [t1]])
+
     def expected_order(self, second_derivative_at_ends: float | None = None, *, interior: bool = False) -> int | None:
         """The max-norm order on smooth data; for the natural spline 2 unless ``interior`` or the
         data's ``|x''|`` at both ends (``second_derivative_at_ends``, the larger) is zero."""
@@ -986,10 +991,11 @@ def get(name: str) -> CDEProblem:
     return CDE_PROBLEMS.get(name)
 
 
-# sin data with x'' = 0 at both ends (sin(pi t / T) terms at t = 0 and T): the natural spline's
-# order is 4 on it; times on [0, 3] at denominators 3 * 2^r (never on a dyadic step grid)
+# sin data with x'' = 0 at both ends (sin(k pi t / 3) terms vanish with x'' at t = 0 and 3): the
+# natural spline's order is 4 on it; irregular times on [0, 3] at multiples of L/12: on a grid of
+# 3 * 2^j + 1 steps every knot sits at a fixed fraction of its step (properties.cde.kink_steps)
 _SMOOTH = smooth_path([[1.0, 0.3], [0.5, 0.2]], [[math.pi / 3, 2 * math.pi / 3], [math.pi, 2 * math.pi / 3]])
-_TIMES = np.array([0.0, 1 / 3, 0.5, 5 / 6, 4 / 3, 1.75, 13 / 6, 7 / 3, 8 / 3, 3.0])
+_TIMES = np.array([0.0, 0.25, 0.75, 1.0, 1.25, 1.75, 2.25, 2.5, 2.75, 3.0])
 
 
 def _named() -> None:
