@@ -88,6 +88,11 @@ MAX_NEWTON_FIXED = 50
 #: the Jacobian is recomputed after a step whose iteration took more than 2 iterations at a
 #: rate above this (scipy's Radau rule)
 JAC_RATE = 1e-3
+#: a second increment within the tolerance that is at least this fraction of the first is
+#: round-off, not convergence: the iteration has stalled at its floor and is accepted (an exact
+#: predictor, e.g. y' = const from a state away from 0, gives increments of a few ulps whose
+#: measured "rate" is ~1; kvaerno5 on y' = 3, y(0.41) = 0.5 failed with NEWTON_FAILED before)
+STALL_RATE = 0.5
 #: the step after a Newton failure is this fraction of the failed one (RADAU5: 0.5)
 FAILURE_SHRINK = 0.5
 
@@ -455,8 +460,10 @@ class ImplicitBase:
             # computed from it means nothing
             # convergence on the first iteration rests on the previous rate; before any rate
             # has been measured it would accept anything a wrong Jacobian makes tiny
-            if k >= st.min_iter and (k > 1 or st.rate_known) and (eta * dn <= tol or (st.fixed and dn <= tol)):
-                st.eta, st.theta = eta, theta
+            stalled = k > 1 and theta >= STALL_RATE and dn <= tol
+            if k >= st.min_iter and (k > 1 or st.rate_known) and (eta * dn <= tol or (st.fixed and dn <= tol)
+                                                                  or stalled):
+                st.eta, st.theta = (min(eta, 1.0), theta) if stalled else (eta, theta)
                 st.rate_known = st.rate_known or k > 1
                 st.want_jac = st.want_jac or (k > 2 and theta > JAC_RATE)
                 return x, None
@@ -512,8 +519,10 @@ class ImplicitBase:
                         bad = bad | slow
             failed = failed | bad
             x = xp.where(xp.asarray(act[:, None], device=tc.device), x + dx, x)
-            conv = act & (k >= st.min_iter) & ((k > 1) | st.rate_known) & ((eta * dn <= tol) | (st.fixed & (dn <= tol)))
-            st.eta = np.where(conv, eta, st.eta)
+            stalled = (k > 1) & (theta >= STALL_RATE) & (dn <= tol)
+            conv = act & (k >= st.min_iter) & ((k > 1) | st.rate_known) & ((eta * dn <= tol) | (st.fixed & (dn <= tol))
+                                                                           | stalled)
+            st.eta = np.where(conv, np.where(stalled, np.minimum(eta, 1.0), eta), st.eta)
             st.theta = np.where(conv, theta, st.theta)
             st.rate_known = st.rate_known | (conv & (k > 1))
             st.want_jac = st.want_jac | (conv & (k > 2) & (theta > JAC_RATE))
