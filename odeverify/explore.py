@@ -124,6 +124,9 @@ def problem_of(spec: dict | str) -> Any:
     if str(data.get("kind", "")).startswith("event_"):  # an event problem (problems/events.py)
         from .problems.events import event_from_spec
         return event_from_spec(data)
+    if data.get("kind") == "cde":  # a controlled differential equation (problems/cde.py)
+        from .problems.cde import cde_from_spec
+        return cde_from_spec(data)
     if data.get("kind") == "irregular":  # an irregular batch (problems/irregular.py)
         from .problems.irregular import from_irregular_spec
         return from_irregular_spec(data)

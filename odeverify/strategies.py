@@ -381,3 +381,45 @@ def event_problem_specs(draw: Any, kinds: Sequence[str] = ("event_ball", "event_
 
 
 __all__ += ["event_problem_specs"]
+
+
+# ----------------------------------------------------------------------------- CDE problems
+@st.composite
+def cde_problem_specs(draw: Any, interpolations: Sequence[str] = ("linear", "rectilinear", "natural_cubic",
+                                                                   "hermite_cubic_bd"),
+                      fields: Sequence[str] = ("linear", "mlp")) -> dict:
+    """A spec dict of a generated CDE (:func:`odeverify.problems.cde.cde_from_spec`): a drawn
+    interpolation of drawn smooth data (1-3 channels of one or two sines, drawn amplitude, frequency
+    0.2-3 and phase, plus a drawn linear trend) at 5-40 irregular times drawn by a rule (jittered,
+    smoothly warped or Poisson arrivals) on a drawn span, maybe with time as a channel and missing
+    values filled by a named rule; the field linear (seeded, maybe commuting: closed forms) or a tanh
+    MLP. Shrinks towards linear interpolation of one sine at 5 jittered times."""
+    interp = draw(st.sampled_from(list(interpolations)))
+    c = draw(st.integers(1, 3))
+    terms = draw(st.integers(1, 2))
+    path = {"amp": [[round(draw(_f(0.2, 2.0)), 3) for _ in range(terms)] for _ in range(c)],
+            "freq": [[round(draw(_f(0.2, 3.0)), 3) for _ in range(terms)] for _ in range(c)],
+            "phase": [[round(draw(_f(-3.0, 3.0)), 3) for _ in range(terms)] for _ in range(c)],
+            "poly": [[0.0, round(draw(_f(-1.0, 1.0)), 3)] for _ in range(c)]}
+    t0 = round(draw(_f(-2.0, 2.0)), 2)
+    times = {"rule": draw(st.sampled_from(["jitter", "warped", "poisson"])), "n": draw(st.integers(5, 40)),
+             "span": [t0, round(t0 + draw(_f(0.5, 4.0)), 2)], "seed": draw(st.integers(0, 2 ** 16)),
+             "spread": round(draw(_f(0.0, 0.8)), 2)}
+    ftype = draw(st.sampled_from(list(fields)))
+    field: dict[str, Any] = {"type": ftype, "hidden": draw(st.integers(1, 3)), "seed": draw(st.integers(0, 2 ** 16)),
+                             "scale": round(draw(_f(0.1, 1.0)), 2)}
+    if ftype == "linear":
+        field["commuting"] = draw(st.booleans())
+        field["bias"] = not field["commuting"] and draw(st.booleans())
+    else:
+        field["width"] = draw(st.integers(2, 16))
+    include_time = interp == "rectilinear" or draw(st.booleans())
+    missing = None
+    if draw(st.booleans()):
+        missing = {"frac": round(draw(_f(0.05, 0.4)), 2), "seed": draw(st.integers(0, 2 ** 16)),
+                   "fill": draw(st.sampled_from(["forward", "linear"]))}
+    return {"kind": "cde", "interp": interp, "path": path, "times": times, "field": field,
+            "include_time": include_time, "missing": missing}
+
+
+__all__ += ["cde_problem_specs"]
