@@ -24,6 +24,10 @@ Cases:
                          goes to docs/verdict_matrices.md
     check-sde-quick      odeverify check --sde --quick (the SDE methods of the reference)
     check-flows-quick    odeverify check --flows --quick (continuous normalizing flows, the reference)
+    check-cde-quick      odeverify check --cde --quick (neural CDEs, the reference)
+    check-events-quick   odeverify check --events --quick (events and jumps, the reference)
+    check-irregular-quick  odeverify check --irregular --quick (irregular times, latent ODE, ODE-RNN)
+    diagnose-quick       odeverify diagnose --quick on the example MLP field (examples/diagnose_fields.py)
     report-quick         odeverify report --quick --out <a temporary directory>
     tests                python -m pytest -q -n auto (with --with-tests; as .ci/run runs it)
 
@@ -167,6 +171,10 @@ def cases(backend_names: list[str], with_tests: bool, out_dir: str) -> dict[str,
         out[f"check-{name}"] = cli + ["check", "--backend", name, "--matrix"]
     out["check-sde-quick"] = cli + ["check", "--sde", "--quick"]
     out["check-flows-quick"] = cli + ["check", "--flows", "--quick"]
+    for family in ("cde", "events", "irregular"):
+        out[f"check-{family}-quick"] = cli + ["check", f"--{family}", "--quick"]
+    out["diagnose-quick"] = cli + ["diagnose", "examples.diagnose_fields:make_mlp", "--z0", "normal:256",
+                                   "--t-span", "0,1", "--quick"]
     out["report-quick"] = cli + ["report", "--quick", "--out", out_dir]
     if with_tests:
         out["tests"] = [sys.executable, "-m", "pytest", "-q", "-n", "auto"]
