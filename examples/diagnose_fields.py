@@ -19,7 +19,9 @@ float64, deterministic given its seed, and a known dynamical character:
 
 ``FIELDS[name](seed=...)`` builds a field, ``initial_states(name, batch, seed)`` a batch of
 initial states, ``SPANS[name]`` the time span of the example, ``KNOWN_LARGEST_EXPONENT`` the
-exponents known in closed form. Use: ``odeverify diagnose examples.diagnose_fields:chaotic``.
+exponents known in closed form; ``make_<name>()`` are factories and every field has a ``dim``
+attribute, so ``odeverify diagnose examples.diagnose_fields:make_chaotic --z0 normal:256
+--t-span 0,1`` works from the repository root.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ class MLPField(nn.Module):
     def __init__(self, dim: int = DIM, hidden: int = HIDDEN, seed: int = 0, scale: float = 1.0,
                  unit_norm: bool = False):
         super().__init__()
+        self.dim = dim
         g = _generator(seed)
         w1 = _normal(g, hidden, dim) / math.sqrt(dim)
         w2 = _normal(g, dim, hidden) / math.sqrt(hidden)
@@ -86,6 +89,7 @@ class DissipativeField(nn.Module):
 
     def __init__(self, dim: int = DIM, seed: int = 1):
         super().__init__()
+        self.dim = dim
         self.mlp = MLPField(dim, seed=seed, scale=0.5, unit_norm=True)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -97,6 +101,7 @@ class StiffField(nn.Module):
 
     def __init__(self, dim: int = DIM, seed: int = 2, ratio: float = 1e4):
         super().__init__()
+        self.dim = dim
         self.register_buffer("rates", torch.logspace(0.0, math.log10(ratio), dim, dtype=torch.float64))
         self.mlp = MLPField(dim, seed=seed, scale=0.5, unit_norm=True)
 
@@ -112,6 +117,7 @@ class ChaoticField(nn.Module):
         super().__init__()
         if dim < 3:
             raise ValueError(f"dim={dim!r}, but the chaotic field needs dim >= 3")
+        self.dim = dim
         g = _generator(seed)
         self.register_buffer("rotation", _orthogonal(g, dim))
         self.register_buffer("coupling", _normal(g, dim - 3, 3))
@@ -146,22 +152,22 @@ def initial_states(name: str, batch: int = 256, seed: int = 0, dim: int = DIM) -
     return w @ FIELDS[name]().rotation.T
 
 
-def mlp() -> MLPField:
+def make_mlp() -> MLPField:
     """The untrained 32-d MLP field (seed 0)."""
     return MLPField()
 
 
-def dissipative() -> DissipativeField:
+def make_dissipative() -> DissipativeField:
     """The healthy contracting 32-d field (seed 1)."""
     return DissipativeField()
 
 
-def stiff() -> StiffField:
+def make_stiff() -> StiffField:
     """The deliberately stiff 32-d field (seed 2, ratio 1e4)."""
     return StiffField()
 
 
-def chaotic() -> ChaoticField:
+def make_chaotic() -> ChaoticField:
     """The chaotic 32-d field (seed 3, Lorenz at 10x speed)."""
     return ChaoticField()
 
