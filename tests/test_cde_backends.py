@@ -66,6 +66,16 @@ def test_reference_steps_on_knots_to_the_closed_form():
     assert err <= 100 * (1e-10 * float(np.max(np.abs(sol.ys))) + 1e-12)
 
 
+def test_a_failed_gradient_is_nan_with_its_status_never_zeros(linear_problem):
+    loss = Loss.seeded([1.0, 3.0], 2)
+    res = get("reference").cde_gradient(linear_problem, "dopri5", "discrete", loss, rtol=1e-8, max_steps=3)
+    assert res.status is Status.MAX_STEPS
+    assert np.all(np.isnan(res.grad_y0)) and all(np.all(np.isnan(g)) for g in res.grad_params.values())
+    assert set(res.grad_params) == {"values", "A", "B"}
+    data = driver.failed_cde_gradient(linear_problem, "discrete", "dopri5", "reference", Status.FAILED, "x", "data")
+    assert data.grad_y0 is None and set(data.grad_params) == {"values"}
+
+
 def test_with_interpolation_rebuilds_the_same_data(linear_problem):
     other = driver.with_interpolation(linear_problem, "hermite_cubic_bd")
     assert other.interpolation == "hermite_cubic_bd"
