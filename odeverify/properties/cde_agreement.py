@@ -82,6 +82,28 @@ def _unavailable(prop: str, backend: str, problem: Any, method: str) -> Record |
                    status="unavailable")
 
 
+def _ready(prop: str, backend: str, problem: Any, method: str) -> tuple[Record | None, Any]:
+    """``(record, caps)``: an ``unavailable`` or ``skip`` record when the library cannot take the
+    problem (not installed, no such interpolation), else ``(None, its CDE capabilities)``."""
+    off = _unavailable(prop, backend, problem, method)
+    if off is not None:
+        return off, None
+    caps = cde_capabilities(get_backend(backend))
+    if problem.interpolation not in caps.interpolations:
+        return _record(prop, backend, problem, method, None, None, "skip",
+                       f"{backend} has no {problem.interpolation!r} interpolation", {}), None
+    return None, caps
+
+
+def _interpolation_case(prop: str, backend: str, problem: Any, interpolation: str | None) -> tuple[Any, Any, Any]:
+    """``(problem as interpolation, unavailable record or None, the library's CDE capabilities)``."""
+    from ..backends._cde_driver import with_interpolation
+
+    problem = with_interpolation(problem, interpolation)
+    off = _unavailable(prop, backend, problem, problem.interpolation)
+    return problem, off, None if off is not None else cde_capabilities(get_backend(backend))
+
+
 # ----------------------------------------------------------------------------- interpolants
 def sample_points(control: Any) -> tuple[np.ndarray, np.ndarray]:
     """Interior points of every piece (:data:`FRACTIONS` of its gap) and the inner knots."""
@@ -111,16 +133,12 @@ def cde_library_interpolant(problem: Any, interpolation: str | None = None, *, b
     """The library's interpolant of the problem's data (``interpolation``, default the problem's)
     against odeverify's: values and dX/dt at interior points of every piece, values at the knots;
     ``interpolant`` replaces the library's (tests plant faults with it)."""
-    from ..backends._cde_driver import with_interpolation
-
     prop = "cde_library_interpolant"
-    problem = with_interpolation(problem, interpolation)
-    kind = problem.interpolation
-    off = _unavailable(prop, backend, problem, kind)
+    problem, off, caps = _interpolation_case(prop, backend, problem, interpolation)
     if off is not None:
         return off
+    kind = problem.interpolation
     mod = _module(backend)
-    caps = cde_capabilities(get_backend(backend))
     ctrl = problem.control
     substitute = None
     if kind not in caps.interpolations:
@@ -202,13 +220,9 @@ def cde_library_solution(problem: Any, method: str | None = None, *, backend: st
     five output times."""
     prop = "cde_library_solution"
     method = method or METHOD[backend]
-    off = _unavailable(prop, backend, problem, method)
-    if off is not None:
-        return off
-    caps = cde_capabilities(get_backend(backend))
-    if problem.interpolation not in caps.interpolations:
-        return _record(prop, backend, problem, method, None, None, "skip",
-                       f"{backend} has no {problem.interpolation!r} interpolation", {})
+    skip, _ = _ready(prop, backend, problem, method)
+    if skip is not None:
+        return skip
     ts = output_times(problem)
     ref, ref_err, kind = oracle_solution(problem, ts)
     atol = rtol * 1e-2
@@ -239,14 +253,10 @@ def cde_library_knots(problem: Any, method: str | None = None, *, backend: str =
     recorded ``deviation`` (the libraries document ``jump`` for piecewise-linear controls)."""
     prop = "cde_library_knots"
     method = method or METHOD[backend]
-    off = _unavailable(prop, backend, problem, method)
-    if off is not None:
-        return off
+    skip, caps = _ready(prop, backend, problem, method)
+    if skip is not None:
+        return skip
     b = get_backend(backend)
-    caps = cde_capabilities(b)
-    if problem.interpolation not in caps.interpolations:
-        return _record(prop, backend, problem, method, None, None, "skip",
-                       f"{backend} has no {problem.interpolation!r} interpolation", {})
     ts = output_times(problem, 1)
     ref, ref_err, kind = oracle_solution(problem, ts)
     atol = rtol * 1e-2
@@ -289,11 +299,10 @@ def cde_library_fixed_order(problem: Any, method: str | None = None, *, backend:
 
     prop = "cde_library_fixed_order"
     method = method or {"torchcde": "rk4", "diffrax": "Tsit5"}[backend]
-    off = _unavailable(prop, backend, problem, method)
-    if off is not None:
-        return off
+    skip, caps = _ready(prop, backend, problem, method)
+    if skip is not None:
+        return skip
     b = get_backend(backend)
-    caps = cde_capabilities(b)
     info = caps.methods[method]
     ts = output_times(problem, 1)
     ref, ref_err, kind = oracle_solution(problem, ts)
@@ -401,14 +410,10 @@ def cde_library_gradient(problem: Any, method: str | None = None, *, backend: st
     method = method or METHOD[backend]
     mode = mode or {"torchcde": "backprop", "diffrax": "recursive_checkpoint"}[backend]
     label = f"{method}/{mode}"
-    off = _unavailable(prop, backend, problem, label)
-    if off is not None:
-        return off
+    skip, _ = _ready(prop, backend, problem, label)
+    if skip is not None:
+        return skip
     b = get_backend(backend)
-    caps = cde_capabilities(b)
-    if problem.interpolation not in caps.interpolations:
-        return _record(prop, backend, problem, label, None, None, "skip",
-                       f"{backend} has no {problem.interpolation!r} interpolation", {})
     loss = gradient_loss(problem)
     dirs = directions(problem)
     want, oracle_err, kind = oracle_directional(problem, loss, dirs)
@@ -456,15 +461,11 @@ def cde_library_missing(problem: Any, interpolation: str | None = None, *, backe
     odeverify's fill rules (``linear``, ``forward``) of the same data: which rule it matches, or
     how far it is from both (a ``deviation``: a different documented rule). A library that
     raises, or returns NaN, is recorded as such."""
-    from ..backends._cde_driver import with_interpolation
-
     prop = "cde_library_missing"
-    problem = with_interpolation(problem, interpolation)
-    kind = problem.interpolation
-    off = _unavailable(prop, backend, problem, kind)
+    problem, off, caps = _interpolation_case(prop, backend, problem, interpolation)
     if off is not None:
         return off
-    caps = cde_capabilities(get_backend(backend))
+    kind = problem.interpolation
     if kind not in caps.interpolations or kind == "rectilinear":
         return _record(prop, backend, problem, kind, None, None, "skip",
                        f"{backend} {kind}: no NaN handling to compare (rectilinear fills forward by construction)"
@@ -513,32 +514,34 @@ FULL_PROBLEMS = ("cde_linear_pl", "cde_rectilinear", "cde_commuting_natural_cubi
 
 
 def library_cases(backend: str, quick: bool = False) -> list[tuple[Callable[..., Record], tuple, dict[str, Any]]]:
-    """The cases of :func:`cde_library_records` as ``(property, args, kwargs)``, so a family's run
-    can pass each through its own ``_safe``."""
+    """The cases of :func:`cde_library_records` as ``(property, (problem, method or interpolation),
+    kwargs)``, so a family's run can pass each through its own ``_safe``."""
     names = QUICK_PROBLEMS if quick else FULL_PROBLEMS
+    b = get_backend(backend)
+    modes = [None] if quick or not b.available() else list(cde_capabilities(b).gradient_modes)
+    method = METHOD[backend]
+    fixed = {"torchcde": "rk4", "diffrax": "Tsit5"}[backend]
+    rules = {"torchcde": (("jump", "derivative"), ("step", "derivative")),
+             "diffrax": (("step", "derivative"), ("step", "increment"))}[backend]
+    kw = {"backend": backend}
     cases: list[tuple[Callable[..., Record], tuple, dict[str, Any]]] = []
-    for name in names:
+    for i, name in enumerate(names):
         p = cde_problems.get(name)
-        kinds = [p.interpolation] if p.interpolation == "rectilinear" else list(cde_problems.INTERPOLATIONS[:1]) + [
-            "natural_cubic", "hermite_cubic_bd"]
-        if name == names[0]:
-            for kind in kinds:
-                cases.append((cde_library_interpolant, (p, kind), {"backend": backend}))
+        if i == 0:  # every interpolation of the first problem's data
+            for kind in ("linear", "natural_cubic", "hermite_cubic_bd"):
+                cases.append((cde_library_interpolant, (p, kind), kw))
                 if not quick:
-                    cases.append((cde_library_missing, (p, kind), {"backend": backend}))
-        if p.interpolation == "rectilinear":
-            cases.append((cde_library_interpolant, (p,), {"backend": backend}))
-        cases.append((cde_library_solution, (p,), {"backend": backend}))
+                    cases.append((cde_library_missing, (p, kind), kw))
+        elif p.interpolation == "rectilinear":
+            cases.append((cde_library_interpolant, (p, "rectilinear"), kw))
+        cases.append((cde_library_solution, (p, method), kw))
         if p.interpolation in ("linear", "rectilinear"):
-            cases.append((cde_library_knots, (p,), {"backend": backend}))
+            cases.append((cde_library_knots, (p, method), kw))
             if not quick:
-                for rule, form in (("jump", "derivative"), ("step", "derivative"), ("step", "increment")):
-                    cases.append((cde_library_fixed_order, (p,), {"backend": backend, "knots": rule,
-                                                                  "control": form}))
-        modes = [None] if quick else list(cde_capabilities(get_backend(backend)).gradient_modes
-                                          if get_backend(backend).available() else [None])
+                for rule, form in rules:
+                    cases.append((cde_library_fixed_order, (p, fixed), dict(kw, knots=rule, control=form)))
         for mode in modes:
-            cases.append((cde_library_gradient, (p,), {"backend": backend, "mode": mode}))
+            cases.append((cde_library_gradient, (p, method), dict(kw, mode=mode)))
     return cases
 
 
@@ -556,10 +559,9 @@ def cde_library_records(backend: str, quick: bool = False) -> list[Record]:
         try:
             out.append(fn(*args, **kwargs))
         except Exception as exc:  # noqa: BLE001 - a case's failure is a record, never a crash
-            out.append(Record(property=fn.__name__, method=str(kwargs.get("mode") or "-"), problem=args[0].name,
-                              measured=None, expected=None, verdict="error", backend=backend, library=backend,
-                              status="failed", message=f"{type(exc).__name__}: {exc}"[:500],
-                              details={"family": "cde"}))
+            out.append(Record(property=fn.__name__, method=str(args[1]), problem=args[0].name, measured=None,
+                              expected=None, verdict="error", backend=backend, library=backend, status="failed",
+                              message=f"{type(exc).__name__}: {exc}"[:500], details={"family": "cde"}))
     return out
 
 
