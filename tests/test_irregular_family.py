@@ -40,3 +40,16 @@ def test_explorations_are_registered_and_a_case_replays():
     r = explore.run_case(json.dumps(case))
     assert r.verdict == "pass", r.message
     assert r.details["union_times"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["reference", "torchdiffeq"])
+def test_quick_run_passes(backend):
+    """``check --irregular --quick`` on the reference (20 s) and torchdiffeq (24 s): every record
+    passes (the reference's: union, dense vs stepped, 4 gradient modes x 2 problems, the ODE-RNN)."""
+    from odeverify import backends
+    if not backends.get(backend).available():
+        pytest.skip(f"{backend} is not installed")
+    records = F.run_irregular_conformance(backend=backend, quick=True)
+    assert records and all(r.verdict == "pass" for r in records), [r.describe() for r in records
+                                                                   if r.verdict != "pass"]
