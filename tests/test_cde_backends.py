@@ -224,6 +224,10 @@ def test_torchcde_gradient_on_a_neural_field_against_differences():
     rec = ca.cde_library_gradient(cde.get("cde_neural"), backend="torchcde", mode="adjoint")
     assert rec.verdict == "pass", rec.message
     assert rec.details["oracle"].startswith("Richardson")
+    # the commuting closed form holds for the data and z0 only: A and B are graded by differences
+    rec = ca.cde_library_gradient(cde.get("cde_commuting_hermite_cubic_bd"), backend="torchcde")
+    assert rec.verdict == "pass", rec.message
+    assert "(values, y0)" in rec.details["oracle"] and "Richardson" in rec.details["oracle"]
 
 
 @pytest.mark.slow

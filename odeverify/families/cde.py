@@ -19,11 +19,12 @@ from ..conformance import _safe, _Sink, _streaming
 from ..explore import _register
 from ..problems import cde as cdep
 from ..properties import cde as P
+from ..properties import cde_agreement as A
 from ..records import Record, unavailable_record
 from . import Family, register_family
 
 CDE_SHARED_UNIT = "(cde interpolations and gradients)"
-PROPERTIES = P.PROPERTIES
+PROPERTIES = tuple(P.PROPERTIES) + tuple(A.PROPERTIES)
 #: the reference's methods of a quick and a full run
 QUICK_REFERENCE_METHODS = ("rk4", "dopri5")
 REFERENCE_METHODS = ("heun", "rk4", "bosh3", "dopri5", "tsit5")
@@ -45,7 +46,15 @@ def cde_methods(backend: str, quick: bool) -> list[str]:
     if caps is None:
         return []
     names = list(caps.methods)
-    return names[:2] if quick else names
+    if not quick:
+        return names
+    # quick: the highest-order fixed-step method up to 4 and the first adaptive fifth-order pair
+    fixed = [m for m in names if caps.methods[m].fixed and caps.methods[m].order <= 4]
+    adaptive = [m for m in names if caps.methods[m].adaptive]
+    pick = [max(fixed, key=lambda m: caps.methods[m].order)] if fixed else []
+    if adaptive:
+        pick.append(next((m for m in adaptive if caps.methods[m].order == 5), adaptive[0]))
+    return list(dict.fromkeys(pick))
 
 
 def validate_cde_method(backend: str, method: str) -> None:
@@ -61,6 +70,12 @@ def validate_cde_method(backend: str, method: str) -> None:
                          f" {', '.join(known) or '(none)'}" + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
+def gradient_method(caps: Any) -> str:
+    """The adaptive method the gradient records use: a fifth-order pair where there is one."""
+    adaptive = [m for m, i in caps.methods.items() if i.adaptive]
+    return next((m for m in adaptive if caps.methods[m].order == 5), max(adaptive, key=lambda m: caps.methods[m].order))
+
+
 def _shared_records(backend: str, quick: bool) -> list[Record]:
     out: list[Record] = []
     b = backends.get(backend)
@@ -74,13 +89,18 @@ def _shared_records(backend: str, quick: bool) -> list[Record]:
         for name in ("cde_linear_pl", "cde_rectilinear", "cde_commuting_natural_cubic",
                      "cde_commuting_hermite_cubic_bd", "cde_partial", "cde_neural"):
             out.append(_safe(P.cde_knot_conditions, cdep.get(name), label=b.name))
+    # --- the libraries against odeverify on the same data (properties/cde_agreement.py):
+    # interpolants, missing values, solutions, knot rules, fixed-grid orders, gradients
+    if b.name in A.LIBRARIES:
+        for fn, args, kwargs in A.library_cases(b.name, quick):
+            out.append(_safe(fn, *args, label=b.name, **kwargs))
     caps = cde_capabilities(b)
     modes = caps.gradient_modes if caps is not None else ()
     if not modes:
         out.append(Record(property="cde_gradient_accuracy", method="*", problem="-", measured=None, expected=None,
                           verdict="skip", backend=b.name, message=f"{b.name} declares no CDE gradient modes"))
         return out
-    method = "dopri5" if "dopri5" in caps.methods else next(m for m, i in caps.methods.items() if i.adaptive)
+    method = gradient_method(caps)
     for name in GRADIENT_PROBLEMS[:1] if quick else GRADIENT_PROBLEMS:
         for mode in modes:
             out.append(_safe(P.cde_gradient_accuracy, cdep.get(name), mode, backend=b.name, method=method,
