@@ -955,8 +955,9 @@ def solve_with_jumps(event_problem: Any, method: Any = "dopri5", *, y0: Any = No
     any Array API library: PyTorch tensors that require gradients make the solve
     differentiable). With ``implicit_gradient`` each located event gets the one Newton
     correction with the graph attached (the root itself was found without it):
-    ``t_k = t* - g(t*, y(t*)) / (dg/dt)``, ``y_k = y(t*) + f (t_k - t*)``, whose value is
-    ``t*`` to round-off and whose derivative is the implicit function theorem's
+    ``t_k = t* + (d - stop_gradient(d))`` with ``d = -g(t*, y(t*)) / (dg/dt)`` and
+    ``y_k = y(t*) + f (t_k - t*)``, whose values are exactly ``t*`` and ``y(t*)`` and whose
+    derivative is the implicit function theorem's
     ``dt*/dtheta = -(dg/dtheta) / (dg/dt)``; the restart state after a jump is shifted by
     ``-f (t_k - t*)`` so that the later flow depends on the event time too. The Solution's
     ``event_times`` holds these ``t_k`` (y0's library), ``y_events`` the ``y_k``.
@@ -1039,6 +1040,10 @@ def solve_with_jumps(event_problem: Any, method: Any = "dopri5", *, y0: Any = No
                 slope = _trajectory_slope(gs[k], dgs[k], f, xp, float(ts_k), y_k, y0)
                 if slope != 0 and math.isfinite(slope):
                     delta = -gs[k](t_k, y_k) / slope
+                    # value zero, derivative the IFT's: the located root and state keep their values
+                    # (a Newton step's value, ~1e-17, rounds t* by an ulp, and a restart shifted by
+                    # that ulp lands on the near side and finds the same event again)
+                    delta = delta - _xp.stop_gradient(delta)
                     y_k = y_k + f(t_k, y_k) * delta
                     t_k = t_k + delta
             t_ev.append(float(ts_k))
@@ -1073,7 +1078,7 @@ def solve_with_jumps(event_problem: Any, method: Any = "dopri5", *, y0: Any = No
             break
         if implicit_gradient:
             # the later flow starts at t_k: to first order, the state at the float t* moves by -f dt_k
-            y_plus = y_plus - f(t_k, y_plus) * (t_k - float(t_star))
+            y_plus = y_plus - f(t_k, y_plus) * (t_k - _xp.stop_gradient(t_k))
         if t_star == t1:
             t = t_star
             break

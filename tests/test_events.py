@@ -133,6 +133,14 @@ def test_restart_on_the_near_side_doubles_events(monkeypatch):
     assert rec.verdict == "fail", rec.describe()
 
 
+def test_restarts_keep_every_crossing_once_at_a_loose_tolerance():
+    # bosh3 at 10^-6.5 doubled the first restart's event while the IFT correction's value (an ulp
+    # of t*) moved the restart state back across the line; the correction now carries only the
+    # derivative, and the values are the located root's
+    rec = event_count(plane_crossing(restart=True, name="plane_restart"), "bosh3")
+    assert rec.verdict == "pass" and rec.measured == 7, rec.describe()
+
+
 def test_terminal_event_ends_the_solve_and_outputs_stop_there():
     ep = plane_crossing(terminal=True, direction=-1, name="plane_terminal")
     sol = solve_with_jumps(ep, "dopri5", t_eval=np.linspace(0.0, 12.0, 25), rtol=1e-10, atol=1e-12)
