@@ -69,9 +69,9 @@ def no_renormalisation(Q):
     return Q, np.zeros(Q.shape[::2])
 
 
-def wrong_sign(J, Q):
+def wrong_sign(jvp, Q):
     """Planted fault: the variational equation with the wrong sign."""
-    return -(J @ Q)
+    return -jvp(Q)
 
 
 # ----------------------------------------------------------------------------- Lyapunov
@@ -118,6 +118,15 @@ def test_linear_field_exponents_are_the_real_parts_and_not_chaotic():
     assert rec.measured < 0
 
 
+def test_directional_differences_are_exact_on_lorenz():
+    """Lorenz's field is quadratic, so central differences are exact up to round-off."""
+    z = LORENZ_Z0 + 0.3
+    J = dynamics.central_jacobian(lorenz, 0.0, z)
+    assert np.max(np.abs(J - lorenz_jac(0.0, z))) < 1e-8
+    V = np.random.default_rng(2).standard_normal((4, 3, 2)) * np.array([1e-3, 1e3])
+    assert np.allclose(dynamics.directional(lorenz, 0.0, z, V), lorenz_jac(0.0, z) @ V, rtol=1e-8, atol=1e-8)
+
+
 def test_finite_difference_jacobian_gives_the_same_exponents():
     A, re = linear_normal()
     f, jac = linear(A)
@@ -161,6 +170,8 @@ def test_planted_wrong_sign_fails(monkeypatch):
     lam = [lyapunov_spectrum(f, z0, (0.0, T), jac=jac).exponents for T in (10.0, 20.0)]
     assert np.max(np.abs(2 * lam[1] - lam[0] - re)) > 0.5
     rec = diagnose_lyapunov(lorenz, LORENZ_Z0[:1], (0.0, 4.0), jac=lorenz_jac)
+    assert rec.verdict == "error"
+    rec = diagnose_lyapunov(lorenz, LORENZ_Z0[:1], (0.0, 4.0))  # the difference path too
     assert rec.verdict == "error"
     ts = (0.0, 0.5)
     _, Phi, _ = flow_jacobians(f, z0, ts, jac=jac, rtol=1e-10, atol=1e-12)
