@@ -238,5 +238,30 @@ _register("cde_reparametrisation", "z(T) of a drawn CDE (linear or MLP field) un
           " change of time variable, to solver tolerance across a tolerance sweep",
           lambda info, b: bool(info.adaptive) and _solves_cde(info, b), _draw_reparam, _run_reparam, family="cde")
 
+# --- the libraries on drawn problems (properties/cde_agreement.py): torchcde's and diffrax's
+# interpolant and solution of a drawn CDE against odeverify's on the same data
+def _draw_library(data: Any, info: Any) -> tuple[dict, dict]:
+    from ..strategies import cde_problem_specs
+
+    return data.draw(cde_problem_specs(), label="problem"), {}
+
+
+def _run_library_interpolant(problem, method, *, backend):
+    return A.cde_library_interpolant(_problem(problem), backend=backend)
+
+
+def _run_library_solution(problem, method, *, backend):
+    return A.cde_library_solution(_problem(problem), method, backend=backend)
+
+
+_register("cde_library_interpolant", "torchcde's or diffrax's interpolant of a drawn CDE's data (any interpolation,"
+          " drawn irregular times, missing values filled) against odeverify's: values and dX/dt to round-off",
+          lambda info, b: b in A.LIBRARIES and info.name == A.METHOD[b], _draw_library, _run_library_interpolant,
+          family="cde")
+_register("cde_library_solution", "torchcde's or diffrax's adaptive solve of a drawn CDE (knots as jumps) against"
+          " its closed form or the reference on the knots at rtol 1e-12",
+          lambda info, b: b in A.LIBRARIES and bool(info.adaptive) and _solves_cde(info, b), _draw_library,
+          _run_library_solution, family="cde")
+
 __all__ = ["CDE_SHARED_UNIT", "PROPERTIES", "QUICK_REFERENCE_METHODS", "REFERENCE_METHODS", "cde_methods",
            "run_cde_conformance", "validate_cde_method"]
