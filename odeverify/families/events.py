@@ -19,8 +19,10 @@ from typing import Any
 from .. import _xp, backends, expectations
 from ..conformance import _safe, _Sink, _streaming
 from ..explore import _register
+from ..integrate import resolve_solver
 from ..problems.events import bouncing_ball, event_from_spec, event_problems, grazing_problems, plane_crossing
 from ..properties import events as P
+from ..properties.event_agreement import QUICK_TOLERANCES, TOLERANCES, event_location, library_problems
 from ..records import Record, unavailable_record
 from . import Family, register_family
 
@@ -28,7 +30,7 @@ from . import Family, register_family
 QUICK_REFERENCE_METHODS = ("dopri5",)
 REFERENCE_METHODS = ("dopri5", "tsit5", "bosh3", "dop853", "rk4", "heun")
 EVENTS_SHARED_UNIT = "(event gradients)"
-PROPERTIES = ("event_count", "event_time_order", "event_gradient")
+PROPERTIES = ("event_count", "event_time_order", "event_gradient", "event_location")
 #: the reference's event gradient modes (gradients/events.py)
 REFERENCE_GRADIENT_MODES = ("discrete", "adjoint")
 
@@ -123,6 +125,13 @@ def run_event_conformance(*, backend: str = "reference", quick: bool = False,
         fixed = True if info is None else bool(info.fixed)
         if fixed:
             records.append(_safe(P.event_time_order, order_problem, m, backend=b.name, label=b.name))
+        # --- the libraries' part (properties/event_agreement.py): the event time's convergence with
+        # the tolerance, directions and terminal counts, through Backend.solve_event on every backend
+        adaptive = bool(getattr(resolve_solver(m), "adaptive", False)) if info is None else info.adaptive
+        if adaptive:  # a tolerance sweep
+            for ep in library_problems(quick).values():
+                records.append(_safe(event_location, ep, m, backend=b.name, label=b.name,
+                                     tolerances=QUICK_TOLERANCES if quick else TOLERANCES))
     if shared is None:
         shared = methods is None
     if shared:

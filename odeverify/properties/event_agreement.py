@@ -54,7 +54,8 @@ EPS = float(np.finfo(np.float64).eps)
 
 
 def _library(backend: Any) -> str:
-    return {"scipy": "scipy", "torchdiffeq": "torch", "diffrax": "jax"}.get(backend.name, "numpy")
+    """The array library of a backend's records, as the gradient properties name it."""
+    return {"torchdiffeq": "torch", "diffrax": "jax"}.get(backend.name, getattr(backend, "library", "numpy"))
 
 
 def match_window(exact: np.ndarray, span: float) -> float:
@@ -292,12 +293,20 @@ def gradient_problems() -> dict[str, Any]:
             "plane_crossing_terminal": plane_crossing(terminal=True, direction=-1, name="plane_crossing_terminal")}
 
 
-def event_library_records(backend: str, quick: bool = False, methods: Sequence[str] | None = None) -> list[Record]:
-    """One backend's event records: event_location on :func:`library_problems` per method,
-    event_grazing on every grazing case (first method), and event_time_gradient per gradient
-    mode (first method). A backend without event support gives one ``skip`` record; a missing
-    library ``unavailable``. Records come back unjudged by the expected-failures list (the
-    family's run applies it)."""
+#: the parts of :func:`event_library_records`
+PARTS = ("location", "grazing", "gradient")
+
+
+def event_library_records(backend: str, quick: bool = False, methods: Sequence[str] | None = None,
+                          parts: Sequence[str] = PARTS) -> list[Record]:
+    """One backend's event records: ``location``: event_location on :func:`library_problems`
+    per method; ``grazing``: event_grazing on every grazing case (first method);
+    ``gradient``: event_time_gradient per gradient mode (first method). A backend without
+    event support gives one ``skip`` record; a missing library ``unavailable``. Records come
+    back unjudged by the expected-failures list (the family's run applies it)."""
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ValueError(f"parts={list(parts)!r} has unknown parts {unknown}; expected some of {PARTS}")
     from ..backends._event_driver import adapter_of, event_methods
     from ..problems.events import grazing_problems
 
@@ -311,15 +320,15 @@ def event_library_records(backend: str, quick: bool = False, methods: Sequence[s
     names = list(methods) if methods else event_methods(b, quick)
     out: list[Record] = []
     tols = QUICK_TOLERANCES if quick else TOLERANCES
-    for m in names:
+    for m in names if "location" in parts else []:
         for ep in library_problems(quick).values():
             out.append(event_location(ep, m, backend=b.name, tolerances=tols))
-    for case, ep in grazing_problems().items():
+    for case, ep in grazing_problems().items() if "grazing" in parts else []:
         out.append(event_grazing(ep, names[0], backend=b.name, case=case))
-    if not ad.GRADIENT_MODES:
+    if "gradient" in parts and not ad.GRADIENT_MODES:
         out.append(Record("event_time_gradient", names[0], "-", None, None, "skip", backend=b.name,
                           library=_library(b), message=ad.UNSUPPORTED_GRADIENT))
-    for mode in ad.GRADIENT_MODES:
+    for mode in ad.GRADIENT_MODES if "gradient" in parts else ():
         for ep in gradient_problems().values():
             out.append(event_time_gradient(ep, names[0], mode, backend=b.name))
     return out
