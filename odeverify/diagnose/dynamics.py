@@ -530,6 +530,8 @@ def diagnose_sensitivity(f: Any, z0: Any = None, t_span: Sequence[float] | None 
         "worst_exploding": worst_up, "worst_vanishing": worst_down, "rtol": rtol, "atol": atol,
     }
     T = t1 - t0
+    if _is_model(f) and getattr(f, "differentiable", False) and getattr(f, "n_params", 0) > 0:
+        details.update(parameter_gradient_through_time(f, _batch(z0, max_samples), ts))
 
     def crossing(rate: float, level: float) -> str:
         if not math.isfinite(rate) or rate == 0 or math.log(level) / rate < 0:
@@ -563,9 +565,44 @@ def diagnose_sensitivity(f: Any, z0: Any = None, t_span: Sequence[float] | None 
                f" {float(sv[-1, :, -1].min()):.3g}")
         measured, expected = float(end_max.max()), EXPLODE
         rec_text = "none needed: sensitivities stay within three decades over the span"
+    gn = details.get("grad_theta_norm")
+    if gn and gn[0] is not None and gn[-1] is not None:
+        msg += (f"; |dL/dtheta| of L = |z(t)|^2/2 ({details['grad_theta_mode']} mode) is {gn[0]:.3g} at t ="
+                f" {details['grad_theta_times'][0]:.3g} and {gn[-1]:.3g} at t = {details['grad_theta_times'][-1]:.3g}")
     details["recommendation"] = rec_text
     return Record(**base, measured=measured, expected=expected, verdict="fail" if exploding or vanishing else "pass",
                   message=msg, details=details)
+
+
+#: horizons (fractions of the span) of the parameter gradient's norm through time
+THETA_HORIZONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def parameter_gradient_through_time(model: Any, z0: np.ndarray, ts: np.ndarray) -> dict[str, Any]:
+    """``|dL/dtheta|`` for ``L = |z(t)|^2 / 2`` (summed over the samples ``z0``) at the horizons
+    :data:`THETA_HORIZONS` of the span: the user's gradient mode (discrete when none is given),
+    solver and tolerances, through :meth:`UserModel.value_and_grad`. A gradient that fails is
+    recorded as ``None`` with its status, not raised."""
+    from ..gradients import Loss
+
+    t0, t1 = float(ts[0]), float(ts[-1])
+    mode = model.mode or "discrete"
+    times, norms, statuses = [], [], []
+    for frac in THETA_HORIZONS:
+        t = t0 + frac * (t1 - t0)
+        loss = Loss(t_eval=(t,), weights=np.zeros((1, model.n)), quadratic=1.0)  # 1/2 q |z|^2
+        try:
+            g = model.value_and_grad(mode, z0=z0, loss=loss)
+            ok = g.success
+            norm = math.sqrt(sum(float(np.sum(np.square(v))) for v in g.grad_params.values())) if ok else None
+            statuses.append(getattr(g.status, "name", str(g.status)).lower())
+        except Exception as exc:  # noqa: BLE001 - a failing gradient is a recorded status
+            norm = None
+            statuses.append(f"{type(exc).__name__}: {exc}")
+        times.append(t)
+        norms.append(norm)
+    return {"grad_theta_times": times, "grad_theta_norm": norms, "grad_theta_status": statuses,
+            "grad_theta_mode": mode}
 
 
 def diagnose_gradient_spread(f: Any, z0: Any = None, t_span: Sequence[float] | None = None, *, jac: Any = None,
