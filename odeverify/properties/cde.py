@@ -47,11 +47,13 @@ ORDER_POINTS = (9, 17, 33, 65, 129, 257)
 #: a fitted order must lie within this band of the claim (above it: inconclusive)
 ORDER_BAND = 0.35
 #: fixed step counts of the convergence sweep (powers of two: never on the named problems' knots)
-CONV_STEPS = (8, 16, 32, 64, 128, 256, 512)
+CONV_STEPS = (8, 16, 32, 64, 128, 256, 512, 1024)
 #: the band of the fitted order without stops (a kink's position in its step moves the constant)
 KINK_BAND = 0.4
 #: tolerances of the reparametrisation sweep (rtol; atol = rtol / 100)
 REPARAM_TOLS = (1e-4, 1e-6, 1e-8, 1e-10)
+#: the sweep of methods of order <= 3
+REPARAM_TOLS_LOW = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 #: the smallest fitted exponent of |z_s - z_t| against rtol that counts as "scales with the tolerance"
 REPARAM_MIN_EXPONENT = 0.5
 #: tolerance of the gradient solves
@@ -282,20 +284,21 @@ def cde_convergence(problem: CDEProblem, method: str, *, backend: str = "referen
     exact = problem.exact([problem.t_span[1]])[0]
     L = problem.t_span[1] - problem.t_span[0]
     hs, errs, statuses, nfev = [], [], [], []
+    zscale = max(1.0, float(np.max(np.abs(exact))))  # errors relative to the solution's scale
     for n in steps:
         sol = solve_cde(problem, method, backend=backend, n_steps=int(n), knots=knots)
         statuses.append(str(sol.status.value if hasattr(sol.status, "value") else sol.status))
         ok = getattr(sol.status, "ok", True)
-        errs.append(float(np.max(np.abs(_final(sol) - exact))) if ok else math.inf)
+        errs.append(float(np.max(np.abs(_final(sol) - exact))) / zscale if ok else math.inf)
         hs.append(L / n)
         nfev.append(int(getattr(sol.stats, "nfev", -1)))
     h, e = np.array(hs), np.array(errs)
     # round-off grows with the steps: max(1e3, 20 n) eps |z| (convergence.floor_for's rule)
-    floors = np.array([floor_for(np.abs(exact), "float64", int(n)) for n in steps])
+    floors = np.array([floor_for(np.abs(exact), "float64", int(n)) for n in steps]) / zscale
     floor = float(floors[-1])
     details: dict[str, Any] = {}
     if knots == "none":
-        usable = np.isfinite(e) & (e < 0.1 * max(1.0, float(np.max(np.abs(exact)))))
+        usable = np.isfinite(e) & (e < 0.1)
         slope, used = _fit(h[usable], e[usable], floor, whole=True)
         used = [int(np.flatnonzero(usable)[i]) for i in used]
         verdict, message = _judge(slope, expected, KINK_BAND, "error")
@@ -303,6 +306,11 @@ def cde_convergence(problem: CDEProblem, method: str, *, backend: str = "referen
         slope, verdict, message = judge_slope(h, e, floors, expected, band=0.3, window=4,
                                               details=details)
         used = []
+        if verdict == "skip" and slope is not None and slope < expected - 1:
+            # local slopes that alternate (a kink at alternating fractions of its step) are no
+            # pre-asymptotic drift when the window's slope is a whole order short
+            verdict, message = "fail", (f"order deficit of more than one: slope {slope:.2f} over the finest window,"
+                                        f" expected {expected:g} ({message})")
     if knots == "none" and verdict == "skip" and slope is not None and slope > expected:
         message += (f" (the kinks should cost order: C{k} control; were the knots on the step grid?)")
     return _rec("cde_convergence", label, problem.name, slope, expected, verdict, backend=backend, message=message,
@@ -330,6 +338,9 @@ def cde_reparametrisation(problem: CDEProblem, method: str, *, backend: str = "r
     if not info.adaptive:
         return _rec("cde_reparametrisation", method, problem.name, None, None, "skip", backend=backend,
                     message="fixed-step method: the tolerance sweep needs an adaptive one")
+    if tols is REPARAM_TOLS and info.order is not None and info.order <= 3:
+        # a low order reaches 1e-10 only in ~1e4-1e5 steps: sweep where it stays within max_steps
+        tols = REPARAM_TOLS_LOW
     warp = warp or default_warp(problem)
     if retime is None:
         retime = not backend.startswith("reference")
@@ -394,11 +405,15 @@ def closed_form_loss(problem: CDEProblem, loss: Loss, *, values: Any = None, par
 
 
 def gradient_oracle(problem: CDEProblem, loss: Loss) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """dL/d(values) and dL/d(field params) with z0 fixed by complex steps through the closed form,
+    """dL/d(values) and dL/d(field params) with z0 fixed by complex steps through the closed form
+    (for a commuting field's closed form, the values only: it holds only while the A_j commute),
     and for each group the largest gap to central differences at steps h and 2h (the truncation
     error of the finite difference, bounded by the second step: a wrong closed form shows here)."""
     out, err = {}, {}
     groups = {"values": problem.control.values, **{k: np.asarray(v) for k, v in problem.field.params.items()}}
+    if problem.exact_kind == "commuting":
+        # a perturbed A_j no longer commutes (nor does a bias keep the form): the data only
+        groups = {"values": groups["values"]}
     for key, base in groups.items():
         g = np.zeros(base.shape)
         gap = 0.0
