@@ -224,13 +224,17 @@ def event_count(ep: EventProblem, method: Any, *, backend: str = "reference", rt
         return Record(measured=float(len(got)), expected=float(len(want)), verdict="fail", status=r["status"].code,
                       message=f"the solve failed: {r['message']}", details=details, **common)
     if len(got) != len(want):
-        missing = [float(t) for t in want if not np.any(np.abs(got - t) <= 1e-6 * (1 + abs(t)))]
+        near = 1e-6 * (1 + np.abs(want))
+        hits = [int(np.sum(np.abs(got - t) <= near[i])) for i, t in enumerate(want)]
+        missing = [float(t) for t, c in zip(want, hits) if c == 0]
+        doubled = [float(t) for t, c in zip(want, hits) if c > 1]
         extra = [float(t) for t in got if not np.any(np.abs(want - t) <= 1e-6 * (1 + abs(t)))]
-        details.update(missing=missing, extra=extra)
+        details.update(missing=missing, extra=extra, doubled=doubled)
         what = "doubled or spurious" if len(got) > len(want) else "missed"
         return Record(measured=float(len(got)), expected=float(len(want)), verdict="fail",
                       message=(f"{len(got)} events, but the closed form has {len(want)} ({what}; missing"
-                               f" {missing[:4]}, extra {extra[:4]}); {ep.convention}"), details=details, **common)
+                               f" {missing[:4]}, found more than once {doubled[:4]}, extra {extra[:4]});"
+                               f" {ep.convention}"), details=details, **common)
     if not len(want):
         return Record(measured=0.0, expected=0.0, verdict="pass", details=details, **common)
     gaps = np.diff(np.concatenate([[ep.problem.t_span[0]], want, [ep.problem.t_span[1]]]))
