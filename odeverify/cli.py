@@ -621,6 +621,7 @@ def verdict_matrix(records: list) -> str:
     on at least one problem), else ok (confirmed on every problem); n/a: the library is not
     installed. The report's matrix follows the same rule."""
     props = [p for p in _SHORT if any(r.property == p for r in records)]
+    props += [p for p in dict.fromkeys(r.property for r in records) if p not in _SHORT]  # a family's own checks
     methods: list[str] = []
     for r in records:
         if r.method not in methods:
@@ -632,7 +633,7 @@ def verdict_matrix(records: list) -> str:
             vs = [r.verdict for r in records if r.method == m and r.property == p]
             row.append(_SYMBOL[min(vs, key=_RANK.__getitem__)] if vs else "")
         rows.append(row)
-    return _table(rows, ["method"] + [_SHORT[p] for p in props])
+    return _table(rows, ["method"] + [_SHORT.get(p, p) for p in props])
 
 
 # ----------------------------------------------------------------------------- main
