@@ -206,7 +206,7 @@ def _draw_reparam(data: Any, info: Any) -> tuple[dict, dict]:
 
 def _run_interp(problem, method, *, backend):
     p = _problem(problem)
-    return P.cde_interpolation_order(p, backend=backend, points=(9, 17, 33, 65, 129))
+    return P.cde_interpolation_order(p, backend=backend, refinements=(1, 2, 4, 8, 16))
 
 
 def _run_convergence(problem, method, *, backend):
