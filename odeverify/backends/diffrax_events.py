@@ -118,6 +118,7 @@ class _Ctx:
         self.fixed = n_steps is not None
         self.grid = fixed_grid(t0, t1, int(n_steps)) if self.fixed else np.array([t0, t1])
         self.dtmax = abs(t1 - t0) / int(n_steps) if self.fixed else abs(t1 - t0)
+        self.direction_filter = direction_filter
         self.fn, self.raw = _program(event_problem, method, self.fixed, direction_filter)
         self.args = {k: jnp.asarray(v, dtype=jnp.float64) if isinstance(v, (float, int, np.floating, np.ndarray))
                      and not isinstance(v, bool) else v for k, v in prob.converted_params(_xp.get_namespace("jax"),
@@ -162,15 +163,24 @@ def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool
     te, ye = float(out["t"]), np.asarray(out["y"], dtype=np.float64)
     if name not in ("successful", "event_occurred"):
         status = Status.MAX_STEPS if name == "max_steps_reached" else Status.FAILED
+        import diffrax
+
+        text = diffrax.RESULTS._index_to_message[int(out["result"])] if hasattr(diffrax.RESULTS,
+                                                                                "_index_to_message") else name
         return Segment([], [], [], [], t_stop=te, y_stop=ye, stopped=None, nfev=nfev, steps=steps, status=status,
-                       message=f"diffrax: {name} (from t = {t0:.17g})")
+                       message=f"diffrax from t = {t0:.17g}: {text or name}"[:300])
     mask = np.asarray(out["mask"]) if out["mask"] is not None else np.zeros(0, dtype=bool)
     if name == "successful" or not mask.any():
         return Segment([], [], [], [], t_stop=t_end, y_stop=ye, stopped=None, nfev=nfev, steps=steps)
     k = int(np.argmax(mask))
+    # the crossing: the event's own direction where diffrax filtered by it (crossings the other
+    # way may lie between the segment's start and the event), else against g's sign at the start
     g0 = skip[1] if skip is not None and skip[0] == k else float(
         ctx.ep.events[k].g(np, np.float64(t0), np.asarray(y0, dtype=np.float64), ctx.p_np))
-    crossing = -int(np.sign(g0)) if g0 != 0 else flow_slope(ctx.ep.events[k], ctx.rhs_np, ctx.p_np, te, ye)
+    if ctx.direction_filter and ctx.ep.events[k].direction:
+        crossing = int(ctx.ep.events[k].direction)
+    else:
+        crossing = -int(np.sign(g0)) if g0 != 0 else flow_slope(ctx.ep.events[k], ctx.rhs_np, ctx.p_np, te, ye)
     return Segment([te], [ye], [k], [crossing], t_stop=te, y_stop=ye, stopped=k, nfev=nfev, steps=steps)
 
 
