@@ -98,6 +98,19 @@ def test_scipy_reports_a_zero_at_t0():
     assert r.verdict == "fail" and 0.0 in r.details["extra"]
 
 
+@needs_torchdiffeq
+def test_torchdiffeq_bosh3_misplaces_impacts_at_any_tolerance():
+    # bosh3's dense output in torchdiffeq 0.2.5 takes its midpoint value as y0 + h/2 k2 (bosh3.py
+    # _BS_C_MID = [0, 1/2, 0, 0]), an O(h^2) estimate; on the free fall the steps are exact, so the
+    # error control lets them grow and the event is located on a wrong interpolant: the first
+    # impact at 0.3756 at rtol 1e-8 (0.3146 at 1e-3) instead of 0.4515
+    ep = bouncing_ball(bounces=2)
+    sol = backends.get("torchdiffeq").solve_event(ep, "bosh3", rtol=1e-8, atol=1e-10)
+    assert abs(sol.t_events[0] - ep.exact_events().times[0]) > 0.05
+    r = event_location(ep, "bosh3", backend="torchdiffeq", tolerances=(1e-3, 1e-8))
+    assert r.verdict == "fail" and "missed" in r.message
+
+
 # ----------------------------------------------------------------------------- planted faults
 def test_planted_no_direction_filter_fails(monkeypatch):
     monkeypatch.setattr(scipy_events, "prepare", functools.partial(scipy_events.prepare, direction_filter=False))
