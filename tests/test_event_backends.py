@@ -237,6 +237,17 @@ def test_diffrax_event_gradient_through_the_root_finder():
     assert r.verdict == "pass", r.message
 
 
+@needs_diffrax
+@pytest.mark.slow
+def test_diffrax_newton_walks_off_a_non_monotone_step():
+    # Dopri8 at rtol 1e-3 takes steps of ~1.3 on the rotation (w = 2): on the step [2.40, 3.69]
+    # g rises through zero and falls to 0.28 at its end, where diffrax starts optx.Newton (y0 =
+    # the step's end); Newton walks away from the root and stops at its max_steps
+    r = event_location(plane_crossing(direction=1, name="plane_crossing_up"), "Dopri8", backend="diffrax",
+                       tolerances=(1e-3,))
+    assert r.verdict == "fail" and "maximum number of steps was reached in the nonlinear solver" in r.message
+
+
 @pytest.mark.slow
 def test_reference_event_gradient_discrete():
     r = event_time_gradient(plane_crossing(terminal=True, direction=-1, name="plane_crossing_terminal"), "dopri5",
