@@ -285,6 +285,87 @@ def cnf_cases() -> list[str]:
     return out or [NONE]
 
 
+# === issue 12 families: events, latent ODEs at many observation times, CDEs ====================
+# (suites/events.py, suites/irregular.py, suites/cde.py; kept apart from the grid above)
+
+#: event location, small grid: these methods of each backend with an event adapter
+#: (``Backend._event_adapter``); a backend not listed gets its adapter's first DEFAULT_METHODS
+#: entry. The large grid adds every DEFAULT_METHODS entry. The reference's other array
+#: libraries are left out: their event location is the same NumPy loop (``reference_events``).
+EVENT_SMALL = {"reference": ("dopri5", "tsit5"), "scipy": ("RK45", "DOP853"), "torchdiffeq": ("dopri5",),
+               "diffrax": ("Tsit5",)}
+
+
+def event_cases() -> list[str]:
+    """``backend:method`` of event location (``Backend.solve_event``): :data:`EVENT_SMALL`, or
+    every default event method of every installed backend with an event adapter (large)."""
+    from odeverify.backends._event_driver import adapter_of
+
+    out: list[str] = []
+    for name in installed_backends():
+        if name.startswith("reference-"):
+            continue
+        ad = adapter_of(backends.get(name))
+        if ad is None:
+            continue
+        small = [m for m in EVENT_SMALL.get(name, tuple(ad.DEFAULT_METHODS)[:1]) if m in ad.METHODS]
+        chosen = list(dict.fromkeys(small + list(ad.DEFAULT_METHODS))) if LARGE else small
+        out += [f"{name}:{m}" for m in chosen]
+    return out or [NONE]
+
+
+#: latent-ODE gradients, small grid: these modes per backend (the others: the representative
+#: mode, :func:`representative_gradient_modes`); the large grid takes every declared mode that
+#: works at a tolerance (not the fixed-step modes of ``GRADIENT_MODES``), on PyTorch and JAX
+LATENT_SMALL_MODES = {"reference-torch": ("discrete", "backsolve", "checkpoint"),
+                      "torchdiffeq": ("backprop", "adjoint"), "diffrax": ("recursive_checkpoint", "backsolve")}
+
+
+def latent_cases() -> list[str]:
+    """``backend:method:mode`` of the latent-ODE gradient (``latent_ode_value_and_grad``): each
+    backend's representative method (the Dormand-Prince pair) with :data:`LATENT_SMALL_MODES`."""
+    modes, _ = gradient_api()
+    out: list[str] = []
+    for name in installed_backends():
+        b = backends.get(name)
+        declared = tuple(getattr(b.capabilities(), "gradient_modes", ()))
+        if not declared or (name.startswith("reference-") and name != "reference-torch" and not LARGE):
+            continue
+        rep = representative(name)
+        if rep is None:
+            continue
+        if LARGE:
+            chosen = [m for m in declared if not (name.startswith("reference") and modes is not None and m in modes
+                                                  and getattr(modes.get(m), "fixed_step", False))]
+        else:
+            chosen = [m for m in LATENT_SMALL_MODES.get(name, representative_gradient_modes(declared)) if m in declared]
+        out += [f"{name}:{rep}:{m}" for m in chosen]
+    return out or [NONE]
+
+
+def union_cases() -> list[str]:
+    """``backend:method`` of the union-of-times batch against per-sample solves: the
+    representative explicit method of every installed backend with ODE methods (not the
+    reference's other array libraries); large: every adaptive explicit method of each."""
+    out: list[str] = []
+    for name in installed_backends():
+        if name.startswith("reference-"):
+            continue
+        methods = _methods(name)
+        if LARGE:
+            names = [n for n, m in methods.items() if m.adaptive and not is_implicit(name, m)]
+        else:
+            rep = representative(name)
+            names = [rep] if rep is not None else []
+        out += [f"{name}:{n}" for n in names]
+    return out or [NONE]
+
+
+def family_grid() -> dict[str, list[str]]:
+    """The parameter lists of the issue-12 suites (merged into :func:`compute`)."""
+    return {"events": event_cases(), "latent": latent_cases(), "union": union_cases()}
+
+
 def compute() -> dict[str, list[str]]:
     """Every parameter list of the suites, built in this process."""
     return {
@@ -299,6 +380,7 @@ def compute() -> dict[str, list[str]]:
         "order_problems": order_problem_sets(),
         "sde": sde_cases(),
         "cnf": cnf_cases(),
+        **family_grid(),
     }
 
 

@@ -32,6 +32,8 @@ order_suite = importlib.import_module("suites.order")
 gradient_suite = importlib.import_module("suites.gradients")
 sde_suite = importlib.import_module("suites.sde")
 flows_suite = importlib.import_module("suites.flows")
+events_suite = importlib.import_module("suites.events")
+irregular_suite = importlib.import_module("suites.irregular")
 
 #: every parametrized benchmark class with a setup (the cuda rows must skip in it)
 SETUP_CLASSES = [solve_suite.TimeSolve, solve_suite.TimeStiff, gradient_suite.TimeGradient, sde_suite.TimeSDE,
@@ -148,11 +150,13 @@ WORK_COUNTERS = {
                          "track_steps_backward", "track_saved_bytes", "track_saved_peak_bytes"),
     "suites.sde": ("track_nfev", "track_ngev"),
     "suites.flows": ("track_nfev", "track_steps_accepted", "track_trace_jvps"),
+    "suites.events": ("track_nfev", "track_steps", "track_segments"),
+    "suites.irregular": ("track_nfev", "track_nfev_forward", "track_nfev_backward"),
 }
 #: time_* benchmark classes allowed another timer than CPU time, with the reason (none today:
 #: GPU rows switch to the wall clock per row, see _common.WALL_TIME_DEVICES)
 TIMER_EXEMPT: dict[str, str] = {}
-SUITE_MODULES = [solve_suite, order_suite, gradient_suite, sde_suite, flows_suite]
+SUITE_MODULES = [solve_suite, order_suite, gradient_suite, sde_suite, flows_suite, events_suite, irregular_suite]
 
 
 def _benchmark_classes(module):
@@ -621,3 +625,172 @@ def test_cnf_time_benchmarks_run():
     bench.time_density(*row)
     bench.time_trace(*row)
     assert bench.timer is common.CPU_TIMER
+
+
+# --- the event-location suite ------------------------------------------------------------------
+def test_event_grid_covers_every_backend_that_locates_events(monkeypatch):
+    """Every installed backend with an event adapter (not the reference's other array libraries:
+    the same NumPy loop) has rows; the large grid adds each adapter's default methods."""
+    from odeverify.backends._event_driver import adapter_of
+
+    cases = events_suite.TimeEvents.params[0]
+    assert events_suite.TrackEvents.params == events_suite.TimeEvents.params
+    expected = {n for n in backends.names() if not n.startswith("reference-") and backends.get(n).available()
+                and adapter_of(backends.get(n)) is not None}
+    assert _case_backends(cases) == expected, f"event cases={cases}, but should cover {sorted(expected)}"
+    monkeypatch.setattr(grid, "LARGE", True)
+    large = grid.event_cases()
+    for name in expected:
+        for m in adapter_of(backends.get(name)).DEFAULT_METHODS:
+            assert f"{name}:{m}" in large, (name, m)
+
+
+EVENT_ROWS = [(c, p) for c in ("reference:dopri5", "scipy:RK45", "scipy:DOP853") for p in events_suite.PROBLEMS]
+
+
+def test_event_tracks_are_deterministic_and_match_the_closed_form():
+    """Every impact and crossing found once, each within 100 rtol (1 + t_end) of the closed form;
+    the same numbers on a second run; the ball restarts once per impact."""
+    rows = [r for r in EVENT_ROWS if r[0] in events_suite.TimeEvents.params[0]]
+    assert rows, "no cheap event rows in the grid"
+    first = {r: events_suite.event_values(*r) for r in rows}
+    _assert_identical(first, {r: events_suite.event_values(*r) for r in rows})
+    for (case, problem), v in first.items():
+        assert not isinstance(v, str), (case, v)
+        t_end = events_suite.event_problem(problem).problem.t_span[1]
+        assert v["count_error"] == 0.0, (case, problem, v)
+        assert 0 <= v["time_error"] <= 100 * events_suite.RTOL * (1 + t_end), (case, problem, v)
+        assert v["nfev"] > 0 and all(type(x) is float for x in v.values()), v
+        if problem == "bouncing_ball":
+            assert v["segments"] == events_suite.BOUNCES + 1, (case, v)
+
+
+def test_event_tracks_flag_a_missed_and_a_shifted_event(monkeypatch):
+    """Planted faults in the located events: the last event dropped (count error 1, time error
+    inf), every time shifted by 1e-5 (time error 1e-5, count right)."""
+    real = events_suite.EventCase.solve
+    row = ("reference:dopri5", "plane_crossing")
+
+    def planted(change):
+        def solve(self):
+            sol = real(self)
+            sol.t_events = change(np.asarray(sol.t_events))
+            return sol
+        return solve
+
+    monkeypatch.setattr(events_suite.EventCase, "solve", planted(lambda t: t[:-1]))
+    v = events_suite.event_values(*row)
+    assert v["count_error"] == 1.0 and v["time_error"] == math.inf, v
+    monkeypatch.setattr(events_suite.EventCase, "solve", planted(lambda t: t + 1e-5))
+    v = events_suite.event_values(*row)
+    assert v["count_error"] == 0.0 and abs(v["time_error"] - 1e-5) < 1e-7, v
+
+
+def test_event_time_benchmark_runs_and_skips_what_cannot():
+    bench = events_suite.TimeEvents()
+    row = ("reference:dopri5", "bouncing_ball")
+    bench.setup(*row)
+    bench.time_locate(*row)
+    assert bench.timer is common.CPU_TIMER
+    with pytest.raises(NotImplementedError, match="no events with"):
+        events_suite.TimeEvents().setup("scipy:NoSuchMethod", "bouncing_ball")
+    with pytest.raises(ValueError, match="problem='nowhere'"):
+        events_suite.event_problem("nowhere")
+
+
+# --- the latent-ODE suite ------------------------------------------------------------------------
+def test_latent_grid_covers_the_gradient_modes(monkeypatch):
+    """Small grid: the modes of _grid.LATENT_SMALL_MODES of each installed backend with gradient
+    modes; the large grid: every declared mode that works at a tolerance (no fixed-step mode)."""
+    cases = irregular_suite.TimeLatentGradient.params[0]
+    assert irregular_suite.TrackLatentGradient.params == irregular_suite.TimeLatentGradient.params
+    for name, modes in grid.LATENT_SMALL_MODES.items():
+        b = backends.get(name)
+        if not b.available():
+            continue
+        for mode in modes:
+            assert any(c.startswith(f"{name}:") and c.endswith(f":{mode}") for c in cases), (name, mode, cases)
+    assert irregular_suite.TimeLatentGradient.params[1] == list(irregular_suite.OBSERVATIONS)
+    modes, _ = grid.gradient_api()
+    monkeypatch.setattr(grid, "LARGE", True)
+    large = grid.latent_cases()
+    fixed = {m for m, gm in modes.items() if gm.fixed_step}
+    assert fixed and not any(c.startswith("reference") and c.split(":")[2] in fixed for c in large), large
+    ref = [c for c in large if c.startswith("reference-torch:")]
+    assert len(ref) == len(backends.get("reference-torch").capabilities().gradient_modes) - len(fixed), ref
+
+
+LATENT_ROWS = [("reference-torch:dopri5:checkpoint", 50), ("torchdiffeq:dopri5:backprop", 50)]
+
+
+def test_latent_tracks_are_deterministic_and_accurate():
+    """The directional derivatives agree with central differences of the objective (NumPy,
+    DOP853 at rtol 1e-12) to 100 rtol, bit-identically on a second run; forward and backward
+    evaluations are counted."""
+    rows = [r for r in LATENT_ROWS if r[0] in irregular_suite.TimeLatentGradient.params[0]]
+    assert rows, "no cheap latent-ODE rows in the grid"
+    first = {r: irregular_suite.gradient_values(*r) for r in rows}
+    _assert_identical(first, {r: irregular_suite.gradient_values(*r) for r in rows})
+    for r, v in first.items():
+        assert not isinstance(v, str), (r, v)
+        assert 0 < v["grad_error"] < 100 * irregular_suite.RTOL, (r, v)
+        assert v["nfev_forward"] > 0 and v["nfev_backward"] > 0, (r, v)
+        assert v["nfev"] == v["nfev_forward"] + v["nfev_backward"], v
+        assert all(type(x) is float for x in v.values()), v
+
+
+def test_latent_gradient_error_sees_a_planted_fault(monkeypatch):
+    """The decoder's term (dL/dx(0)) z0^T dropped from dL/dD (tests/test_irregular's planted
+    fault) moves the tracked error far above the healthy one."""
+    from odeverify.properties import irregular as P
+
+    row = LATENT_ROWS[0]
+    healthy = irregular_suite.gradient_values(*row)["grad_error"]
+    real = P.latent_ode_value_and_grad
+
+    def planted(params, setup, **kw):
+        value, g, work = real(params, setup, **kw)
+        g = dict(g)
+        g["D"] = np.zeros_like(g["D"])
+        return value, g, work
+
+    monkeypatch.setattr(P, "latent_ode_value_and_grad", planted)
+    broken = irregular_suite.gradient_values(*row)["grad_error"]
+    assert broken > 1e3 * healthy and broken > 1e-3, (healthy, broken)
+
+
+def test_latent_time_benchmark_runs_and_skips_what_cannot():
+    bench = irregular_suite.TimeLatentGradient()
+    row = LATENT_ROWS[0]
+    bench.setup(*row)
+    bench.time_gradient(*row)
+    assert bench.timer is common.CPU_TIMER
+    with pytest.raises(NotImplementedError, match="no gradient mode 'nope'"):
+        irregular_suite.TimeLatentGradient().setup("reference-torch:dopri5:nope", 50)
+
+
+def test_union_tracks_are_deterministic_and_flag_a_wrong_reading(monkeypatch):
+    """The union of 8 samples' times against per-sample solves: both within the property's
+    bound of the closed form, an overhead near 1 read off the dense output, several times that
+    when stepping onto every time (the reference); the same twice. Planted: the union solve's
+    sample b read from column b + 1 makes the error exceed the bound."""
+    from odeverify.properties import irregular as P
+
+    rows = [(c, 50) for c in ("reference:dopri5", "scipy:RK45") if c in irregular_suite.TrackUnionTimes.params[0]]
+    assert rows
+    first = {r: irregular_suite.union_values(*r) for r in rows}
+    _assert_identical(first, {r: irregular_suite.union_values(*r) for r in rows})
+    for (case, _), v in first.items():
+        assert 0 < v["overhead"] < 2 and v["extra_steps"] >= 0 and v["error"] <= P.OUTPUT_FACTOR, (case, v)
+        if case.startswith("reference"):
+            assert v["stepped_overhead"] > 2 * v["overhead"], v
+        else:
+            assert math.isnan(v["stepped_overhead"]), v
+    real = P.union_times_cost
+
+    def wrong(ys, positions):
+        return [ys[np.asarray(p), (b + 1) % ys.shape[1]] for b, p in enumerate(positions)]
+
+    monkeypatch.setattr(P, "union_times_cost", lambda *a, **kw: real(*a, reader=wrong, **kw))
+    v = irregular_suite.union_values(*rows[0])
+    assert v["error"] > P.OUTPUT_FACTOR, v
