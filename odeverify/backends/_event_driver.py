@@ -409,6 +409,31 @@ def event_gradient(backend: Any, event_problem: Any, method: str, mode: str,
     return res
 
 
+class NumpyContext:
+    """What a NumPy adapter (scipy, the reference) keeps of one solve: the problem, method,
+    options, the parameters and the field ``f`` on NumPy float64."""
+
+    def __init__(self, event_problem: Any, method: str, options: Mapping[str, Any]) -> None:
+        prob = event_problem.problem
+        self.ep = event_problem
+        self.method = method
+        self.options = options
+        self.p = prob.converted_params(np)
+        self.f = prob.vector_field(np, np.float64)
+
+    def event_fn(self, i: int, skip: Any) -> Any:
+        """Event ``i`` as ``g(t, y) -> float`` on NumPy, read as ``sign * |g|`` before
+        ``until`` where ``skip = (i, sign, until)`` names it (the restart guard)."""
+        g = self.ep.events[i].g
+        sign, until = (skip[1], skip[2]) if skip is not None and skip[0] == i else (0, -math.inf)
+
+        def fn(t: Any, y: Any) -> float:
+            val = float(g(np, np.float64(t), np.asarray(y), self.p))
+            return sign * (abs(val) + 1e-300) if sign and float(t) < until else val
+
+        return fn
+
+
 def flow_slope(event: Any, rhs: Any, p: Mapping[str, Any], t: float, y: np.ndarray) -> int:
     """The sign of dg/dt along the solution through ``(t, y)``: a central difference of ``g``
     along the field ``rhs`` (NumPy) with step 1e-7 (1 + |t|) (0: g is stationary there)."""

@@ -19,7 +19,8 @@ import numpy as np
 
 from .. import _xp
 from ..solution import Status
-from ._event_driver import EventGradient, Segment, autograd_gradient, failed_gradient, float_params, flow_slope
+from ._event_driver import (EventGradient, NumpyContext, Segment, autograd_gradient, failed_gradient, float_params,
+                            flow_slope)
 
 DEFAULT_METHODS = ("dopri5", "dop853", "bosh3")
 GRADIENT_MODES: tuple[str, ...] = ("discrete",) if _xp.available("torch") else ()
@@ -35,16 +36,11 @@ def _methods() -> tuple[str, ...]:
 METHODS = _methods()
 
 
-class _Ctx:
+class _Ctx(NumpyContext):
     def __init__(self, event_problem: Any, method: str, options: dict[str, Any]) -> None:
-        prob = event_problem.problem
-        self.ep = event_problem
-        self.method = method
-        self.options = options
-        self.p = prob.converted_params(np)
-        self.f = prob.vector_field(np, np.float64)
+        super().__init__(event_problem, method, options)
         n_steps = options.get("n_steps")
-        t0, t1 = prob.t_span
+        t0, t1 = event_problem.problem.t_span
         self.dt = None if n_steps is None else abs(t1 - t0) / int(n_steps)
 
 
@@ -60,15 +56,8 @@ def time_tolerance(ctx: _Ctx, t: float) -> float:
 def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[int], skip: Any = None) -> Segment:
     from ..integrate import solve
 
-    specs = []
-    for i, ev in enumerate(ctx.ep.events):
-        sign, until = (skip[1], skip[2]) if skip is not None and skip[0] == i else (0, -np.inf)
-
-        def g(t: Any, y: Any, fn: Any = ev.g, sign: int = sign, until: float = until) -> Any:
-            val = fn(np, t, y, ctx.p)
-            return sign * (np.abs(val) + 1e-300) if sign and float(t) < until else val
-
-        specs.append((ev.name, g, ev.direction, int(stops[i]) if stops[i] else False))
+    specs = [(ev.name, ctx.event_fn(i, skip), ev.direction, int(stops[i]) if stops[i] else False)
+             for i, ev in enumerate(ctx.ep.events)]
     kwargs: dict[str, Any] = {"rtol": float(ctx.options["rtol"]), "atol": float(ctx.options["atol"])}
     if ctx.dt is not None:
         kwargs = {"dt": ctx.dt}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..solution import Status
-from ._event_driver import Segment, flow_slope
+from ._event_driver import NumpyContext, Segment, flow_slope
 
 METHODS = ("RK23", "RK45", "DOP853", "Radau", "BDF", "LSODA")
 DEFAULT_METHODS = ("RK45", "DOP853", "RK23")
@@ -30,23 +30,18 @@ UNSUPPORTED_GRADIENT = "scipy.integrate differentiates nothing (no automatic dif
 _EPS = np.finfo(np.float64).eps
 
 
-class _Ctx:
+class _Ctx(NumpyContext):
     def __init__(self, event_problem: Any, method: str, options: dict[str, Any], direction_filter: bool) -> None:
-        prob = event_problem.problem
-        self.ep = event_problem
-        self.method = method
-        self.options = options
-        self.p = prob.converted_params(np)
-        self.rhs = prob.vector_field(np, np.float64)
+        super().__init__(event_problem, method, options)
         self.direction_filter = direction_filter
         self.nfev = 0
+        t0, t1 = event_problem.problem.t_span
         n_steps = options.get("n_steps")
-        t0, t1 = prob.t_span
         self.h = None if n_steps is None else abs(t1 - t0) / int(n_steps)
 
-    def f(self, t: float, y: np.ndarray) -> np.ndarray:
+    def counted(self, t: float, y: np.ndarray) -> np.ndarray:
         self.nfev += 1
-        return np.asarray(self.rhs(np.float64(t), y), dtype=np.float64)
+        return np.asarray(self.f(np.float64(t), y), dtype=np.float64)
 
 
 def prepare(event_problem: Any, method: str, options: dict[str, Any], *, direction_filter: bool = True) -> _Ctx:
@@ -66,12 +61,7 @@ def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool
 
     fns = []
     for i, ev in enumerate(ctx.ep.events):
-        sign, until = (skip[1], skip[2]) if skip is not None and skip[0] == i else (0, -np.inf)
-
-        def fn(t: float, y: np.ndarray, g: Any = ev.g, sign: int = sign, until: float = until) -> float:
-            val = float(g(np, np.float64(t), y, ctx.p))
-            return sign * (abs(val) + 1e-300) if sign and t < until else val
-
+        fn = ctx.event_fn(i, skip)
         fn.terminal = int(stops[i]) if stops[i] else False
         fn.direction = float(ev.direction) if ctx.direction_filter else 0.0
         fns.append(fn)
@@ -79,11 +69,11 @@ def segment(ctx: _Ctx, t0: float, y0: np.ndarray, t_end: float, stops: list[bool
     if ctx.h is not None:
         kwargs.update(first_step=min(ctx.h, abs(t_end - t0)), max_step=ctx.h, rtol=1e-3, atol=1e-6)
     before = ctx.nfev
-    sol = solve_ivp(ctx.f, (t0, t_end), np.asarray(y0, dtype=np.float64), method=ctx.method, events=fns, **kwargs)
+    sol = solve_ivp(ctx.counted, (t0, t_end), np.asarray(y0, dtype=np.float64), method=ctx.method, events=fns, **kwargs)
     found = [(float(t), np.asarray(yv, dtype=np.float64), i)
              for i, (ts, ys) in enumerate(zip(sol.t_events, sol.y_events)) for t, yv in zip(ts, ys)]
     found.sort(key=lambda e: e[0])
-    crossings = [flow_slope(ctx.ep.events[i], ctx.rhs, ctx.p, t, yv) for t, yv, i in found]
+    crossings = [flow_slope(ctx.ep.events[i], ctx.f, ctx.p, t, yv) for t, yv, i in found]
     status = Status.SUCCESS if sol.status >= 0 else Status.FAILED
     stopped = found[-1][2] if sol.status == 1 and found else None
     return Segment(times=[e[0] for e in found], states=[e[1] for e in found], which=[e[2] for e in found],
