@@ -328,9 +328,10 @@ def lyapunov_spectrum(f: Any, z0: Any, t_span: Sequence[float], *, jac: Any = No
                 dt = min(2 * dt, T / MIN_INTERVALS)
     if not times:
         return _failed(B, n, k, T, nfev, status, message, how)
+    traced = k == n or J is not None  # the difference path integrates tr J only for the full spectrum
     return LyapunovResult(exponents=running[-1] if status == "success" else np.full((B, k), np.nan),
                           times=np.asarray(times), running=np.asarray(running),
-                          trace_mean=y[:, -1] / (t - t0), norms=np.asarray(norms), z0_norms=z0_norms,
+                          trace_mean=y[:, -1] / (t - t0) if traced else np.full(B, np.nan), norms=np.asarray(norms), z0_norms=z0_norms,
                           horizon=T, t_start=t0, dim=n, nfev=nfev, intervals=len(times), status=status,
                           message=message, jacobian=how)
 
@@ -401,6 +402,8 @@ def diagnose_lyapunov(f: Any, z0: Any = None, t_span: Sequence[float] | None = N
     z0, t_span, kw = _defaults(f, z0, t_span, name=name)
     name = kw["name"] or "field"
     t0, t1 = _span(t_span)
+    if horizon is not None and not (isinstance(horizon, (int, float)) and math.isfinite(horizon) and horizon > 0):
+        raise ValueError(f"horizon={horizon!r}, but it must be None (the span) or a finite number > 0")
     T = (t1 - t0) if horizon is None else float(horizon)
     res = lyapunov_spectrum(f, z0, (t0, t0 + T), jac=jac, k=k, transient=transient, method=method, rtol=rtol,
                             atol=atol, max_samples=max_samples, seed=seed, max_steps=max_steps)
