@@ -921,15 +921,19 @@ def check_events(events: Any, y0: Any) -> list[tuple[str, Callable[[Any, Any], A
 
 
 def _trajectory_slope(g: Callable[[Any, Any], Any], dg_dy: Callable[[Any, Any], Any] | None, f: Callable, xp: Any,
-                      t: float, y: Any, like: Any) -> float:
+                      t: float, y: Any, like: Any, dg_dt: Callable[[Any, Any], Any] | None = None) -> float:
     """``dg/dt`` along the solution at ``(t, y)`` (no graph): ``dg/dy . f + dg/dt`` at fixed y,
-    the first from ``dg_dy`` when given, each else by a central difference (relative error
-    ~1e-11: enough for the one Newton correction it scales, whose value is a round-off)."""
+    from the event's analytic ``dg_dy`` and ``dg_dt`` where given, each else by a central
+    difference (relative error ~1e-11: enough for the derivative of the one Newton correction,
+    whose value is zero)."""
     y = _xp.stop_gradient(y)
     tt = lambda s: xp.asarray(s, dtype=like.dtype, device=_xp.device(like))  # noqa: E731
     fy = f(tt(t), y)
     eps = 1e-6 * max(1.0, abs(t))
-    g_t = (float(_xp.to_numpy(g(tt(t + eps), y))) - float(_xp.to_numpy(g(tt(t - eps), y)))) / (2 * eps)
+    if dg_dt is not None:
+        g_t = float(_xp.to_numpy(dg_dt(tt(t), y)))
+    else:
+        g_t = (float(_xp.to_numpy(g(tt(t + eps), y))) - float(_xp.to_numpy(g(tt(t - eps), y)))) / (2 * eps)
     if dg_dy is not None:
         return float(_xp.to_numpy(xp.sum(dg_dy(tt(t), y) * fy))) + g_t
     scale = float(np.max(np.abs(_xp.to_numpy(y)))) + 1.0
@@ -994,6 +998,7 @@ def solve_with_jumps(event_problem: Any, method: Any = "dopri5", *, y0: Any = No
 
     gs = [bound(ev.g) for ev in ep.events]
     dgs = [bound(ev.dg_dy) for ev in ep.events]
+    dts = [bound(ev.dg_dt) for ev in ep.events]
     specs = [(ev.name, gs[i], ev.direction, ev.terminal) for i, ev in enumerate(ep.events)]
     t0, t1 = prob.t_span
     ts = np.asarray([t0, t1] if t_eval is None else t_eval, dtype=np.float64)
@@ -1037,7 +1042,7 @@ def solve_with_jumps(event_problem: Any, method: Any = "dopri5", *, y0: Any = No
                 break
             t_k: Any = xp.asarray(float(ts_k), dtype=dtype, device=device)
             if implicit_gradient:
-                slope = _trajectory_slope(gs[k], dgs[k], f, xp, float(ts_k), y_k, y0)
+                slope = _trajectory_slope(gs[k], dgs[k], f, xp, float(ts_k), y_k, y0, dts[k])
                 if slope != 0 and math.isfinite(slope):
                     delta = -gs[k](t_k, y_k) / slope
                     # value zero, derivative the IFT's: the located root and state keep their values
