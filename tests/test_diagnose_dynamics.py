@@ -392,7 +392,7 @@ def test_example_chaotic_field_has_the_skew_products_trace():
 def test_example_chaotic_field_is_flagged_and_the_stiff_one_is_stiff():
     """The chaotic example over its span (0, 1) is flagged by diagnose_lyapunov (exponent 9.056
     per time unit by construction); the stiff example's Jacobian has eigenvalues from about -1
-    to -1e4 (~12 s of CPU)."""
+    to -1e4."""
     _, f, jac, z0 = example("chaotic")
     rec = diagnose_lyapunov(f, z0[:2], (0.0, 1.0), jac=jac, rtol=1e-6, atol=1e-9, name="chaotic")
     assert rec.verdict == "fail", rec.message
