@@ -218,4 +218,27 @@ def event_value_and_grad(ep: Any, method: Any = "dopri5", mode: str = "discrete"
 
 
 __all__ = ["EVENT_GRADIENT_MODES", "event_value_and_grad", "exact_value_and_grad", "discrete_value_and_grad",
-           "adjoint_value_and_grad"]
+           "adjoint_value_and_grad", "fd_value_and_grad"]
+
+
+def fd_value_and_grad(ep: Any, method: Any = "rk4", *, time_weights: Sequence[float] | None = None,
+                      state_weights: Sequence[float] | None = None, rel_step: float = 1e-6,
+                      **options: Any) -> dict[str, Any]:
+    """Central differences of the same discrete computation (NumPy, no autodiff):
+    ``L(theta)`` by :func:`solve_with_jumps` at ``theta +- h e_j``. Meaningful on a fixed step
+    (``dt=...``): an adaptive solve's step sequence changes with theta and so does L, in jumps
+    of the tolerance's size."""
+    keys = list(ep.theta)
+
+    def loss(th: Mapping[str, float]) -> float:
+        y0, params = ep.parametrize(np, th)
+        sol = solve_with_jumps(ep, method, y0=np.asarray(y0, dtype=np.float64), params=params,
+                               implicit_gradient=False, **options)
+        c, w = _weights(ep, len(sol.t_events), time_weights, state_weights)
+        return float(c @ sol.t_events + w @ np.asarray(sol.ys[-1]))
+
+    grad = np.zeros(len(keys))
+    for j, key in enumerate(keys):
+        h = rel_step * max(1.0, abs(ep.theta[key]))
+        grad[j] = (loss({**ep.theta, key: ep.theta[key] + h}) - loss({**ep.theta, key: ep.theta[key] - h})) / (2 * h)
+    return {"grad": grad, "value": loss(dict(ep.theta))}
