@@ -1,12 +1,12 @@
 """Wall and CPU time of ``odeverify diagnose`` on the worked example's 32-dimensional MLP field
-(examples/diagnose_fields.py: ``mlp``, 2 tanh layers of width 64) with a batch of 256 standard
+(examples/diagnose_fields.py: ``make_mlp``, 2 tanh layers of width 64) with a batch of 256 standard
 normal states over t in [0, 1], dopri5 at rtol 1e-6: the default diagnosis and ``--quick``.
 
 Targets (issue 13): default < 2 min, quick < 20 s on 2 cores. One thread (OMP_NUM_THREADS=1,
 torch.set_num_threads(1)) as everywhere in odeverify's timings; the machine's load is printed
 because a shared machine's wall time varies by ~30 %.
 
-    python benchmarks/diagnose_time.py [--quick-only] [--field mlp]
+    python benchmarks/diagnose_time.py [--quick-only] [--field make_mlp]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick-only", action="store_true")
-    parser.add_argument("--field", default="mlp", help="a field of examples/diagnose_fields.py")
+    parser.add_argument("--field", default="make_mlp", help="a field of examples/diagnose_fields.py")
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
     import torch

@@ -7,7 +7,7 @@ judged against (``details["threshold"]`` says in which direction), ``verdict`` `
 failure mode is present, ``pass`` when it is not, ``skip`` when it cannot be measured for this
 field (the message says why), and ``details["recommendation"]`` what to do. The oracles share
 no code with what they grade: the discrete-mode gradient (autodiff through the very steps) for
-the continuous adjoints, a tight DOP853 solve for the solver dependence, the stiffness estimate's
+the continuous adjoints, a tight DOP853 solve (Radau IIA 5 on a stiff field) for the solver dependence, the stiffness estimate's
 eigenvalues and the tableau's exact stability function for the step-stability check.
 
 Thresholds (module constants, stated in each record):
@@ -53,6 +53,11 @@ WORK_TAIL = 10.0
 REJECT_LIMIT = 0.3
 #: the output's difference from a tight reference, in units of the tolerance's error scale
 DEPENDENCE_LIMIT = 100.0
+#: a quick diagnosis counts the work of at most this many samples (the first ones)
+QUICK_WORK_SAMPLES = 64
+#: spectral radius x span above this: the solver dependence's reference is the implicit REFERENCE_STIFF
+STIFF_REFERENCE_RHO_T = 1e3
+REFERENCE_STIFF = "radau_iia5"
 #: implicit and explicit defaults of the work comparison
 IMPLICIT_DEFAULT = "kvaerno5"
 EXPLICIT_DEFAULT = "dopri5"
@@ -342,11 +347,12 @@ def measure_work(ctx: Context) -> Record:
     m = ctx.model
     t = time.perf_counter()
     if is_explicit(m.method):
-        sol = m.solve(batch="per-sample", t_eval=(m.t_span[0], m.t_span[1]), max_steps=50_000)
+        zw = m.z0[:QUICK_WORK_SAMPLES] if ctx.quick else m.z0
+        sol = m.solve(z0=zw, batch="per-sample", t_eval=(m.t_span[0], m.t_span[1]), max_steps=50_000)
         acc = np.asarray(sol.stats.sample_accepted, dtype=np.float64)
         rej = np.asarray(sol.stats.sample_rejected, dtype=np.float64)
         nfe = 2 + evals_per_step(m.method) * (acc + rej)  # f(t0) and the initial-step probe, then the steps
-        how = "per-sample steps"
+        how = "per-sample steps" + (f", the first {len(zw)} samples (quick)" if len(zw) < m.batch else "")
     else:  # implicit methods: one solve per sample (per-sample mode is explicit-only)
         idx = ctx.sub()
         nfe, acc, rej = (np.full(m.batch, np.nan) for _ in range(3))
@@ -445,9 +451,11 @@ def measure_adjoint(ctx: Context) -> Record:
                + (f"use {best}: gradient error {_fmt(modes[best]['error'])}, {_mem(modes[best]['memory_bytes'])},"
                   f" {modes[best]['time_s']:.3g} s on {len(ctx.sub())} samples" if best else
                   "no measured mode was accurate: tighten the tolerance"))
-        msg = (f"backsolve cannot be trusted: it reconstructs z(t0) with relative error {_fmt(mismatch)} and its"
-               f" gradient is off the discrete gradient by {_fmt(err)} (threshold {thr:.3g} at rtol {m.rtol:g}): the"
-               " backward solve of z is unstable (a dissipative field?)")
+        recon = (f"its backward solve failed ({bs.status.code})" if not bs.success else
+                 f"it reconstructs z(t0) with relative error {_fmt(mismatch)}")
+        msg = (f"backsolve cannot be trusted: {recon} and its gradient is off the discrete gradient by {_fmt(err)}"
+               f" (threshold {thr:.3g} at rtol {m.rtol:g}): the backward solve of z is unstable (a dissipative or"
+               " stiff field?)")
         return _record(ctx, "diagnose_adjoint", max(err, mismatch) if math.isfinite(mismatch) else err, thr, "fail",
                        msg, rec, details)
     cheapest = min(modes, key=lambda k: (modes[k]["memory_bytes"] or math.inf))
@@ -523,13 +531,16 @@ def measure_solver_dependence(ctx: Context) -> Record:
     m = ctx.model
     z = m.z0[ctx.sub()]
     span_ends = (m.t_span[0], m.t_span[1])
-    ref = m.solve(method="dop853", z0=z, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL, t_eval=span_ends,
+    _, eig = ctx.jacobians()
+    rho_t = float(np.nanmax(np.abs(eig))) * abs(m.t_span[1] - m.t_span[0]) if np.any(np.isfinite(eig)) else 0.0
+    ref_method = REFERENCE_STIFF if rho_t > STIFF_REFERENCE_RHO_T else "dop853"
+    ref = m.solve(method=ref_method, z0=z, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL, t_eval=span_ends,
                   max_steps=100_000)
     from .. import _xp
 
     if not ref.success:
         return _record(ctx, "diagnose_solver_dependence", None, DEPENDENCE_LIMIT, "error",
-                       f"the reference solve (dop853, rtol {REFERENCE_RTOL:g}) ended with {ref.status.code}",
+                       f"the reference solve ({ref_method}, rtol {REFERENCE_RTOL:g}) ended with {ref.status.code}",
                        "see diagnose_instability", {}, status=ref.status.code)
     zref = np.asarray(_xp.to_numpy(ref.ys[-1]), dtype=np.float64)
     scale = m.atol + m.rtol * np.abs(zref)
@@ -548,11 +559,11 @@ def measure_solver_dependence(ctx: Context) -> Record:
         diff = np.abs(np.asarray(_xp.to_numpy(s.ys[-1]), dtype=np.float64) - zref)
         sweep.append({"rtol": rtol, "max_abs_diff": float(np.nanmax(diff)) if s.success else math.inf,
                       "status": s.status.code})
-    details = {"solvers": rows, "tolerance_sweep": sweep, "reference": f"dop853 rtol {REFERENCE_RTOL:g}"
+    details = {"solvers": rows, "tolerance_sweep": sweep, "reference": f"{ref_method} rtol {REFERENCE_RTOL:g}"
                f" atol {REFERENCE_ATOL:g}", "samples": ctx.sub().tolist(), "threshold_kind": "upper"}
-    if m.differentiable and not ctx.quick:
+    if m.differentiable and not ctx.quick and ref_method == "dop853":  # not through Newton iterations
         g_user = ctx.gradient("discrete")
-        g_ref = ctx.gradient("discrete", method="dop853", rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL)
+        g_ref = ctx.gradient("discrete", method=ref_method, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL)
         details["gradient_difference"] = _grad_error(g_user, g_ref)
     worst = max(rows, key=lambda r: r["in_tolerance_units"])
     measured = worst["in_tolerance_units"]

@@ -215,35 +215,34 @@ def _detect_library(field_obj: Any, z: np.ndarray) -> str:
     lib = _xp.model_library(field_obj)
     if lib is not None:
         return lib
+    errors: list[str] = []
     try:
         out = field_obj(np.float64(0.0), z)
-    except Exception:  # noqa: BLE001 - not a NumPy field: try the frameworks
+    except Exception as exc:  # noqa: BLE001 - not a NumPy field: try the frameworks
         out = None
+        errors.append(f"NumPy: {type(exc).__name__}: {exc}")
     if isinstance(out, np.ndarray):
         return "numpy"
     if out is not None and _xp.is_array(out):
         name = _xp.library_name(_xp.namespace(out))
         if name in ("jax", "torch"):
             return name
-    if _xp.available("torch"):
-        xp = _xp.get_namespace("torch")
+    # a field written for a framework was defined by code that imported it: try only those
+    for lib in ("torch", "jax"):
+        if lib not in sys.modules:
+            continue
+        xp = _xp.get_namespace(lib)
         try:
             out = field_obj(xp.asarray(0.0, dtype=xp.float64), xp.asarray(z, dtype=xp.float64))
-            if _xp.is_array(out) and _xp.library_name(_xp.namespace(out)) == "torch":
-                return "torch"
-        except Exception:  # noqa: BLE001
-            pass
-    if _xp.available("jax"):
-        xp = _xp.get_namespace("jax")
-        try:
-            out = field_obj(xp.asarray(0.0, dtype=xp.float64), xp.asarray(z, dtype=xp.float64))
-            if _xp.is_array(out):
-                return "jax"
-        except Exception:  # noqa: BLE001
-            pass
-    raise ValueError(f"field={field_obj!r}: could not tell which library it computes in; called with a NumPy"
-                     " array, a torch tensor and a JAX array it raised or returned no array. Pass library="
-                     f"one of {', '.join(FIELD_LIBRARIES)}")
+            if _xp.is_array(out) and _xp.library_name(_xp.namespace(out)) == lib:
+                return lib
+            errors.append(f"{lib}: returned {type(out).__name__}")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{lib}: {type(exc).__name__}: {exc}")
+    raise ValueError(f"the field raised or returned no array when called at t=0 with z0 of shape {z.shape}"
+                     f" (n={z.shape[1]}) as {' / '.join(e.split(':')[0] for e in errors) or 'NumPy'} arrays"
+                     f" ({'; '.join(errors)[:400]}). Is z0's dimension the field's state dimension? (pass library="
+                     f"one of {', '.join(FIELD_LIBRARIES)} if it computes in another library)")
 
 
 @dataclass
