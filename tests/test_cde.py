@@ -262,3 +262,30 @@ def test_family_registered_and_validates_methods():
     assert fam.methods("reference", True) == ["rk4", "dopri5"]
     with pytest.raises(ValueError, match="did you mean 'dopri5'"):
         validate_cde_method("reference", "dopri55")
+
+
+# ----------------------------------------------------------------------------- explore's findings
+#: cases explore drew that failed our own bounds (the commits that fixed the bounds say how); each
+#: must now pass or be inconclusive, never fail
+FOUND = [
+    ("cde_interpolation_order", {}, '{"field":{"hidden":1,"scale":1.0,"seed":0,"type":"mlp","width":2},'
+     '"include_time":false,"interp":"linear","kind":"cde","missing":null,"path":{"amp":[[1.0,1.0],[1.0,1.0]],'
+     '"freq":[[3.0,1.0],[1.0,1.0]],"phase":[[1.0,0.0],[0.0,0.0]],"poly":[[0.0,0.0],[0.0,0.0]]},"times":{"n":5,'
+     '"rule":"poisson","seed":0,"span":[0.5,1.0],"spread":0.0}}'),
+    ("cde_reparametrisation", {"rate": -2.0}, '{"field":{"hidden":1,"scale":0.25,"seed":0,"type":"mlp","width":2},'
+     '"include_time":false,"interp":"linear","kind":"cde","missing":null,"path":{"amp":[[1.0]],"freq":[[1.0]],'
+     '"phase":[[0.0]],"poly":[[0.0,0.0]]},"times":{"n":5,"rule":"jitter","seed":0,"span":[0.0,0.5],"spread":0.0}}'),
+    ("cde_reparametrisation", {"rate": -2.0}, '{"field":{"hidden":1,"scale":1.0,"seed":0,"type":"mlp","width":2},'
+     '"include_time":false,"interp":"linear","kind":"cde","missing":null,"path":{"amp":[[1.0]],"freq":[[0.5]],'
+     '"phase":[[0.0]],"poly":[[0.0,0.0]]},"times":{"n":17,"rule":"poisson","seed":69,"span":[1.0,4.5],'
+     '"spread":0.0}}'),
+]
+
+
+@pytest.mark.parametrize("prop, kwargs, spec", FOUND)
+def test_explore_findings_replay(prop, kwargs, spec):
+    import odeverify.families.cde  # noqa: F401  (registers the CDE explorations)
+    from odeverify.explore import EXPLORATIONS
+
+    r = EXPLORATIONS.get(prop).run(C.cde_from_spec(spec), "dopri5", backend="reference", **kwargs)
+    assert r.verdict in ("pass", "skip"), r.describe()

@@ -47,7 +47,7 @@ ORDER_REFINEMENTS = (1, 2, 4, 8, 16, 32)
 #: a fitted order must lie within this band of the claim (above it: inconclusive)
 ORDER_BAND = 0.35
 #: fixed step counts of the convergence sweep (powers of two: never on the named problems' knots)
-CONV_STEPS = (8, 16, 32, 64, 128, 256, 512, 1024)
+CONV_STEPS = (8, 16, 32, 64, 128, 256, 512)
 #: the band of the fitted order without stops (a kink's position in its step moves the constant)
 KINK_BAND = 0.4
 #: tolerances of the reparametrisation sweep (rtol; atol = rtol / 100)
@@ -263,6 +263,18 @@ def kink_steps(problem: CDEProblem, count: int = 5) -> list[int]:
     return [3 * 2 ** (j + i) + 1 for i in range(count)]
 
 
+def jump_steps(problem: CDEProblem, count: int = len(CONV_STEPS)) -> list[int]:
+    """Step counts for a sweep with stops on the knots: :data:`CONV_STEPS`, or powers of two from
+    the first whose step is at most the median gap between knots when that is finer (a step longer
+    than most pieces is cut by the knots anyway: the mesh would not shrink with it)."""
+    L = problem.t_span[1] - problem.t_span[0]
+    gap = float(np.median(np.diff(problem.control.domain_breaks())))
+    n = CONV_STEPS[0]
+    while L / n > gap:
+        n *= 2
+    return [n * 2 ** j for j in range(count)]
+
+
 def cde_convergence(problem: CDEProblem, method: str, *, backend: str = "reference", knots: str = "jump",
                     steps: Sequence[int] | None = None) -> Record:
     """Fixed-step convergence of ``method`` on a closed-form CDE: with ``knots="jump"`` (steps end
@@ -270,10 +282,10 @@ def cde_convergence(problem: CDEProblem, method: str, *, backend: str = "referen
     :data:`CONV_STEPS`); with ``knots="none"`` ``min(p, k + 1)`` for a control in C^k (module doc),
     fitted over the whole sweep of :func:`kink_steps`. The error is measured at ``t1`` against
     the closed form."""
-    from .convergence import floor_for, judge_slope
+    from .convergence import approaching, floor_for, judge_slope
 
     if steps is None:
-        steps = CONV_STEPS if knots != "none" else kink_steps(problem)
+        steps = jump_steps(problem) if knots != "none" else kink_steps(problem)
     info = _method_info(backend, method)
     label = f"{method}[knots={knots}]"
     if problem.exact_kind is None:
@@ -310,7 +322,7 @@ def cde_convergence(problem: CDEProblem, method: str, *, backend: str = "referen
         used = []
         window_local = [v for v in details.get("window", {}).get("leading_slopes", []) if v is not None]
         if verdict == "skip" and slope is not None and slope < expected - 1 and window_local and \
-                max(window_local) < expected - 1:
+                max(window_local) < expected - 1 and not approaching(window_local, expected):
             # local slopes that alternate (a kink at alternating fractions of its step) are no
             # pre-asymptotic drift when the window's slope, and every local slope in it, is a whole
             # order short
@@ -334,9 +346,9 @@ def cde_reparametrisation(problem: CDEProblem, method: str, *, backend: str = "r
     """``z(T)`` is unchanged by a monotone change of time ``s = phi(t)``: the CDE solved in ``s``
     (``Y = X o psi``; with ``retime`` the data re-timed at ``phi(t_k)`` and interpolated again,
     where the interpolation keeps the path's image: linear) must end where the original does, to
-    solver tolerance: at every rtol of the sweep within ``100 rtol |z|`` (as gradient_accuracy
-    allows an adaptive solve; a difference that does not scale with the tolerance crosses the bound
-    as the sweep tightens). ``measured`` is the worst ratio to that bound (expected <= 1); the
+    solver tolerance: at every rtol of the sweep within ``2 x 100 rtol |z|`` (each adaptive solve
+    may be 100 rtol off, as gradient_accuracy allows, and the two errors add; a difference that
+    does not scale with the tolerance crosses the bound as the sweep tightens). ``measured`` is the worst ratio to that bound (expected <= 1); the
     fitted exponent of the difference against rtol and each solve's error against the closed
     form (when there is one) are in the details. ``retime`` defaults to False on the reference (any
     interpolation, the warped control), True elsewhere (libraries interpolate the data they are
@@ -380,16 +392,17 @@ def cde_reparametrisation(problem: CDEProblem, method: str, *, backend: str = "r
     d = np.array(diffs)
     finite = np.isfinite(d) & (d > 1e3 * EPS)
     expo = loglog_slope(np.array(tols)[finite], d[finite]) if finite.sum() >= 2 else None
-    # at every tolerance the two ends agree to 100 rtol (relative; plus round-off): a difference
-    # that does not scale with the tolerance crosses it as the sweep tightens
-    bounds = np.array([ACCURACY_FACTOR * tol + 1e3 * EPS for tol in tols])
+    # at every tolerance the two ends agree to 2 x 100 rtol (relative; plus round-off): each of the
+    # two adaptive solves may be 100 rtol off (ACCURACY_FACTOR, measured), and their errors add; a
+    # difference that does not scale with the tolerance crosses it as the sweep tightens
+    bounds = np.array([2 * ACCURACY_FACTOR * tol + 1e3 * EPS for tol in tols])
     ratio = d / bounds
     msgs = []
     if not np.all(np.isfinite(d)):
         msgs.append(f"a solve failed: statuses {statuses}")
     over = [i for i in range(len(tols)) if np.isfinite(d[i]) and d[i] > bounds[i]]
     if over:
-        msgs.append("|z_s(S) - z_t(T)| / |z| above 100 rtol: " + ", ".join(
+        msgs.append("|z_s(S) - z_t(T)| / |z| above 200 rtol: " + ", ".join(
             f"{d[i]:.2e} at rtol {tols[i]:g}" for i in over) + f" (fitted exponent against rtol: "
             + ("n/a" if expo is None else f"{expo:.2f}") + ")")
     verdict = "fail" if msgs else "pass"
