@@ -361,9 +361,34 @@ def union_cases() -> list[str]:
     return out or [NONE]
 
 
+def cde_cases() -> list[str]:
+    """``backend:method:mode`` of CDE solves and gradients: every installed backend with a CDE
+    adapter (not the reference's other array libraries), its Dormand-Prince pair (the first
+    quick CDE method otherwise) and its representative gradient mode; large: every default CDE
+    method of each."""
+    from odeverify.backends._cde_driver import cde_capabilities, cde_methods
+
+    out: list[str] = []
+    for name in installed_backends():
+        if name.startswith("reference-"):
+            continue
+        b = backends.get(name)
+        caps = cde_capabilities(b)
+        if caps is None or not caps.methods:
+            continue
+        modes = representative_gradient_modes(caps.gradient_modes)
+        if not modes:
+            continue
+        quick = cde_methods(b, quick=True)
+        pick = [m for m in caps.methods if REPRESENTATIVE_TABLEAU in (m.lower(), getattr(caps.methods[m], "tableau", ""))]
+        methods = list(dict.fromkeys(quick + cde_methods(b))) if LARGE else (pick[:1] or quick[:1])
+        out += [f"{name}:{m}:{modes[0]}" for m in methods]
+    return out or [NONE]
+
+
 def family_grid() -> dict[str, list[str]]:
     """The parameter lists of the issue-12 suites (merged into :func:`compute`)."""
-    return {"events": event_cases(), "latent": latent_cases(), "union": union_cases()}
+    return {"events": event_cases(), "latent": latent_cases(), "union": union_cases(), "cde": cde_cases()}
 
 
 def compute() -> dict[str, list[str]]:

@@ -34,10 +34,11 @@ sde_suite = importlib.import_module("suites.sde")
 flows_suite = importlib.import_module("suites.flows")
 events_suite = importlib.import_module("suites.events")
 irregular_suite = importlib.import_module("suites.irregular")
+cde_suite = importlib.import_module("suites.cde")
 
 #: every parametrized benchmark class with a setup (the cuda rows must skip in it)
 SETUP_CLASSES = [solve_suite.TimeSolve, solve_suite.TimeStiff, gradient_suite.TimeGradient, sde_suite.TimeSDE,
-                 flows_suite.TimeCNF]
+                 flows_suite.TimeCNF, cde_suite.TimeCDE]
 TABLE_CLASSES = [solve_suite.TrackSolve, solve_suite.TrackStiff, gradient_suite.TrackGradient]
 
 
@@ -152,11 +153,13 @@ WORK_COUNTERS = {
     "suites.flows": ("track_nfev", "track_steps_accepted", "track_trace_jvps"),
     "suites.events": ("track_nfev", "track_steps", "track_segments"),
     "suites.irregular": ("track_nfev", "track_nfev_forward", "track_nfev_backward"),
+    "suites.cde": ("track_nfev", "track_steps", "track_nfev_backward"),
 }
 #: time_* benchmark classes allowed another timer than CPU time, with the reason (none today:
 #: GPU rows switch to the wall clock per row, see _common.WALL_TIME_DEVICES)
 TIMER_EXEMPT: dict[str, str] = {}
-SUITE_MODULES = [solve_suite, order_suite, gradient_suite, sde_suite, flows_suite, events_suite, irregular_suite]
+SUITE_MODULES = [solve_suite, order_suite, gradient_suite, sde_suite, flows_suite, events_suite, irregular_suite,
+                 cde_suite]
 
 
 def _benchmark_classes(module):
@@ -794,3 +797,70 @@ def test_union_tracks_are_deterministic_and_flag_a_wrong_reading(monkeypatch):
     monkeypatch.setattr(P, "union_times_cost", lambda *a, **kw: real(*a, reader=wrong, **kw))
     v = irregular_suite.union_values(*rows[0])
     assert v["error"] > P.OUTPUT_FACTOR, v
+
+
+# --- the CDE suite -------------------------------------------------------------------------------
+def test_cde_grid_covers_every_backend_that_solves_cdes():
+    """Every installed backend with a CDE adapter (not the reference's other array libraries) has
+    a row with a declared gradient mode."""
+    from odeverify.backends._cde_driver import cde_capabilities
+
+    cases = cde_suite.TimeCDE.params[0]
+    assert cde_suite.TrackCDE.params == cde_suite.TimeCDE.params
+    expected = {n for n in backends.names() if not n.startswith("reference-") and backends.get(n).available()
+                and cde_capabilities(backends.get(n)) is not None}
+    assert _case_backends(cases) == expected, f"CDE cases={cases}, but should cover {sorted(expected)}"
+    for c in cases:
+        name, method, mode = c.split(":")
+        caps = cde_capabilities(backends.get(name))
+        assert method in caps.methods and mode in caps.gradient_modes, c
+
+
+def test_cde_tracks_are_deterministic_and_accurate():
+    """The reference's solves agree with the closed forms (and, on the neural field, with SciPy's
+    DOP853 at rtol 1e-12 piece by piece) to 100 rtol, bit-identically on a second run."""
+    rows = [("reference:dopri5:discrete", p, "cpu") for p in cde_suite.PROBLEMS]
+    rows = [r for r in rows if r[0] in cde_suite.TimeCDE.params[0]]
+    assert rows
+    first = {r: cde_suite.cde_values(*r) for r in rows}
+    _assert_identical(first, {r: cde_suite.cde_values(*r) for r in rows})
+    for r, v in first.items():
+        assert not isinstance(v, str), (r, v)
+        assert 0 < v["solution_error"] < 100 * cde_suite.RTOL, (r, v)
+        assert v["nfev"] > 0 and v["steps"] > 0 and all(type(x) is float for x in v.values()), (r, v)
+
+
+def test_cde_oracle_is_accurate_and_the_error_sees_a_planted_fault(monkeypatch):
+    """The SciPy oracle of the neural CDE agrees with the reference at rtol 1e-10 to 1e-8; a solve
+    perturbed by 1e-3 at its last output is tracked as about 1e-3 / max(1, max |z*|)."""
+    from odeverify import backends as B
+
+    name = "cde_neural"
+    cde = cde_suite.CDECase("reference:dopri5:discrete", name, "cpu").problem
+    sol = B.get("reference").solve_cde(cde, "dop853", t_eval=cde_suite.output_times(cde), rtol=1e-10, atol=1e-12)
+    ref = np.asarray(cde_suite.reference_solution(name))
+    assert np.max(np.abs(np.asarray(sol.ys) - ref)) < 1e-8
+    real = cde_suite.CDECase.solve
+
+    def planted(self):
+        out = real(self)
+        out.ys = np.asarray(out.ys).copy()
+        out.ys[-1] += 1e-3
+        return out
+
+    monkeypatch.setattr(cde_suite.CDECase, "solve", planted)
+    v = cde_suite.cde_values("reference:dopri5:discrete", name, "cpu")
+    expected = 1e-3 / max(1.0, float(np.max(np.abs(ref))))  # the scaled error's denominator
+    assert v["solution_error"] > 0.5 * expected, (v, expected)
+
+
+def test_cde_time_benchmarks_run_and_skip_what_cannot():
+    bench = cde_suite.TimeCDE()
+    row = ("reference:dopri5:discrete", "cde_linear_pl", "cpu")
+    bench.setup(*row)
+    bench.time_solve(*row)
+    bench.time_gradient(*row)
+    assert bench.timer is common.CPU_TIMER
+    if "diffrax:Dopri5:backsolve" in cde_suite.TimeCDE.params[0]:
+        with pytest.raises(NotImplementedError, match="natural_cubic"):
+            cde_suite.CDECase("diffrax:Dopri5:backsolve", "cde_commuting_natural_cubic", "cpu")
