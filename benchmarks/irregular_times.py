@@ -16,6 +16,10 @@ Three tables, every number from a property of ``odeverify/properties/irregular.p
 3. **gradient agreement** (``irregular_gradient_accuracy`` at 200 irregular times, rtol 1e-7,
    and ``latent_ode_gradient``, rtol 1e-8): the relative error of every gradient mode of each
    backend against the closed form / central differences.
+
+Wall time on 2 shared cores under a load of 8-12: tables 1 and 2 about 6 minutes, the gradient
+table's reference and torchdiffeq rows 4 minutes, diffrax about 5 minutes a mode (it compiles
+each mode for each series length).
 """
 from __future__ import annotations
 
