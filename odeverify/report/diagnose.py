@@ -69,6 +69,14 @@ def _series(x: Any, y: Any, label: str, i: int, marker: str = "o", linestyle: st
             "linestyle": linestyle}
 
 
+def _spans_decades(*columns: Any) -> bool:
+    """Whether positive data span more than a decade (a log axis then reads well; on less, its
+    only labels would be the minor ticks the report leaves unlabelled)."""
+    v = np.concatenate([_finite(c) for c in columns]) if columns else np.zeros(0)
+    v = v[np.isfinite(v)]
+    return bool(v.size and np.all(v > 0) and v.max() / v.min() > 10)
+
+
 def _finite(values: Any) -> np.ndarray:
     return plots.floats([np.nan if v is None else v for v in values])
 
@@ -112,7 +120,7 @@ def _figures(rec: dict[str, Any], fid: list[int]) -> list[tuple[str, str]]:
         svg = plots.series_figure([_series(q["t"], q["median"], "median |z(t)|", 0),
                                    _series(q["t"], q["max"], "max |z(t)|", 1, "s", "--")],
                                   xlabel="t", ylabel="|z(t)| (2-norm)", title="trajectories: the state's norm",
-                                  figure_id=nid(), xlog=False, ylog=True)
+                                  figure_id=nid(), xlog=False, ylog=_spans_decades(q["median"], q["max"]))
         out.append((svg, "The norm of the batch's states over time (median and largest)."))
         if re_t.get("max_re"):
             svg = plots.series_figure([_series(re_t["t"], re_t["max_re"], "max Re lambda(df/dz)", 2)], xlabel="t",
@@ -125,7 +133,7 @@ def _figures(rec: dict[str, Any], fid: list[int]) -> list[tuple[str, str]]:
                                    _series(e["t"], [None if v is None else -v for v in e["min_re"]],
                                            "-min Re lambda", 1, "s", "--")],
                                   xlabel="t", ylabel="|lambda|", title="spectrum along the trajectories",
-                                  figure_id=nid(), xlog=False, ylog=True)
+                                  figure_id=nid(), xlog=False, ylog=_spans_decades(e["max_abs"]))
         out.append((svg, "Spectral radius and fastest decay rate of df/dz over the subsample."))
     if prop == "diagnose_work" and d.get("nfe_per_sample"):
         svg = _histogram(d["nfe_per_sample"], xlabel="vector-field evaluations per sample",
@@ -137,7 +145,8 @@ def _figures(rec: dict[str, Any], fid: list[int]) -> list[tuple[str, str]]:
         if rows:
             svg = plots.series_figure([_series([r["rtol"] for r in rows], [r["nfev"] for r in rows],
                                                rec["method"], 0)], xlabel="rtol", ylabel="evaluations",
-                                      title="work against the tolerance", figure_id=nid(), invert_x=True)
+                                      title="work against the tolerance", figure_id=nid(), invert_x=True,
+                                      ylog=_spans_decades([r["nfev"] for r in rows]))
             out.append((svg, "Evaluations of the user's method on the subsample against rtol."))
     if prop == "diagnose_solver_dependence" and d.get("tolerance_sweep"):
         sw = d["tolerance_sweep"]
@@ -155,7 +164,8 @@ def _figures(rec: dict[str, Any], fid: list[int]) -> list[tuple[str, str]]:
             series.append(_series(ts, smin[:, j] if smin.ndim == 2 else smin, f"sigma_min, sample {j}", j, "s",
                                   "--"))
         svg = plots.series_figure(series, xlabel="t", ylabel="singular value of dz(t)/dz(t0)",
-                                  title="flow-map singular values", figure_id=nid(), xlog=False, ylog=True)
+                                  title="flow-map singular values", figure_id=nid(), xlog=False,
+                                  ylog=_spans_decades(smax.ravel(), smin.ravel()))
         out.append((svg, "Largest and smallest singular values of the flow map's Jacobian against t."))
     if prop == "diagnose_lyapunov" and d.get("running_lambda1"):
         r = d["running_lambda1"]
@@ -176,7 +186,7 @@ def render_diagnosis(doc: dict[str, Any]) -> str:
     rows = []
     for r in records:
         d = r.get("details") or {}
-        rec_text = d.get("recommendation") or ""
+        rec_text = d.get("recommendation") or ("none needed" if r["verdict"] == "pass" else r.get("message", ""))
         rows.append([r["property"].removeprefix("diagnose_"), fmt(r.get("measured")), fmt(r.get("expected")),
                      verdict_cell(r["verdict"]), rec_text, r.get("message", "")])
     summary = _table("One line per failure mode: the measured figure, the threshold it is judged against, the"
