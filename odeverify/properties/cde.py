@@ -317,7 +317,7 @@ def cde_convergence(problem: CDEProblem, method: str, *, backend: str = "referen
         used = [int(np.flatnonzero(usable)[i]) for i in used]
         verdict, message = _judge(slope, expected, KINK_BAND, "error")
     else:
-        slope, verdict, message = judge_slope(h, e, floors, expected, band=0.3, window=4,
+        slope, verdict, message = judge_slope(h, e, floors, expected, band=0.3, window=3,
                                               details=details)
         used = []
         window_local = [v for v in details.get("window", {}).get("leading_slopes", []) if v is not None]
