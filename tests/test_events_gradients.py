@@ -81,3 +81,17 @@ def test_discrete_gradient_against_differences_of_the_same_computation(monkeypat
     monkeypatch.setattr(integrate, "_trajectory_slope", lambda *a, **k: math.inf)
     bad = discrete_value_and_grad(BALL, "rk4", dt=0.05)["grad"]
     assert np.max(np.abs(bad - fd)) > 1e-2
+
+
+@pytest.mark.parametrize("mode", ["discrete", "adjoint"])
+def test_a_terminal_event_ends_the_loss_there(mode):
+    """explore's case: a terminal crossing without a jump ends the solve, so the loss's final state
+    is the state at the event, which moves with the event time (the discrete mode had read the
+    unreached horizon's NaN row, which carries no graph, and dropped the term)."""
+    from odeverify.problems.events import event_from_spec
+
+    ep = event_from_spec({"kind": "event_plane", "params": {
+        "angle": 2.0, "decay": 0.0, "direction": 0, "horizon": 1.0, "offset": 0.0, "omega": 1.0, "radius": 1.0,
+        "restart": False, "terminal": True}})
+    rec = event_gradient(ep, "dopri5", mode)
+    assert rec.verdict == "pass", rec.describe()

@@ -2,7 +2,8 @@
 the event times depend on theta.
 
 The loss of an :class:`~odeverify.problems.events.EventProblem` solve is
-``L = sum_k c_k t_k + w . y(T)`` (event times ``t_k``, the final state). Two modes:
+``L = sum_k c_k t_k + w . y(T)`` (event times ``t_k``, the final state: at the horizon, or at
+the terminal event that ended the solve, where it moves with the event time). Two modes:
 
 - ``discrete``: automatic differentiation through the one loop
   (:func:`odeverify.integrate.solve_with_jumps`): each root is found without the graph, then
@@ -48,6 +49,22 @@ def _weights(ep: Any, n_events: int, time_weights: Sequence[float] | None, state
     return c, w
 
 
+def end_time(ep: Any, ex: Any) -> float:
+    """Where a solve of ``ep`` ends, by the closed form ``ex``: at the last event when it is the
+    terminal occurrence of an event no jump applies to (the solve stops there), else at the
+    horizon."""
+    T = ep.problem.t_span[1]
+    if not len(ex.times):
+        return T
+    ev = ep.events[int(ex.which[-1])]
+    count = ev.terminal_count
+    jumps = ep.jump is not None and ep.jump.applies(ev.name)
+    if count is None or jumps:
+        return T
+    occurrences = int(sum(1 for i in ex.which if int(i) == int(ex.which[-1])))
+    return float(ex.times[-1]) if occurrences >= count else T
+
+
 def exact_value_and_grad(ep: Any, time_weights: Sequence[float] | None = None,
                          state_weights: Sequence[float] | None = None, rel_step: float = 1e-3
                          ) -> tuple[float, np.ndarray, float]:
@@ -58,8 +75,7 @@ def exact_value_and_grad(ep: Any, time_weights: Sequence[float] | None = None,
     keys = list(ep.theta)
     ex = ep.exact_events()
     c, w = _weights(ep, len(ex.times), time_weights, state_weights)
-    T = ep.problem.t_span[1]
-    L = float(c @ ex.times + w @ ep.state(T, ep.theta))
+    L = float(c @ ex.times + w @ ep.state(end_time(ep, ex), ep.theta))
     dt = ep.time_gradient(ep.theta) if len(ex.times) else np.zeros((0, len(keys)))
     grad = c @ dt
     err = np.zeros(len(keys))
@@ -67,8 +83,9 @@ def exact_value_and_grad(ep: Any, time_weights: Sequence[float] | None = None,
         h = rel_step * max(1.0, abs(ep.theta[key]))
 
         def diff(step: float, key: str = key) -> float:
-            up = w @ ep.state(T, {**ep.theta, key: ep.theta[key] + step})
-            dn = w @ ep.state(T, {**ep.theta, key: ep.theta[key] - step})
+            th_up, th_dn = {**ep.theta, key: ep.theta[key] + step}, {**ep.theta, key: ep.theta[key] - step}
+            up = w @ ep.state(end_time(ep, ep.exact(th_up)), th_up)
+            dn = w @ ep.state(end_time(ep, ep.exact(th_dn)), th_dn)
             return float((up - dn) / (2 * step))
 
         d1, d2, d4 = diff(h), diff(2 * h), diff(4 * h)
@@ -101,7 +118,10 @@ def discrete_value_and_grad(ep: Any, method: Any = "dopri5", *, time_weights: Se
         return {"status": sol.status, "message": sol.message, "grad": np.full(len(keys), np.nan), "value": math.nan}
     n_ev = len(sol.t_events)
     c, w = _weights(ep, n_ev, time_weights, state_weights)
-    L = (xp.sum(sol.event_times * torch.tensor(c)) if n_ev else 0.0) + xp.sum(sol.ys[-1] * torch.tensor(w))
+    # the final state: at the horizon, or at the terminal event that ended the solve (with the IFT
+    # correction: it moves with the event time)
+    y_end = sol.y_events[-1] if sol.status is Status.EVENT and n_ev else sol.ys[-1]
+    L = (xp.sum(sol.event_times * torch.tensor(c)) if n_ev else 0.0) + xp.sum(y_end * torch.tensor(w))
     (g,) = torch.autograd.grad(L, vec)
     return {"status": sol.status, "message": sol.message, "grad": g.detach().numpy(), "value": float(L.detach()),
             "t_events": sol.t_events, "nfev": sol.stats.nfev}
@@ -133,7 +153,8 @@ def adjoint_value_and_grad(ep: Any, method: Any = "dopri5", *, time_weights: Seq
     n_ev = len(fwd.t_events)
     c, w = _weights(ep, n_ev, time_weights, state_weights)
     T = prob.t_span[1]
-    y_end = fwd.ys[-1]
+    ended = fwd.status is Status.EVENT and n_ev > 0  # a terminal event without a jump ended the solve
+    y_end = fwd.y_events[-1] if ended else fwd.ys[-1]
     value = float(c @ fwd.t_events + np.asarray(w) @ _xp.to_numpy(y_end))
 
     def f(t: Any, y: Any, th: Any) -> Any:
@@ -161,12 +182,13 @@ def adjoint_value_and_grad(ep: Any, method: Any = "dopri5", *, time_weights: Seq
     a = torch.tensor(w, dtype=torch.float64)
     ath = torch.zeros(P, dtype=torch.float64)
     y_hi = y_end
-    t_hi = T
+    t_hi = float(fwd.t_events[-1]) if ended else T
     for k in range(n_ev - 1, -1, -1):
         t_k = float(fwd.t_events[k])
         y_minus = fwd.y_events[k]
         ev = ep.events[int(fwd.event_index[k])]
         jumps = ep.jump is not None and ep.jump.applies(ev.name) and ev.terminal is not False
+        last = ended and k == n_ev - 1
         y_plus = ep.jump.map(xp, tt(t_k), y_minus, params) if jumps else y_minus
         # backward over (t_k, t_hi] from the state at t_hi (forward-stored), then cross the event
         if t_hi != t_k:
@@ -185,6 +207,10 @@ def adjoint_value_and_grad(ep: Any, method: Any = "dopri5", *, time_weights: Seq
             _, Jf = _xp.jvp(lambda yy: j_fun(yy, vec), (y_minus,), (f_minus,))
             f_plus = f(tt(t_k), y_plus, vec)
             shift = float(torch.dot(a, f_plus - Jf)) if jump_condition else 0.0
+        elif last:
+            # the solve ends here: no flow after the event (f+ = 0), so L's w . y(t_K) moves with t_K
+            aJy, aJth = a, torch.zeros(P, dtype=torch.float64)
+            shift = -float(torch.dot(a, f_minus)) if jump_condition else 0.0
         else:
             aJy, aJth, shift = a, torch.zeros(P, dtype=torch.float64), 0.0
         coef = (shift - float(c[k])) / gdot
