@@ -301,6 +301,9 @@ def event_gradient(ep: EventProblem, method: Any, mode: str = "discrete", *, bac
         res = event_value_and_grad(ep, method, mode, rtol=rtol, atol=atol, **options)
         got, status, message = np.asarray(res["grad"], dtype=np.float64), res["status"], res["message"]
         what = "L = sum_k t_k + sum_i y_i(T)"
+        if status.ok and not math.isfinite(res["value"]):
+            # a loss read off an unreached output is NaN without a graph: never a silent zero
+            got = np.full(len(keys), np.nan)
     else:
         ex = ep.exact_events()
         g_exact = ep.time_gradient(ep.theta)[0]
