@@ -103,7 +103,7 @@ def warmed(case: str, problem: str) -> EventCase:
     return _WARM[key]
 
 
-def time_error(found: np.ndarray, exact: np.ndarray, span: float) -> tuple[float, float]:
+def located_error(found: np.ndarray, exact: np.ndarray, span: float) -> tuple[float, float]:
     """(max |t_found - t_exact| over the exact events, missed + extra events): the pairs are
     matched nearest-first within ``match_window``; a missed event makes the time error inf."""
     from odeverify.properties.event_agreement import match_events, match_window
@@ -131,7 +131,7 @@ def event_values(case: str, problem: str) -> dict[str, float] | str:
     work = {"nfev": count(sol.stats.nfev), "steps": count(sol.stats.accepted), "segments": float(sol.segments)}
     if not sol.success:
         return {"time_error": math.inf, "count_error": float(len(exact)), **work}
-    err, wrong = time_error(sol.t_events, exact, abs(t1 - t0))
+    err, wrong = located_error(sol.t_events, exact, abs(t1 - t0))
     return {"time_error": float(err), "count_error": wrong, **work}
 
 

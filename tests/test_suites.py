@@ -864,3 +864,18 @@ def test_cde_time_benchmarks_run_and_skip_what_cannot():
     if "diffrax:Dopri5:backsolve" in cde_suite.TimeCDE.params[0]:
         with pytest.raises(NotImplementedError, match="natural_cubic"):
             cde_suite.CDECase("diffrax:Dopri5:backsolve", "cde_commuting_natural_cubic", "cpu")
+
+
+#: the name prefixes asv reads as benchmarks, at module level as well as in classes
+ASV_PREFIXES = ("time_", "timeraw_", "track_", "peakmem_", "mem_")
+
+
+@pytest.mark.parametrize("module", SUITE_MODULES, ids=lambda m: m.__name__)
+def test_no_module_level_helper_reads_as_a_benchmark(module):
+    """asv takes a module-level function named time_* (or track_*, ...) for a benchmark and
+    `asv check` fails on its arguments (events.time_error did, before it became located_error)."""
+    import inspect
+
+    bad = [name for name, obj in vars(module).items()
+           if inspect.isfunction(obj) and obj.__module__ == module.__name__ and name.startswith(ASV_PREFIXES)]
+    assert not bad, f"{module.__name__} has module-level functions asv reads as benchmarks: {bad}"
