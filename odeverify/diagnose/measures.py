@@ -178,8 +178,9 @@ def measure_instability(ctx: Context) -> Record:
     ys = ctx.ys()
     norms = np.linalg.norm(ys, axis=2)  # (T, B)
     base = np.maximum(1.0, norms[0])
-    with np.errstate(invalid="ignore"):
-        growth = np.where(np.isfinite(norms), norms / base, np.inf).max(axis=0)
+    with np.errstate(invalid="ignore"):  # rows past the end of a stopped solve are NaN (not reached): left out
+        ratio = np.where(np.isnan(norms), -np.inf, np.where(np.isfinite(norms), norms / base, np.inf))
+        growth = ratio.max(axis=0)
     worst = np.argsort(-growth)[:5]
     max_growth = float(np.max(growth))
     _, eig = ctx.jacobians()
@@ -187,7 +188,8 @@ def measure_instability(ctx: Context) -> Record:
     max_re = float(np.nanmax(re)) if np.any(np.isfinite(re)) else math.nan
     max_re_t = np.nanmax(re, axis=(1, 2)) if np.any(np.isfinite(re)) else np.full(len(ctx.grid), np.nan)
     coverage = _stability_coverage(ctx, sol)
-    blew_up = (not sol.success) or not math.isfinite(max_growth) or max_growth > GROWTH_LIMIT
+    limited = sol.status.code == "max_steps"
+    blew_up = (not sol.success and not limited) or not math.isfinite(max_growth) or max_growth > GROWTH_LIMIT
     outside = coverage.get("outside_fraction")
     unstable_steps = outside is not None and outside > STABILITY_FRACTION
     details = {"growth": growth.tolist(), "worst_samples": worst.tolist(), "max_growth": max_growth,
@@ -206,6 +208,13 @@ def measure_instability(ctx: Context) -> Record:
                f" (growth like exp({_fmt(max_re * T)}) over the span)")
         rec = ("the dynamics themselves diverge: bound the field (weight decay or spectral normalisation of the"
                " last layer, a tanh output, or a damping term -a z), or shorten the span")
+        return _record(ctx, "diagnose_instability", max_growth, GROWTH_LIMIT, "fail", msg, rec, details)
+    if limited:
+        t_end = float(np.max(np.atleast_1d(sol.t_final)))
+        msg = (f"{m.method} used up its {sol.stats.accepted + sol.stats.rejected} steps by t={_fmt(t_end)} of"
+               f" [{m.t_span[0]:g}, {m.t_span[1]:g}] without blowing up (|z| grew at most {_fmt(max_growth)}x): its steps"
+               f" are limited by stability or the field's speed, not by the tolerance")
+        rec = "see diagnose_stiffness and diagnose_work: an implicit method, or a cheaper field (regularise it)"
         return _record(ctx, "diagnose_instability", max_growth, GROWTH_LIMIT, "fail", msg, rec, details)
     if unstable_steps:
         msg = (f"{100 * outside:.0f}% of {m.method}'s steps put a decaying mode's h*lambda outside its stability"
