@@ -23,7 +23,9 @@ backend that lacks the interpolation or mode is skipped (``n/a``: diffrax has no
   atol 1e-14 run piece by piece between the knots (``scipy.integrate.solve_ivp``, no odeverify
   solver code; the control's derivative is the problem's own interpolation); inf if it failed.
 - the work counters beside the timings: ``track_nfev`` and ``track_steps`` of the solve,
-  ``track_nfev_backward`` of the gradient.
+  ``track_nfev_backward`` of the gradient; n/a where the backend does not count them (diffrax
+  reports no NFE, torchcde no steps, the reference's and diffrax's CDE gradients no backward
+  evaluations: ``GradientResult.nfev_backward`` stays at its default 0, read here as n/a).
 """
 from __future__ import annotations
 
@@ -158,8 +160,10 @@ def cde_values(case: str, problem: str, device: str) -> dict[str, float] | str:
         return str(exc) or "not available"
     if sol.status is Status.UNAVAILABLE:
         return sol.message
-    work = {"nfev": count(sol.stats.nfev), "steps": count(sol.stats.accepted),
-            "nfev_backward": count(res.nfev_backward) if res.success else math.nan}
+    # 0 backward evaluations is GradientResult's default, never a real count (a backward pass
+    # evaluates the field or its VJP): the reference's and diffrax's CDE adapters leave it unset
+    backward = count(res.nfev_backward) if res.success and res.nfev_backward else math.nan
+    work = {"nfev": count(sol.stats.nfev), "steps": count(sol.stats.accepted), "nfev_backward": backward}
     if not sol.success:
         return {"solution_error": math.inf, **work}
     ys = np.asarray(_xp.to_numpy(sol.ys), dtype=np.float64)
