@@ -220,6 +220,19 @@ def test_torchcde_solution_knots_and_gradients(linear_problem, monkeypatch):
 
 @pytest.mark.slow
 @needs_torchcde
+def test_torchdiffeq_ignores_every_jump_after_one_a_step_lands_on():
+    """torchdiffeq's strict jump test (t0 < jump < t0 + dt) on rectilinear's integer knots: the
+    documented deviation must still fail before its entry applies (the entry is not stale)."""
+    from odeverify import expectations
+
+    rec = ca.cde_library_knots(cde.get("cde_rectilinear"), backend="torchcde")
+    assert rec.verdict == "fail", rec.message
+    assert rec.details["rules"]["jump"]["error"] > rec.details["bound"]
+    assert expectations.apply(rec).verdict == "deviation"
+
+
+@pytest.mark.slow
+@needs_torchcde
 def test_torchcde_gradient_on_a_neural_field_against_differences():
     rec = ca.cde_library_gradient(cde.get("cde_neural"), backend="torchcde", mode="adjoint")
     assert rec.verdict == "pass", rec.message

@@ -567,17 +567,20 @@ def library_cases(backend: str, quick: bool = False) -> list[tuple[Callable[...,
 
 def cde_library_records(backend: str, quick: bool = False) -> list[Record]:
     """Every library record of ``backend`` (torchcde or diffrax) for a run: interpolants (and their
-    missing-value handling in a full run), solutions, knot handling and gradients; an uninstalled
-    library gives one ``unavailable`` record. Each case's exception becomes an ``error`` record."""
+    missing-value handling in a full run), solutions, knot handling and gradients, known deviations
+    marked (``data/expected_failures.toml``); an uninstalled library gives one ``unavailable``
+    record. Each case's exception becomes an ``error`` record."""
     b = get_backend(backend)
     if not b.available():
         from ..records import unavailable_record
 
         return [unavailable_record(backend, b.install_hint, property="cde_library_solution")]
+    from .. import expectations
+
     out = []
     for fn, args, kwargs in library_cases(backend, quick):
         try:
-            out.append(fn(*args, **kwargs))
+            out.append(expectations.apply(fn(*args, **kwargs)))
         except Exception as exc:  # noqa: BLE001 - a case's failure is a record, never a crash
             out.append(Record(property=fn.__name__, method=str(args[1]), problem=args[0].name, measured=None,
                               expected=None, verdict="error", backend=backend, library=backend, status="failed",
