@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..records import Record, unavailable_record
+from ..solution import Status
 from ._common import backend_for
 from .events import _theta_jacobian
 
@@ -120,10 +121,14 @@ def event_location(event_problem: Any, method: str, *, backend: str = "scipy",
     tols = list(tolerances or TOLERANCES)
     t0, t1 = event_problem.problem.t_span
     window = match_window(exact.times, abs(t1 - t0))
-    sweep, failures = [], []
+    sweep, failures, budget = [], [], []
     errs, floors = [], []
     for rtol in tols:
         atol = ATOL_RATIO * rtol
+        if budget and rtol < min(budget):  # tighter than one that ran out of steps: not tried
+            budget.append(rtol)
+            sweep.append({"rtol": rtol, "atol": atol, "budget": True, "status": "not run"})
+            continue
         sol = b.solve_event(event_problem, method, rtol=rtol, atol=atol, **options)
         m = match_events(sol.t_events, exact.times, window)
         err = max((abs(e) for e in m["errors"]), default=0.0)
@@ -131,6 +136,11 @@ def event_location(event_problem: Any, method: str, *, backend: str = "scipy",
         row = {"rtol": rtol, "atol": atol, "error": err, "count": int(len(sol.t_events)), **sol.summary(),
                "missed": m["missed"], "extra": m["extra"]}
         sweep.append(row)
+        if sol.status is Status.MAX_STEPS and "max_events" not in sol.message:
+            # the method's step budget, not the event location: a low order at a tight tolerance
+            row["budget"] = True
+            budget.append(rtol)
+            continue
         if not sol.success:
             failures.append(f"rtol {rtol:g}: {sol.status.code}: {sol.message}")
             continue
@@ -151,11 +161,16 @@ def event_location(event_problem: Any, method: str, *, backend: str = "scipy",
     ok_tols = [r["rtol"] for r in sweep if r["status"] == "success" and not r["missed"] and not r["extra"]]
     rate = fitted_rate(ok_tols, errs, floors)
     details = {"sweep": sweep, "exact_times": [float(t) for t in exact.times], "rate": rate,
-               "convention": event_problem.convention}
+               "convention": event_problem.convention, "out_of_budget": budget}
+    note = (f" (rtol {', '.join(f'{t:g}' for t in budget)}: the method ran out of max_steps, not graded)"
+            if budget else "")
+    if not failures and not ok_tols:
+        return Record("event_location", method, name, None, 1.0, "skip", backend=b.name, library=lib,
+                      message="no tolerance of the sweep could be solved within max_steps" + note, details=details)
     if failures:
         return Record("event_location", method, name, rate, 1.0, "fail", backend=b.name, library=lib,
                       message="; ".join(failures)[:900], details=details)
-    tight = min(tols)
+    tight = min(ok_tols)
     bound = LOCATION_BOUND * (tight + ATOL_RATIO * tight) * (1 + float(np.max(np.abs(exact.times), initial=1.0)))
     last = errs[int(np.argmin(ok_tols))] if errs else math.nan
     details.update(bound=bound, error_at_tightest=last)
@@ -163,7 +178,7 @@ def event_location(event_problem: Any, method: str, *, backend: str = "scipy",
     if at_floor:
         return Record("event_location", method, name, None, 1.0, "pass", backend=b.name, library=lib,
                       message=f"every event time exact to round-off ({max(errs, default=0):.2g}) at every tolerance"
-                              " (the method reproduces this solution)", details=details)
+                              " (the method reproduces this solution)" + note, details=details)
     problems = []
     if rate is not None and rate < MIN_RATE:
         problems.append(f"the event time's error does not converge with the tolerance (rate {rate:.2f} <"
@@ -171,9 +186,9 @@ def event_location(event_problem: Any, method: str, *, backend: str = "scipy",
     if not last <= bound:
         problems.append(f"error {last:.3g} at rtol {tight:g}, above the bound {bound:.3g}")
     verdict = "fail" if problems else "pass"
-    msg = "; ".join(problems) if problems else (
+    msg = "; ".join(problems) + note if problems else (
         f"{len(exact.times)} events at every tolerance; error {last:.2g} at rtol {tight:g}"
-        + (f", rate {rate:.2f}" if rate is not None else ""))
+        + (f", rate {rate:.2f}" if rate is not None else "") + note)
     return Record("event_location", method, name, rate, 1.0, verdict, backend=b.name, library=lib, message=msg,
                   details=details)
 
