@@ -122,7 +122,8 @@ def validate_data(times: Any, values: Any, *, fill: str | None = None) -> tuple[
     if np.any(gaps <= 0):
         k = int(np.argmax(gaps <= 0))
         what = "duplicated" if gaps[k] == 0 else "unsorted"
-        raise ValueError(f"times are {what}: times[{k}]={float(t[k])!r}, times[{k + 1}]={float(t[k + 1])!r}; they must be"
+        raise ValueError(f"times are {what}: times[{k}]={float(t[k])!r}, times[{k + 1}]={float(t[k + 1])!r};"
+                         " they must be"
                          " strictly increasing")
     v = np.asarray(values, dtype=np.float64)
     if v.ndim == 1:

@@ -104,8 +104,9 @@ def cde_interpolation_order(problem: CDEProblem, interpolation: str | None = Non
                             build: Callable[[np.ndarray, np.ndarray], Control] | None = None) -> Record:
     """The error of ``interpolation`` (default the problem's) of the problem's smooth path, against
     its closed form on a dense grid (40 points per piece), as the data spacing h (the largest gap)
-    shrinks (each gap of the problem's times cut into 1, 2, 4, ... equal parts): the fitted slope of the max error must be the interpolant's order (natural cubic: 4
-    where ``x''`` vanishes at both ends, 2 otherwise), and of ``dX/dt`` the derivative order.
+    shrinks (each gap of the problem's times cut into 1, 2, 4, ... equal parts): the fitted slope
+    of the max error must be the interpolant's order (natural cubic: 4 where ``x''`` vanishes at
+    both ends, 2 otherwise), and of ``dX/dt`` the derivative order.
     ``build(times, values)`` replaces the interpolation (planted faults)."""
     kind = cdep.check_interpolation(interpolation or problem.interpolation)
     name = problem.name
@@ -348,8 +349,8 @@ def cde_reparametrisation(problem: CDEProblem, method: str, *, backend: str = "r
     where the interpolation keeps the path's image: linear) must end where the original does, to
     solver tolerance: at every rtol of the sweep within ``2 x 100 rtol |z|`` (each adaptive solve
     may be 100 rtol off, as gradient_accuracy allows, and the two errors add; a difference that
-    does not scale with the tolerance crosses the bound as the sweep tightens). ``measured`` is the worst ratio to that bound (expected <= 1); the
-    fitted exponent of the difference against rtol and each solve's error against the closed
+    does not scale with the tolerance crosses the bound as the sweep tightens). ``measured`` is
+    the worst ratio to that bound (expected <= 1); the fitted exponent of the difference against rtol and each solve's error against the closed
     form (when there is one) are in the details. ``retime`` defaults to False on the reference (any
     interpolation, the warped control), True elsewhere (libraries interpolate the data they are
     given)."""
