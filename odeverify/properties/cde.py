@@ -350,8 +350,8 @@ def cde_reparametrisation(problem: CDEProblem, method: str, *, backend: str = "r
     solver tolerance: at every rtol of the sweep within ``2 x 100 rtol |z|`` (each adaptive solve
     may be 100 rtol off, as gradient_accuracy allows, and the two errors add; a difference that
     does not scale with the tolerance crosses the bound as the sweep tightens). ``measured`` is
-    the worst ratio to that bound (expected <= 1); the fitted exponent of the difference against rtol and each solve's error against the closed
-    form (when there is one) are in the details. ``retime`` defaults to False on the reference (any
+    the worst ratio to that bound (expected <= 1); the fitted exponent of the difference against
+    rtol and each solve's error against the closed form (when there is one) are in the details. ``retime`` defaults to False on the reference (any
     interpolation, the warped control), True elsewhere (libraries interpolate the data they are
     given)."""
     info = _method_info(backend, method)
