@@ -351,9 +351,9 @@ def cde_reparametrisation(problem: CDEProblem, method: str, *, backend: str = "r
     may be 100 rtol off, as gradient_accuracy allows, and the two errors add; a difference that
     does not scale with the tolerance crosses the bound as the sweep tightens). ``measured`` is
     the worst ratio to that bound (expected <= 1); the fitted exponent of the difference against
-    rtol and each solve's error against the closed form (when there is one) are in the details. ``retime`` defaults to False on the reference (any
-    interpolation, the warped control), True elsewhere (libraries interpolate the data they are
-    given)."""
+    rtol and each solve's error against the closed form (when there is one) are in the details.
+    ``retime`` defaults to False on the reference (any interpolation, the warped control), True
+    elsewhere (libraries interpolate the data they are given)."""
     info = _method_info(backend, method)
     if not info.adaptive:
         return _rec("cde_reparametrisation", method, problem.name, None, None, "skip", backend=backend,
