@@ -330,11 +330,17 @@ def test_non_callable_field_raises_type_error():
 
 
 def test_a_failed_solve_is_an_error_record_not_a_crash():
-    """A field that blows up in finite time (z' = z^2 from 1 at t = 1) ends as a status."""
+    """A field that blows up in finite time (z' = z^2 from 1 at t = 1) ends as a status; the
+    sensitivity is measured up to the last output time reached (and explodes there: dz(t)/dz0 =
+    1/(1-t)^2), with the stop in the message; with no output time reached it is an error."""
     rec = diagnose_lyapunov(lambda t, z: z ** 2, np.ones((1, 1)), (0.0, 2.0), jac=lambda t, z: 2 * z[:, :, None])
     assert rec.verdict == "error" and rec.status != "success"
-    rec = diagnose_sensitivity(lambda t, z: z ** 2, np.ones((1, 1)), (0.0, 2.0), jac=lambda t, z: 2 * z[:, :, None])
-    assert rec.verdict == "error"
+    rec = diagnose_sensitivity(lambda t, z: z ** 2, np.ones((1, 1)), (0.0, 2.0), jac=lambda t, z: 2 * z[:, :, None],
+                               times=200)
+    assert rec.verdict == "fail" and "stopped after t = " in rec.message and rec.measured > EXPLODE
+    rec = diagnose_sensitivity(lambda t, z: z ** 2, np.full((1, 1), 4.0), (0.5, 2.0),  # blows up at t = 0.75
+                               jac=lambda t, z: 2 * z[:, :, None], times=2)
+    assert rec.verdict in ("error", "skip") and rec.status != "success"
 
 
 def test_user_model_numpy_field():
