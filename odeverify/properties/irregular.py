@@ -111,8 +111,8 @@ def union_times_cost(batch: IrregularBatch, method: str, *, backend: str = "refe
     msg = (f"union of {union.size} times: {overhead:.3g}x the per-sample evaluations ({union_work} vs"
            f" {sum(nfev_each)}), steps {int(sol.stats.accepted)} shared vs {steps_each} alone")
     if stepped:
-        msg += (f"; with a step landing on every time: {stepped['overhead']:.3g}x ({stepped['union_sample_evaluations']}"
-                f" vs {sum(stepped['per_sample_nfev'])})")
+        msg += (f"; with a step landing on every time: {stepped['overhead']:.3g}x"
+                f" ({stepped['union_sample_evaluations']} vs {sum(stepped['per_sample_nfev'])})")
     if bad:
         msg = "; ".join(bad[:3]) + f" (bound {OUTPUT_FACTOR:g}; closed form expm(A t) y0); " + msg
     return Record(measured=overhead, verdict="fail" if bad else "pass", message=msg, details=details, **common)
