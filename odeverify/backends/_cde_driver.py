@@ -308,5 +308,5 @@ def fixed_grid_with_knots(problem: Any, options: Mapping[str, Any], knots: str) 
 
 
 __all__ = ["CDE_OPTIONS", "CDE_GRADIENT_OPTIONS", "CDE_WRT", "CONTROL_FORMS", "KNOT_RULES", "CDECapabilities",
-           "adapter_of", "cde_capabilities", "cde_gradient", "cde_gradient_params", "cde_methods", "check_method", "failed_cde_gradient",
-           "fixed_grid_with_knots", "keep_wrt", "output_times", "solve_cde", "validate_cde", "with_interpolation"]
+           "adapter_of", "cde_capabilities", "cde_gradient", "cde_gradient_params", "cde_methods", "check_method",
+           "failed_cde_gradient", "fixed_grid_with_knots", "keep_wrt", "output_times", "solve_cde", "validate_cde", "with_interpolation"]

@@ -29,6 +29,10 @@ and ``_step_size_controller/clip.py``; measured figures as stated in docs/cde.md
   fixed grid and the output times are traced. Output times are padded as the ODE adapter pads
   them. JAX's persistent cache (``backends/_jax_cache.py``) is enabled first and the programs are
   traced under ``cacheable_checks``.
+- Counting: ``accepted``/``rejected`` are diffrax's ``num_accepted_steps``/``num_rejected_steps``;
+  ``nfev`` is not counted (-1): the ODE adapter's closed form per method does not hold once jump
+  times force re-evaluations, and a host-callback counter would keep the program out of JAX's
+  persistent cache.
 - Gradients: the ODE adapter's mode names (``backends/diffrax_gradients.py``):
   ``recursive_checkpoint`` (``RecursiveCheckpointAdjoint``), ``direct`` (``DirectAdjoint``),
   both discrete, and ``backsolve`` (``BacksolveAdjoint`` with the forward tolerances), with
