@@ -364,8 +364,8 @@ def union_cases() -> list[str]:
 def cde_cases() -> list[str]:
     """``backend:method:mode`` of CDE solves and gradients: every installed backend with a CDE
     adapter (not the reference's other array libraries), its Dormand-Prince pair (the first
-    quick CDE method otherwise) and its representative gradient mode; large: every default CDE
-    method of each."""
+    quick CDE method otherwise) and its representative gradient mode; large: every adaptive
+    default CDE method of each (the suite solves at a tolerance)."""
     from odeverify.backends._cde_driver import cde_capabilities, cde_methods
 
     out: list[str] = []
@@ -381,7 +381,8 @@ def cde_cases() -> list[str]:
             continue
         quick = cde_methods(b, quick=True)
         pick = [m for m in caps.methods if REPRESENTATIVE_TABLEAU in (m.lower(), getattr(caps.methods[m], "tableau", ""))]
-        methods = list(dict.fromkeys(quick + cde_methods(b))) if LARGE else (pick[:1] or quick[:1])
+        every = [m for m in dict.fromkeys(quick + cde_methods(b)) if m in caps.methods and caps.methods[m].adaptive]
+        methods = every if LARGE else (pick[:1] or quick[:1])
         out += [f"{name}:{m}:{modes[0]}" for m in methods]
     return out or [NONE]
 
