@@ -279,3 +279,20 @@ def test_bad_inputs_raise_before_any_work(tmp_path):
         diagnose(TorchMLP(), "normal:2x3", (0, 1), t_eval=[0.5, 2.0])
     with pytest.raises(ValueError, match="only="):
         diagnose(TorchMLP(), "normal:2x3", (0, 1), only=["stifness"])
+
+
+# ----------------------------------------------------------------------------- the worked example (slow)
+@pytest.mark.slow
+def test_worked_example_stiff_field_is_flagged_and_dissipative_is_not(monkeypatch):
+    """examples/diagnose_fields.py: the stiff field (ratio 1e4) must be flagged stiff with kvaerno5
+    measured cheaper, the dissipative one must pass every solver measurement."""
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    stiff = diagnose("examples.diagnose_fields:make_stiff", "normal:8", (0, 1), quick=True,
+                     only=["stiffness"])
+    rec = stiff.record("stiffness")
+    assert rec.verdict == "fail", rec.message
+    assert rec.details["max_stiffness_ratio"] > 1e3
+    healthy = diagnose("examples.diagnose_fields:make_dissipative", "normal:8", (0, 1), quick=True,
+                       mode="backsolve", only=["instability", "stiffness", "work", "adjoint", "gradient",
+                                               "solver_dependence"])
+    assert all(r.verdict == "pass" for r in healthy.records), healthy.table()
