@@ -68,3 +68,18 @@ def test_stop_times_validation():
         stop_times([[0.5]], 0.0, 1.0)
     with pytest.raises(ValueError, match="tstops=.*non-finite"):
         stop_times([0.5, np.nan], 0.0, 1.0)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dop853", "bosh3", "radau_iia5", "bdf"])
+def test_a_span_of_a_few_subnormals_is_solved(method):
+    """Every h * b_j underflows to 0 on a span of 2e-323: the error estimate is zero, not a
+    crash (explore's drawn observation times just after t0 found a TypeError)."""
+    sol = solve(lambda t, y: -y, np.array([1.0]), (0.0, 2e-323), method=method)
+    assert sol.success and float(sol.ys[-1, 0]) == 1.0
+
+
+def test_a_subnormal_span_is_a_status_for_a_dirk():
+    """kvaerno5 recovers its stage derivatives as (Y - base) / (h gamma), which overflows for a
+    subnormal h: a NEWTON_FAILED status that says so, never an exception."""
+    sol = solve(lambda t, y: -y, np.array([1.0]), (0.0, 2e-323), method="kvaerno5")
+    assert sol.success or "non-finite" in sol.message

@@ -131,7 +131,9 @@ class ExplicitRK:
         """h * sum_j coeffs[j] * ks[j]"""
         if not tc.per_sample:
             hf = float(h)
-            return lincomb([hf * c for c in coeffs], ks)
+            out = lincomb([hf * c for c in coeffs], ks)
+            # every h * c underflowed (a span of a few subnormals): the combination is zero
+            return out if out is not None else ks[0] * 0.0
         return tc.scale(h) * lincomb(coeffs, ks)
 
     def extra_stages(self, f: Any, tc: TimeContext, y0: Any, h: np.ndarray, ks: list[Any], k_end: Any) -> tuple[list[Any], int]:
