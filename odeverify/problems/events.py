@@ -423,16 +423,21 @@ def plane_crossing(decay: float = 0.1, omega: float = 2.0, radius: float = 1.0, 
         terminal = True
     ev = Event(_g_plane, direction=direction, terminal=terminal, name="plane", dg_dy=_dg_plane_dy)
 
-    def exact(th: Mapping[str, float]) -> ExactEvents:
-        roots = [float(r) for r in plane_crossing_times(th, horizon)]
-        G = _plane_mp(th, __import__("mpmath"))
+    def mp_roots(th: Mapping[str, float]) -> list[Any]:
+        # the crossings kept by the event's direction and terminal count, at 40 digits (call in workdps(40))
         import mpmath
-        slopes = [float(mpmath.diff(G, mpmath.mpf(r))) for r in roots]
-        keep = [r for r, s in zip(roots, slopes) if direction == 0 or s * direction > 0]
+
+        G = _plane_mp(th, mpmath)
+        roots = plane_crossing_times(th, horizon)
+        keep = [r for r in roots if direction == 0 or mpmath.diff(G, r) * direction > 0]
         count = ev.terminal_count
-        if count is not None and not restart:
-            keep = keep[:count]
-        ts = np.asarray(keep, dtype=np.float64)
+        return keep[:count] if count is not None and not restart else keep
+
+    def exact(th: Mapping[str, float]) -> ExactEvents:
+        import mpmath
+
+        with mpmath.workdps(40):
+            ts = np.asarray([float(r) for r in mp_roots(th)], dtype=np.float64)
         a, w, r0 = th["decay"], th["omega"], th["radius"]
         states = (r0 * np.exp(-a * ts))[:, None] * np.stack([np.cos(w * ts), np.sin(w * ts)], axis=-1)
         return ExactEvents(ts, np.zeros(len(ts), dtype=np.int64), states.reshape(-1, 2))
@@ -442,10 +447,10 @@ def plane_crossing(decay: float = 0.1, omega: float = 2.0, radius: float = 1.0, 
 
         keys = list(th)
         with mpmath.workdps(40):
-            roots = [mpmath.mpf(r) for r in exact(th).times]
-            # refine to 40 digits, then IFT: dt/dtheta = -(dG/dtheta) / (dG/dt) at the root
+            # IFT on the closed form at the 40-digit roots (bracketed by Illinois: a secant restarted
+            # from the float root diverged on explore's event_plane(angle=2, omega=2.5, ...))
             G0 = _plane_mp(th, mpmath)
-            roots = [mpmath.findroot(G0, r) for r in roots]
+            roots = mp_roots(th)
             out = np.zeros((len(roots), len(keys)))
             for i, r in enumerate(roots):
                 dG_dt = mpmath.diff(G0, r)
