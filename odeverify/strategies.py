@@ -314,12 +314,12 @@ def cnf_problems(kinds: Sequence[str] = CNF_KINDS, max_dim: int = 8) -> st.Searc
 @st.composite
 def irregular_times(draw: Any, t_span: tuple[float, float] = (0.0, 4.0), min_count: int = 1,
                     max_count: int = 40) -> list[float]:
-    """Strictly increasing observation times in ``[t0 + 1e-6 (t1 - t0), t1]``: uneven spacing, with drawn
+    """Strictly increasing observation times in ``(t0, t1]``: uneven spacing, with drawn
     near-duplicate pairs (a time and one ``gap`` after it, ``gap`` from 1e-9 to 1e-3 of the
-    span). Shrinks towards one time."""
+    span), and times as close to t0 as a float allows (they found that a span of 2e-323
+    crashed the loop's error estimate, now fixed). Shrinks towards one time."""
     t0, t1 = float(t_span[0]), float(t_span[1])
-    # at least 1e-6 of the span after t0 (a span of 2e-323 crashed the loop: a finding, not irregular data)
-    fr = draw(st.lists(st.floats(1e-6, 1.0), min_size=min_count, max_size=max_count))
+    fr = draw(st.lists(st.floats(0.0, 1.0, exclude_min=True), min_size=min_count, max_size=max_count))
     times = sorted({t0 + f * (t1 - t0) for f in fr} - {t0})
     if times and draw(st.booleans()):
         gap = draw(st.sampled_from([1e-9, 1e-6, 1e-3])) * (t1 - t0)

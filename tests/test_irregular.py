@@ -228,8 +228,8 @@ from odeverify.strategies import irregular_problem_specs, irregular_times  # noq
 
 @given(irregular_times((0.0, 2.0)))
 def test_drawn_times_are_valid_observation_times(times):
-    t = check_times(times, t_span=(0.0, 2.0))
-    assert t[0] >= 2e-6 * (1 - 1e-12)
+    t = check_times(times, t_span=(0.0, 2.0))  # strictly increasing, inside the span: or it raises
+    assert t[0] > 0.0 and t[-1] <= 2.0
 
 
 @given(irregular_problem_specs(max_samples=3, max_count=10))
