@@ -65,7 +65,7 @@ MAX_STEPS = 20_000
 #: evaluations of the whole Lyapunov run. An explicit tangent solve of a stiff field (the stiff
 #: example: ~180 000 evaluations and 210 s of CPU for two samples over (0, 1)) stops there and
 #: reports what it measured up to that time
-DIAGNOSE_MAX_STEPS, DIAGNOSE_MAX_NFEV = 2_000, 30_000
+DIAGNOSE_MAX_STEPS, DIAGNOSE_MAX_NFEV = 1_000, 10_000
 
 Field = Callable[[Any, np.ndarray], np.ndarray]
 
@@ -212,7 +212,8 @@ def reorthonormalise(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return q * sign[:, None, :], np.log(np.abs(d))
 
 
-def _augmented(f: Field, J: Callable | None, n: int, k: int) -> Callable[[Any, np.ndarray], np.ndarray]:
+def _augmented(f: Field, J: Callable | None, n: int, k: int, trace: bool = True
+               ) -> Callable[[Any, np.ndarray], np.ndarray]:
     """``y = [z, Q (n k), s]`` with ``z' = f``, ``Q' = J Q``, ``s' = tr J``: with ``J`` a Jacobian
     function, or (``J`` None) by :func:`directional` differences of ``f``, the trace then from a
     separate difference along the unit vectors (only for the full spectrum, ``k = n``: its
@@ -227,7 +228,7 @@ def _augmented(f: Field, J: Callable | None, n: int, k: int) -> Callable[[Any, n
             tr = np.trace(Jz, axis1=-2, axis2=-1)
         else:
             dQ = tangent_rhs(lambda V: directional(f, t, z, V), Q)
-            tr = np.trace(central_jacobian(f, t, z), axis1=-2, axis2=-1) if k == n else np.zeros(B)
+            tr = np.trace(central_jacobian(f, t, z), axis1=-2, axis2=-1) if k == n and trace else np.zeros(B)
         return np.concatenate([f(t, z), dQ.reshape(B, n * k), tr[:, None]], axis=1)
     return rhs
 
@@ -491,7 +492,7 @@ def flow_jacobians(f: Any, z0: Any, ts: Sequence[float], *, jac: Any = None, met
     z = _batch(z0, max_samples)
     B, n = z.shape
     ts = np.asarray(ts, dtype=np.float64)
-    rhs = _augmented(fn, J, n, n)
+    rhs = _augmented(fn, J, n, n, trace=False)
     y0 = np.concatenate([z, np.tile(np.eye(n).reshape(1, -1), (B, 1)), np.zeros((B, 1))], axis=1)
     sol = solve(rhs, y0, (float(ts[0]), float(ts[-1])), t_eval=ts, method=method, rtol=rtol, atol=atol,
                 batch=batch, max_steps=max_steps)
