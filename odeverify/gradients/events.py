@@ -66,33 +66,28 @@ def end_time(ep: Any, ex: Any) -> float:
 
 
 def exact_value_and_grad(ep: Any, time_weights: Sequence[float] | None = None,
-                         state_weights: Sequence[float] | None = None, rel_step: float = 1e-3
-                         ) -> tuple[float, np.ndarray, float]:
+                         state_weights: Sequence[float] | None = None) -> tuple[float, np.ndarray, float]:
     """The oracle: ``(L, dL/dtheta, error estimate)`` from the closed forms alone (no solver
-    code): ``dt_k/dtheta`` from the problem's ``time_gradient`` and ``dy(T)/dtheta`` by
-    Richardson-extrapolated central differences of its closed-form ``state``,
-    ``R(h) = (4 D(h) - D(2h)) / 3`` (error O(h^4), estimated as ``|R(h) - R(2h)|``)."""
+    code): ``dt_k/dtheta`` from the problem's ``time_gradient``, and the final state's derivative
+    by complex steps of its closed-form ``state`` (exact to round-off; the end time moves with
+    theta when a terminal event ends the solve). Central differences of the state failed here:
+    a ball with restitution 0.3 had flights shorter than the difference step needed, so the
+    impact count before the horizon changed inside the stencil (explore: an oracle error of 0.95)."""
     keys = list(ep.theta)
     ex = ep.exact_events()
     c, w = _weights(ep, len(ex.times), time_weights, state_weights)
-    L = float(c @ ex.times + w @ ep.state(end_time(ep, ex), ep.theta))
+    t_end = end_time(ep, ex)
+    at_event = len(ex.times) > 0 and t_end == float(ex.times[-1]) and t_end != ep.problem.t_span[1]
+    L = float(c @ ex.times + w @ np.real(ep.state(t_end, ep.theta)))
     dt = ep.time_gradient(ep.theta) if len(ex.times) else np.zeros((0, len(keys)))
-    grad = c @ dt
-    err = np.zeros(len(keys))
+    grad = c @ dt if len(ex.times) else np.zeros(len(keys))
+    eps = 1e-30
     for j, key in enumerate(keys):
-        h = rel_step * max(1.0, abs(ep.theta[key]))
-
-        def diff(step: float, key: str = key) -> float:
-            th_up, th_dn = {**ep.theta, key: ep.theta[key] + step}, {**ep.theta, key: ep.theta[key] - step}
-            up = w @ ep.state(end_time(ep, ep.exact(th_up)), th_up)
-            dn = w @ ep.state(end_time(ep, ep.exact(th_dn)), th_dn)
-            return float((up - dn) / (2 * step))
-
-        d1, d2, d4 = diff(h), diff(2 * h), diff(4 * h)
-        r1, r2 = (4 * d1 - d2) / 3, (4 * d2 - d4) / 3
-        grad[j] += r1
-        err[j] = abs(r1 - r2) + 1e-13 * max(1.0, abs(r1))
-    return L, grad, float(np.max(err)) if len(err) else 0.0
+        th = {k: complex(v) for k, v in ep.theta.items()}
+        th[key] += 1j * eps
+        t_c = t_end + 1j * eps * (dt[-1, j] if at_event else 0.0)
+        grad[j] += float(np.imag(w @ ep.state(t_c, th))) / eps
+    return L, grad, 1e-13 * max(1.0, float(np.max(np.abs(grad))) if len(grad) else 1.0)
 
 
 def _torch_theta(ep: Any) -> tuple[Any, Any, list[str]]:

@@ -136,7 +136,7 @@ class EventProblem:
     ``exact(theta) -> ExactEvents``: every event time in ``problem.t_span`` (up to
     ``max_events``) for parameter values ``theta`` (a dict of :attr:`theta`'s keys).
     ``state(t, theta) -> (n,)``: the exact state at time ``t`` (after the jumps before it),
-    or None. ``time_gradient(theta) -> (k, len(theta))``: ``d t_k / d theta_j`` from the
+    or None; analytic in ``t`` and ``theta`` (complex arguments give complex-step derivatives). ``time_gradient(theta) -> (k, len(theta))``: ``d t_k / d theta_j`` from the
     closed form (complex step or an independent high-precision computation).
     ``parametrize(xp, theta)``: ``(y0, params)`` from theta in any Array API library.
     ``factory(**theta)`` rebuilds the problem at other parameter values with the same
@@ -258,14 +258,19 @@ def ball_zeno_time(height: float, gravity: float, restitution: float, velocity: 
     return (velocity + u) / gravity + 2 * u * restitution / (gravity * (1 - restitution))
 
 
-def _ball_state(t: float, theta: Mapping[str, float], horizon: float) -> np.ndarray:
+def _ball_state(t: Any, theta: Mapping[str, Any], horizon: float) -> np.ndarray:
+    # analytic in theta and t on the branch of the real parts' impact count, so complex steps
+    # differentiate it (the gradient oracle): no math.sqrt, no comparison of complex values
     h0, g, e, v0 = theta["height"], theta["gravity"], theta["restitution"], theta.get("velocity", 0.0)
-    times = [tk for tk in ball_times(h0, g, e, v0, 10_000) if tk <= t]
-    if not times:
+    u0 = (v0 * v0 + 2 * g * h0) ** 0.5
+    k, last, nxt = 0, None, (v0 + u0) / g
+    while np.real(nxt) <= np.real(t):
+        k, last = k + 1, nxt
+        nxt = nxt + 2 * e ** k * u0 / g
+    if last is None:
         return np.array([h0 + v0 * t - 0.5 * g * t * t, v0 - g * t])
-    k = len(times)
-    u = math.sqrt(v0 ** 2 + 2 * g * h0) * e ** k  # take-off speed after the k-th impact
-    s = t - times[-1]
+    u = u0 * e ** k  # take-off speed after the k-th impact
+    s = t - last
     return np.array([u * s - 0.5 * g * s * s, u - g * s])
 
 
@@ -470,8 +475,8 @@ def plane_crossing(decay: float = 0.1, omega: float = 2.0, radius: float = 1.0, 
         problem=problem, events=(ev,), jump=Jump(_jump_identity, name="identity") if restart else None,
         max_events=max(1, len(ex.times)) + 5,
         exact=exact,
-        state=lambda t, th: th["radius"] * math.exp(-th["decay"] * t) * np.array(
-            [math.cos(th["omega"] * t), math.sin(th["omega"] * t)]),
+        state=lambda t, th: th["radius"] * np.exp(-th["decay"] * t) * np.array(
+            [np.cos(th["omega"] * t), np.sin(th["omega"] * t)]),
         time_gradient=time_gradient, theta=theta, factory=factory, parametrize=_plane_parametrize,
         convention=f"{len(ex.times)} crossings of c.z = {offset:g} in (0, {horizon:g}]",
         description=f"decaying rotation (a={decay:g}, w={omega:g}) crossing c.z = d, c at angle {angle:g}",
