@@ -268,6 +268,10 @@ def test_family_registered_and_validates_methods():
 #: cases explore drew that failed our own bounds (the commits that fixed the bounds say how); each
 #: must now pass or be inconclusive, never fail
 FOUND = [
+    ("cde_convergence", {}, '{"field":{"bias":false,"commuting":true,"hidden":1,"scale":1.0,"seed":0,"type":"linear"},'
+     '"include_time":false,"interp":"hermite_cubic_bd","kind":"cde","missing":{"fill":"forward","frac":0.25,"seed":0},'
+     '"path":{"amp":[[1.0,1.0],[1.0,1.0]],"freq":[[1.0,1.0],[1.0,1.0]],"phase":[[0.0,0.0],[0.0,0.0]],'
+     '"poly":[[0.0,0.0],[0.0,0.0]]},"times":{"n":5,"rule":"poisson","seed":0,"span":[0.0,1.0],"spread":0.0}}'),
     ("cde_interpolation_order", {}, '{"field":{"hidden":1,"scale":1.0,"seed":0,"type":"mlp","width":2},'
      '"include_time":false,"interp":"linear","kind":"cde","missing":null,"path":{"amp":[[1.0,1.0],[1.0,1.0]],'
      '"freq":[[3.0,1.0],[1.0,1.0]],"phase":[[1.0,0.0],[0.0,0.0]],"poly":[[0.0,0.0],[0.0,0.0]]},"times":{"n":5,'
@@ -287,5 +291,6 @@ def test_explore_findings_replay(prop, kwargs, spec):
     import odeverify.families.cde  # noqa: F401  (registers the CDE explorations)
     from odeverify.explore import EXPLORATIONS
 
-    r = EXPLORATIONS.get(prop).run(C.cde_from_spec(spec), "dopri5", backend="reference", **kwargs)
+    method = "heun" if prop == "cde_convergence" else "dopri5"
+    r = EXPLORATIONS.get(prop).run(C.cde_from_spec(spec), method, backend="reference", **kwargs)
     assert r.verdict in ("pass", "skip"), r.describe()
