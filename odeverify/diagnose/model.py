@@ -528,7 +528,8 @@ class UserModel:
 
     def loss(self, seed: int = 0) -> Loss:
         """The loss the gradient measurements differentiate: seeded N(0, 1) weights on the state
-        at every output time after t0, plus 1/2 |z|^2 (a generic training loss's shape)."""
+        at every output time after t0, plus |z|^2 / 4 (``Loss``'s ``q/2 |z|^2`` with ``q = 1/2``: a
+        generic training loss's shape)."""
         ts = [t for t in self.t_eval if t != self.t_span[0]] or [self.t_span[1]]
         return Loss.seeded(ts, self.n, seed=seed, quadratic=0.5)
 
