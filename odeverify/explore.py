@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,16 @@ class Exploration:
     #: SDE methods (``Capabilities.sde_methods``), on generated SDE problems; "flows": over its
     #: ODE methods, on generated CNF problems (:mod:`odeverify.problems.flow_specs`)
     family: str = "ode"
+    #: ``methods(backend) -> {name: MethodInfo}``: the methods it is drawn over, where they are
+    #: not the backend's ODE or SDE methods (a CDE-only library's CDE methods); None: by family
+    methods: Callable[[Any], Mapping[str, MethodInfo]] | None = None
+
+    def method_table(self, backend: Any) -> Mapping[str, MethodInfo]:
+        """The methods of ``backend`` (a Backend) this exploration is drawn over."""
+        if self.methods is not None:
+            return dict(self.methods(backend) or {})
+        caps = backend.capabilities()
+        return caps.sde_methods if self.family == "sde" else caps.methods
 
 
 EXPLORATIONS: Registry[Exploration] = Registry("exploration")
@@ -108,8 +118,8 @@ def _fixed(info: MethodInfo, backend: str) -> bool:
     return bool(info.fixed)
 
 
-def _register(name: str, description: str, applies, draw, run, kinds=(), family: str = "ode") -> None:
-    EXPLORATIONS.register(name, Exploration(name, description, applies, draw, run, tuple(kinds), family))
+def _register(name: str, description: str, applies, draw, run, kinds=(), family: str = "ode", methods=None) -> None:
+    EXPLORATIONS.register(name, Exploration(name, description, applies, draw, run, tuple(kinds), family, methods))
 
 
 def problem_of(spec: dict | str) -> Any:
@@ -782,13 +792,13 @@ def explore(backend: str, *, properties: Iterable[str] | None = None, methods: I
     if not b.available():
         raise ValueError(f"backend={b.name!r} is not installed: {b.install_hint}")
     caps = b.capabilities()
+    tables = {e.name: e.method_table(b) for e in expls}
     if methods is not None:
         methods = list(methods)
+        known = set(caps.methods) | set(caps.sde_methods) | {m for t in tables.values() for m in t}
         for m in methods:
-            if m not in caps.methods and m not in caps.sde_methods:
+            if m not in known:
                 caps.method(m, b.name)  # raises naming the choices
-    infos = [i for i in list(caps.methods.values()) + list(caps.sde_methods.values())
-             if methods is None or i.name in methods]
     directory = None if directory is None else Path(directory)
     if parallel is not None and len(expls) > 1:  # each worker opens the example database itself
         return _explore_parallel(b, expls, methods, examples, budget,
@@ -805,8 +815,8 @@ def explore(backend: str, *, properties: Iterable[str] | None = None, methods: I
     pending = list(expls)
     while pending:
         for expl in list(pending):
-            table = caps.sde_methods if expl.family == "sde" else caps.methods
-            usable = [i for i in infos if table.get(i.name) is i and expl.applies(i, b.name)]
+            usable = [i for i in tables[expl.name].values()
+                      if (methods is None or i.name in methods) and expl.applies(i, b.name)]
             if not usable:
                 result.not_applicable[expl.name] = "no method of this backend fits"
                 pending.remove(expl)

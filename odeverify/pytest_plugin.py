@@ -139,7 +139,7 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> Non
         b = backends.get(name)
         caps = b.capabilities() if b.available() else None
         for prop, expl in EXPLORATIONS.items():  # the families' explorations are registered on import
-            infos = [] if caps is None else list((caps.sde_methods if expl.family == "sde" else caps.methods).values())
+            infos = [] if caps is None else list(expl.method_table(b).values())
             if b.available() and not any(expl.applies(i, b.name) for i in infos):
                 continue
             items.append(ExploreItem.from_parent(session, name=f"odeverify-explore[{name}-{prop}]", backend=name,

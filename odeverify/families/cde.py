@@ -233,10 +233,19 @@ _register("cde_interpolation_order", "the error of the drawn problem's interpola
 _register("cde_convergence", "fixed-step convergence with steps on the knots of a drawn linear-field CDE on a"
           " drawn interpolation of drawn irregular data, against its closed form: the method's order",
           lambda info, b: bool(info.fixed) and _solves_cde(info, b), _draw_convergence, _run_convergence,
-          family="cde")
+          family="cde", methods=lambda backend: _cde_method_table(backend))
 _register("cde_reparametrisation", "z(T) of a drawn CDE (linear or MLP field) unchanged under a drawn monotone"
           " change of time variable, to solver tolerance across a tolerance sweep",
-          lambda info, b: bool(info.adaptive) and _solves_cde(info, b), _draw_reparam, _run_reparam, family="cde")
+          lambda info, b: bool(info.adaptive) and _solves_cde(info, b), _draw_reparam, _run_reparam, family="cde",
+          methods=lambda backend: _cde_method_table(backend))
+
+def _cde_method_table(backend: Any) -> dict:
+    """The CDE methods of ``backend`` (a CDE-only library such as torchcde has no ODE methods)."""
+    from ..backends._cde_driver import cde_capabilities
+
+    caps = cde_capabilities(backend)
+    return {} if caps is None else dict(caps.methods)
+
 
 # --- the libraries on drawn problems (properties/cde_agreement.py): torchcde's and diffrax's
 # interpolant and solution of a drawn CDE against odeverify's on the same data
@@ -257,11 +266,11 @@ def _run_library_solution(problem, method, *, backend):
 _register("cde_library_interpolant", "torchcde's or diffrax's interpolant of a drawn CDE's data (any interpolation,"
           " drawn irregular times, missing values filled) against odeverify's: values and dX/dt to round-off",
           lambda info, b: b in A.LIBRARIES and info.name == A.METHOD[b], _draw_library, _run_library_interpolant,
-          family="cde")
+          family="cde", methods=_cde_method_table)
 _register("cde_library_solution", "torchcde's or diffrax's adaptive solve of a drawn CDE (knots as jumps) against"
           " its closed form or the reference on the knots at rtol 1e-12",
           lambda info, b: b in A.LIBRARIES and bool(info.adaptive) and _solves_cde(info, b), _draw_library,
-          _run_library_solution, family="cde")
+          _run_library_solution, family="cde", methods=_cde_method_table)
 
 __all__ = ["CDE_SHARED_UNIT", "PROPERTIES", "QUICK_REFERENCE_METHODS", "REFERENCE_METHODS", "cde_methods",
            "run_cde_conformance", "validate_cde_method"]

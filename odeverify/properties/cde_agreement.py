@@ -202,10 +202,9 @@ def output_times(problem: Any, count: int = 5) -> np.ndarray:
 
 
 def exact(problem: Any, ts: np.ndarray, **overrides: Any) -> np.ndarray | None:
-    """``CDEProblem.exact`` at ``ts`` (one row per time): its commuting branch also returns the row
-    at ``t0`` first (as of this writing), so the last ``len(ts)`` rows are taken."""
+    """``CDEProblem.exact`` at ``ts`` (one row per time), as an array, or None."""
     ex = problem.exact(ts, **overrides)
-    return None if ex is None else np.asarray(ex)[-np.size(ts):]
+    return None if ex is None else np.asarray(ex)
 
 
 def oracle_solution(problem: Any, ts: np.ndarray) -> tuple[np.ndarray, float, str]:
