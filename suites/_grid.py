@@ -489,9 +489,12 @@ def load() -> dict[str, list[str]]:
     """The grid (once per process). Under asv it is built in a subprocess (see the module
     docstring) and kept in a file per commit (:func:`cache_path`); in asv's fork server the
     array libraries are imported ahead (:func:`preimport`). Elsewhere it is built here."""
-    if os.environ.get("ASV") != "true":
+    server = "run_server" in sys.argv  # asv's fork server (asv_runner's ``benchmark.py run_server``)
+    # the fork server is asv even where ASV=true is not set (`asv run --python=same` hung in the
+    # first forked benchmark on JAX's threads, started by a grid built in the server itself)
+    if os.environ.get("ASV") != "true" and not server:
         return compute()
     out = _cached_in_subprocess()
-    if "run_server" in sys.argv:  # asv's fork server (asv_runner's ``benchmark.py run_server``)
+    if server:
         preimport()
     return out
