@@ -80,10 +80,15 @@ def test_expected_failures_are_not_stale():
     # (slow) and tests/test_options.py check that their entries still excuse a failing record
     # entries found by `odeverify explore` carry their shrunk case: tests/test_explore.py replays those
     # SDE entries: tests/test_sde_conformance.py
-    # event entries (check --events, not run_conformance): tests/test_event_backends.py
+    # event entries (check --events, not run_conformance): tests/test_event_backends.py; the other check
+    # families' entries (cde_*: tests/test_cde_backends.py) likewise come from their own runs
+    from odeverify.families import FAMILIES
+
+    family_props = {p for name in FAMILIES.names() for p in FAMILIES.get(name).properties}
     entries = [e for e in entries if not e.case and not e.property.startswith("gradient")
                and e.property not in ("stiff_precision", "max_order_sweep") and not e.property.startswith("sde_")
-               and e.property != "ito_stratonovich_consistency" and not e.property.startswith("event_")]
+               and e.property != "ito_stratonovich_consistency" and not e.property.startswith("event_")
+               and e.property not in family_props]
     by_backend: dict[str, list] = {}
     for e in entries:
         # a pattern ("*", "reference*") is checked on the NumPy reference, the cheapest match
