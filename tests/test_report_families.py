@@ -46,6 +46,13 @@ def test_a_family_gets_its_own_section_matrix_and_figures():
     assert "Toy family" in render_html(DOC)
 
 
+def test_a_record_with_a_step_sweep_gets_an_error_figure():
+    rec = _rec("toy_b", "rk4", "pass", h=[0.1, 0.05, 0.025, 0.0125], error=[1e-4, 6.25e-6, float("nan"), 2.4e-8])
+    doc = dict(DOC, records=[rec, _rec("toy_a", "rk4", "pass", h=[0.1], error=[1e-3])])
+    (fig,) = {s.id: s for s in sections(doc)}["family-toyfam"].figures  # one point: no figure
+    assert "toy_b: rk4 on p" in fig["caption"] and "<svg" in fig["svg"]
+
+
 def test_a_family_without_records_says_so():
     doc = dict(DOC, records=[])
     sec = {s.id: s for s in sections(doc)}["family-toyfam"]

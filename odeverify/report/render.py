@@ -1061,7 +1061,7 @@ def _plot_figures(sec: Section, recs: list[dict], style: Style, ids: list[int]) 
     "series": [{"label", "x", "y"}], "xlog", "ylog"}`` (the family's own sweep: an event time's
     error against the step, an interpolant's error against the spacing, ...)."""
     for r in recs:
-        plot = (r.get("details") or {}).get("plot")
+        plot = (r.get("details") or {}).get("plot") or _sweep_plot(r)
         if not isinstance(plot, dict) or not plot.get("series"):
             continue
         series = []
@@ -1080,6 +1080,22 @@ def _plot_figures(sec: Section, recs: list[dict], style: Style, ids: list[int]) 
                                                        figure_id=_figure_id(ids), xlog=bool(plot.get("xlog", True)),
                                                        ylog=bool(plot.get("ylog", True))),
                             "caption": caption})
+
+
+def _sweep_plot(r: dict) -> dict | None:
+    """The figure of a record without ``details["plot"]`` that carries a step sweep, ``h``
+    with ``error`` or ``errors`` (an event time's or a CDE solve's error against the step):
+    error against step size on log axes, NaN points (failed solves) left out."""
+    d = r.get("details") or {}
+    hs, errs = d.get("h"), d.get("error", d.get("errors"))
+    if not (isinstance(hs, list) and isinstance(errs, list) and len(hs) == len(errs) and len(hs) > 1):
+        return None
+    pts = [(float(h), float(e)) for h, e in zip(hs, errs)
+           if isinstance(h, (int, float)) and isinstance(e, (int, float)) and h > 0 and e > 0 and math.isfinite(e)]
+    if len(pts) < 2:
+        return None
+    return {"title": f"{r['property']}: {r['method']} on {r['problem']}", "xlabel": "step size h",
+            "ylabel": "error", "series": [{"label": r["method"], "x": [p[0] for p in pts], "y": [p[1] for p in pts]}]}
 
 
 def family_sections(doc: dict, records: list[dict], style: Style, ids: list[int]) -> list[Section]:
