@@ -59,6 +59,13 @@ def _frac(x: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- list
+def _solves(row: dict[str, Any]) -> str:
+    """What a backend of ``list`` solves: ODEs, SDEs, CDEs, events (``check --<family>``)."""
+    kinds = [k for k, on in (("ODE", row.get("methods")), ("SDE", row.get("sde_methods")),
+                             ("CDE", row.get("cde_methods")), ("events", row.get("events"))) if on]
+    return ", ".join(kinds) or "-"
+
+
 def list_data() -> dict[str, Any]:
     from .problems import PROBLEMS
     from .solvers import SOLVERS
@@ -110,10 +117,16 @@ def list_data() -> dict[str, Any]:
         ok = b.available()
         row = {"name": name, "available": ok, "install_hint": b.install_hint, "methods": [], "per_sample": None}
         if ok:
+            from .backends._cde_driver import cde_capabilities
+
             caps = b.capabilities()
             row["methods"] = [m.name for m in caps.methods.values()]
             row["per_sample"] = caps.per_sample
             row["refused_options"] = {k: v for k, v in caps.options.items() if v is not True}
+            row["sde_methods"] = list(caps.sde_methods)
+            cde = cde_capabilities(b)
+            row["cde_methods"] = [] if cde is None else list(cde.methods)
+            row["events"] = b._event_adapter() is not None
         backend_rows.append(row)
     return {"schema": LIST_SCHEMA, "version": __version__, "tableaus": tableaus, "solvers": solvers,
             "problems": problems, "backends": backend_rows}
@@ -153,9 +166,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print()
     if what in ("all", "backends"):
         print("Backends")
-        print(_table([[b["name"], "yes" if b["available"] else f"no ({b['install_hint']})",
-                       ", ".join(b["methods"][:8]) + (" ..." if len(b["methods"]) > 8 else "")]
-                      for b in data["backends"]], ["name", "available", "methods"]))
+        rows = []
+        for b in data["backends"]:
+            shown = b["methods"] or b.get("sde_methods") or b.get("cde_methods") or []  # an SDE- or CDE-only library
+            rows.append([b["name"], "yes" if b["available"] else f"no ({b['install_hint']})", _solves(b),
+                         ", ".join(shown[:8]) + (" ..." if len(shown) > 8 else "")])
+        print(_table(rows, ["name", "available", "solves", "methods"]))
         print()
     if what in ("all", "problems"):
         print("Problems")
