@@ -33,7 +33,7 @@ DOC = {
 def test_a_family_gets_its_own_section_matrix_and_figures():
     secs = {s.id: s for s in sections(DOC)}
     sec = secs["family-toyfam"]
-    assert sec.title == "Toy family" and "grade toys" in sec.intro and "check --toyfam" in sec.intro
+    assert sec.title == "Toy family" and "grade toys" in sec.intro and "check --toyfam</code>: grade toys" in sec.intro
     (matrix, table) = sec.tables
     assert matrix.header == ["method", "toy_a", "toy_b"]
     assert matrix.rows[0][1:] == [("ok", "v-pass"), ("FAIL", "v-fail")]

@@ -1105,7 +1105,7 @@ def family_sections(doc: dict, records: list[dict], style: Style, ids: list[int]
     out = []
     for name, desc in (doc.get("families") or {}).items():
         sec = Section(f"family-{name}", desc.get("title", name),
-                      f"What <code>odeverify check --{name}</code> grades: {desc.get('help', '')}."
+                      f"<code>odeverify check --{name}</code>: {desc.get('help', '')}."
                       + (f" Documentation: <code>{desc['doc']}</code>." if desc.get("doc") else ""))
         recs = [r for r in records if family_of(doc, r) == name]
         if not recs:
