@@ -317,6 +317,15 @@ def stop_times(tstops: Any, t0: float, t1: float) -> np.ndarray:
     return stops if t1 > t0 else stops[::-1].copy()
 
 
+def stop_edges(tstops: Any, t0: float, t1: float) -> tuple[bool, bool]:
+    """Whether ``t0`` and ``t1`` are themselves among ``tstops`` (a solve that starts or ends
+    on a discontinuity of the field)."""
+    if tstops is None:
+        return False, False
+    given = np.asarray(_xp.to_numpy(tstops) if _xp.is_array(tstops) else tstops, dtype=np.float64).ravel()
+    return bool(np.any(given == t0)), bool(np.any(given == t1))
+
+
 def _next_stops(stops: np.ndarray, t: Any, direction: float) -> Any:
     """The first time of ``stops`` (in the direction of integration) strictly ahead of ``t``
     (a float, or an array per sample); +-inf where none is left."""
@@ -431,6 +440,10 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
         if fs <= 0:
             raise ValueError(f"first_step={first_step!r}, but it must be > 0")
     stops = stop_times(tstops, t0, t1)
+    # a solve that starts or ends on a stop (an adjoint segment between knots) evaluates f on
+    # its inside there too
+    edge_start, edge_end = stop_edges(tstops, t0, t1)
+    use_stops = bool(stops.size) or edge_start or edge_end
     if compiled is not None and not isinstance(compiled, bool):
         raise TypeError(f"compiled={compiled!r}, but it must be True, False or None (None: the environment"
                         f" variable ODEVERIFY_COMPILED decides, on by default)")
@@ -477,7 +490,7 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
     # the fast explicit step (JAX: one compiled function; PyTorch: fused stage combinations);
     # a solver whose step is wrapped or overridden (gradient recording) keeps the eager one
     fast = None
-    if ((compiled is not False) and (compiled or compiled_default()) and not stateful and stops.size == 0
+    if ((compiled is not False) and (compiled or compiled_default()) and not stateful and not use_stops
             and isinstance(solver, ExplicitRK) and type(solver).step is ExplicitRK.step):
         fast = solver.fast_stepper(f, tc, y0, estimate=not fixed, rtol=rtol_x, atol=atol_x, compiled=compiled)
     k1 = None
@@ -492,7 +505,10 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
             fast.fail()
             fast = None
     if k1 is None:
+        if edge_start:  # the first evaluation on the solve's side of a stop at t0
+            tc.window = _stop_window(t0, t1, True, False, direction)
         k1 = f(tc.time(t), y)
+        tc.window = None
     stats.nfev += 1
     _check_output("f", k1, y)
     if tracker is not None:
@@ -533,7 +549,7 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
     last_nonfinite = ops.full(bshape, False)
     step_index = 0
     t_steps: list[float] = [t0]  #: accepted step boundaries (shared mode), for gradient modes
-    at_stop = ops.full(bshape, False)  #: the current time is one of ``stops``
+    at_stop = ops.full(bshape, edge_start)  #: the current time is one of ``stops``
     ends_on_stop = ops.full(bshape, False)
 
     while True:
@@ -548,7 +564,8 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
                 break
             t_new = ops.full(bshape, grid[step_index + 1])
             h = t_new - t
-            ends_on_stop = ops.full(bshape, bool(grid_stops[step_index + 1]))
+            ends_on_stop = ops.full(bshape, bool(grid_stops[step_index + 1])
+                                    or (edge_end and step_index + 2 == len(grid)))
         else:
             # never step past t1; land on it exactly
             overshoot = direction * (t + h - t1) >= 0
@@ -560,8 +577,10 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
                 ends_on_stop = active & (direction * (t_new - nxt) >= 0)
                 h = ops.where(ends_on_stop, nxt - t, h)
                 t_new = ops.where(ends_on_stop, nxt, t_new)
+            if edge_end:
+                ends_on_stop = ends_on_stop | (active & overshoot)
         tc.t = t
-        if stops.size:
+        if use_stops:
             tc.window = _stop_window(t, t_new, at_stop, ends_on_stop, direction)
         if fast is not None:
             res = fast(f, tc, y, h, k1, abs_y, rtol_x, atol_x)
@@ -689,7 +708,7 @@ def _solve(f, y0, t_span, method, t_eval, rtol, atol, dt, n_steps, controller, f
                     abs_y = abs_y1
                 k1 = k_end if k_end is not None else res.fsal
             landed = False
-            if stops.size:
+            if use_stops:
                 landed = ops.any(accept & ends_on_stop)
                 at_stop = ops.where(accept, ends_on_stop, at_stop)
                 if landed:

@@ -83,3 +83,31 @@ def test_a_subnormal_span_is_a_status_for_a_dirk():
     subnormal h: a NEWTON_FAILED status that says so, never an exception."""
     sol = solve(lambda t, y: -y, np.array([1.0]), (0.0, 2e-323), method="kvaerno5")
     assert sol.success or "non-finite" in sol.message
+
+
+def test_gradient_modes_stop_at_the_knots(monkeypatch):
+    """value_and_grad(tstops=...): the continuous adjoints' backward solves and the replays of
+    checkpointing land on the knots of a piecewise-linear control, so their gradient (with
+    respect to the data and the field) is that of the exact flow to the tolerance; the planted
+    fault, the same modes with the stops dropped, misses the 100 rtol bound (the error control
+    alone finds the kinks)."""
+    pytest.importorskip("torch")
+    import odeverify.gradients as G
+    from odeverify.problems import cde
+    from odeverify.properties.cde import cde_gradient_accuracy
+
+    p = cde.get("cde_linear_pl")
+    for mode in ("backsolve", "checkpoint"):
+        rec = cde_gradient_accuracy(p, f"ode:{mode}")
+        assert rec.verdict == "pass" and rec.measured < 1e-8, rec.describe()
+    real = G.value_and_grad
+
+    def without_stops(*args, tstops=None, **kwargs):
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(G, "value_and_grad", without_stops)
+    assert cde_gradient_accuracy(p, "ode:backsolve").verdict == "fail"
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="tstops=.*reversible_heun"):
+        G.value_and_grad(p.to_problem(), G.Loss.seeded([1.0], p.to_problem().n), mode="reversible_heun",
+                         n_steps=8, tstops=p.knots)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import backends, expectations
+from .. import _xp, backends, expectations
 from ..backends._cde_driver import cde_capabilities
 from ..conformance import _safe, _Sink, _streaming
 from ..explore import _register
@@ -105,6 +105,13 @@ def _shared_records(backend: str, quick: bool) -> list[Record]:
         for mode in modes:
             out.append(_safe(P.cde_gradient_accuracy, cdep.get(name), mode, backend=b.name, method=method,
                              label=b.name))
+        if b.name == "reference" and _xp.available("torch"):
+            # every ODE gradient mode of the reference on to_problem(), stopping at the knots
+            # (value_and_grad(tstops=...)): the continuous adjoints' backward solves and the
+            # replays of checkpointing and interpolation evaluate f on each step's own side
+            for mode in QUICK_ODE_MODES if quick else ODE_MODES:
+                out.append(_safe(P.cde_gradient_accuracy, cdep.get(name), f"ode:{mode}", backend=b.name,
+                                 method=method, label=b.name))
     return out
 
 
@@ -114,6 +121,11 @@ def _ends_problem() -> cdep.CDEProblem:
                                "path": {"amp": [[1.0], [0.7]], "freq": [[1.3], [2.1]], "phase": [[0.4], [1.1]]},
                                "times": {"rule": "jitter", "n": 12, "span": [0.0, 3.0], "seed": 1, "spread": 0.5},
                                "field": {"type": "linear", "hidden": 2, "seed": 1}})
+
+
+#: the reference's ODE gradient modes graded on a CDE's to_problem() (quick: one adjoint, one replay)
+ODE_MODES = ("discrete", "checkpoint", "quadrature", "backsolve", "interpolated", "forward")
+QUICK_ODE_MODES = ("backsolve", "checkpoint")
 
 
 @_streaming

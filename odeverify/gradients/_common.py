@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import _xp
-from ..integrate import resolve_solver
+from ..integrate import _stop_window, resolve_solver
 from ..integrate import solve as integrate_solve
 from ..problems import Problem
 from ..solution import Status
@@ -80,6 +80,17 @@ class Setup:
     n_steps: int | None
     max_steps: int
     counter: Counter = field(default_factory=Counter)
+    #: times where the field may be discontinuous (``integrate.solve``'s ``tstops``): every
+    #: forward, backward and replayed step lands on them and evaluates f on its own side
+    tstops: np.ndarray | None = None
+
+    def window(self, t: float, t_next: float) -> tuple[Any, Any] | None:
+        """The ``TimeContext.window`` of a replayed step from ``t`` to ``t_next``: one ulp inside
+        the step at an end that is one of :attr:`tstops`, as the forward solve evaluated it."""
+        if self.tstops is None or self.tstops.size == 0:
+            return None
+        starts, ends = bool(np.any(self.tstops == t)), bool(np.any(self.tstops == t_next))
+        return _stop_window(t, t_next, starts, ends, 1.0 if t_next >= t else -1.0)
 
     # --- the field
     @property
@@ -153,7 +164,7 @@ class Setup:
         return integrate_solve(
             f, y0, t_span, method=self.solver if solver is None else solver, t_eval=t_eval,
             rtol=self.rtol if rtol is None else rtol, atol=self.atol if atol is None else atol,
-            dt=dt, n_steps=n_steps, max_steps=self.max_steps)
+            dt=dt, n_steps=n_steps, max_steps=self.max_steps, tstops=self.tstops)
 
     def time(self, t: float) -> Any:
         return self.xp.full((), float(t), dtype=self.dtype, device=self.device)
@@ -168,7 +179,8 @@ def _floating_array(value: Any) -> bool:
 
 
 def prepare(problem: Any, loss: Any, *, method: Any, library: str, dtype: str, y0: Any, params: Any,
-            rtol: Any, atol: Any, dt: Any, n_steps: Any, max_steps: Any, device: Any = None) -> Setup:
+            rtol: Any, atol: Any, dt: Any, n_steps: Any, max_steps: Any, device: Any = None,
+            tstops: Any = None) -> Setup:
     """Validate every input (errors name the parameter) and convert it to ``library``."""
     if not isinstance(problem, Problem):
         raise TypeError(f"problem={problem!r}, but it must be an odeverify Problem (e.g. odeverify.problems.get(name))")
@@ -227,10 +239,16 @@ def prepare(problem: Any, loss: Any, *, method: Any, library: str, dtype: str, y
     if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps <= 0:
         raise ValueError(f"max_steps={max_steps!r}, but it must be a positive int")
     solver = resolve_solver(method)
+    stops = None
+    if tstops is not None:
+        from ..integrate import stop_times
+
+        stop_times(tstops, t0, t1)  # validates (names the parameter)
+        stops = np.unique(np.asarray(tstops, dtype=np.float64))
     return Setup(problem=problem, loss=loss, library=library, xp=xp, dtype=xdtype,
                  y0=xp.asarray(y0_np, dtype=xdtype, device=device), device=device, names=names, params=p_arrays, const=const, ts=ts,
                  t_span=(t0, t1), solver=solver, method=solver.name, rtol=rtol, atol=atol, dt=dt,
-                 n_steps=n_steps, max_steps=int(max_steps))
+                 n_steps=n_steps, max_steps=int(max_steps), tstops=stops)
 
 
 # ----------------------------------------------------------------------------- recorded steps
@@ -303,7 +321,8 @@ def replay_step(setup: Setup, f: Callable, y: Any, t: float, h: float, t_out: li
                 ) -> tuple[Any, list[Any], Any]:
     """One step of the solver from (t, y) with step h, as the integrator took it, and its dense
     output at the times ``t_out`` (in (t, t_next]): ``(y1, outputs, StepResult)``."""
-    tc = TimeContext(xp=setup.xp, dtype=setup.dtype, device=setup.device, per_sample=False, t=t)
+    tc = TimeContext(xp=setup.xp, dtype=setup.dtype, device=setup.device, per_sample=False, t=t,
+                     window=setup.window(t, t_next))
     k1 = f(tc.time(t), y)
     res = setup.solver.step(f, tc, y, h, k1, estimate=False)
     outs: list[Any] = []
@@ -351,7 +370,7 @@ class DenseSolution:
         s = self.steps[k]
         if k not in self._interps:
             tc = TimeContext(xp=self.setup.xp, dtype=self.setup.dtype, device=self.setup.device, per_sample=False,
-                             t=s.t)
+                             t=s.t, window=self.setup.window(s.t, float(self.t_steps[k + 1])))
             k1 = s.res.ks[0] if s.k1 is None else s.k1
             self._interps[k] = StepInterpolant(self.solver, self.f, tc, s.y, s.res.y1, s.h, s.res, k1)
         theta = (t - s.t) / s.h

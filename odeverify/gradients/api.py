@@ -19,7 +19,7 @@ def value_and_grad(problem: Problem, loss: Loss, *, mode: str, method: Any = "do
                    dt: Any = None, n_steps: Any = None, max_steps: int = 100_000, adjoint_rtol: Any = None,
                    adjoint_atol: Any = None, seminorm: bool = False, checkpoints: Any = None,
                    adjoint_method: Any = None, eta: float = 1.0, device: Any = None,
-                   memory_accounting: bool = True) -> GradientResult:
+                   memory_accounting: bool = True, tstops: Any = None) -> GradientResult:
     """The loss and its gradient with respect to ``y0`` and every array parameter of ``problem``.
 
     Parameters
@@ -45,6 +45,11 @@ def value_and_grad(problem: Problem, loss: Loss, *, mode: str, method: Any = "do
         ``mali`` mode: the damping of the asynchronous leapfrog (1 = none).
     device : optional
         The library's device for every array (e.g. ``"cuda"`` on PyTorch); default its default.
+    tstops : 1-d sequence, optional
+        Times where the field may be discontinuous (a piecewise control's knots), as in
+        :func:`odeverify.solve`: the forward solve, the backward solves of the continuous
+        adjoints and the replayed steps of checkpointing and interpolation all land on them
+        and evaluate f on each step's own side.
     memory_accounting : bool
         Meter the tensors PyTorch autograd saves for backward (``memory["saved_for_backward_*"]``,
         see :class:`GradientResult`). The saved-tensor hooks cost time (measured: +28% wall
@@ -61,9 +66,12 @@ def value_and_grad(problem: Problem, loss: Loss, *, mode: str, method: Any = "do
         raise TypeError(f"mode={mode!r}, but it must be a gradient mode name (str)")
     gm = GRADIENT_MODES.get(mode)
     s = prepare(problem, loss, method=method, library=library, dtype=dtype, y0=y0, params=params, rtol=rtol,
-                atol=atol, dt=dt, n_steps=n_steps, max_steps=max_steps, device=device)
+                atol=atol, dt=dt, n_steps=n_steps, max_steps=max_steps, device=device, tstops=tstops)
     if library not in gm.libraries:
         raise ValueError(f"library={library!r} is not supported by mode {mode!r}; expected one of {gm.libraries}")
+    if tstops is not None and mode in ("reversible_heun", "mali"):
+        raise ValueError(f"tstops={tstops!r}, but mode {mode!r} inverts its own fixed steps and does not stop at"
+                         " given times; expected tstops=None, or a mode that solves through odeverify.solve")
     if gm.fixed_step and not s.fixed:
         raise ValueError(f"mode {mode!r} is fixed-step: pass dt=... or n_steps=...")
     given = {"adjoint_rtol": adjoint_rtol, "adjoint_atol": adjoint_atol, "seminorm": seminorm or None,

@@ -467,12 +467,13 @@ def gradient_oracle(problem: CDEProblem, loss: Loss) -> tuple[dict[str, np.ndarr
 
 def compute_cde_gradient(problem: CDEProblem, method: str, mode: str, loss: Loss, *, backend: str, rtol: float) -> Any:
     """The gradient under test: the backend's CDE gradient mode, or (``mode`` ``ode:<name>``) the
-    reference's ODE gradient mode on :meth:`CDEProblem.to_problem` (no stops at the knots)."""
+    reference's ODE gradient mode on :meth:`CDEProblem.to_problem`, stopping at the knots
+    (``value_and_grad(tstops=knots)``)."""
     if mode.startswith("ode:"):
         from ..gradients import value_and_grad
 
         return value_and_grad(problem.to_problem(), loss, mode=mode[4:], method=method, library="torch",
-                              rtol=rtol, atol=rtol / 100, memory_accounting=False)
+                              rtol=rtol, atol=rtol / 100, memory_accounting=False, tstops=problem.knots)
     return backends.get(backend).cde_gradient(problem, method, mode, loss, rtol=rtol, atol=rtol / 100)
 
 
