@@ -221,12 +221,21 @@ class _Sink(list):
             self.append(r)
 
 
+def unit_names(names: str | Iterable[str] | None, default: Callable[[], Iterable[str]]) -> list[str]:
+    """The methods (or modes) a run names: a comma-separated string or an iterable of names, or
+    ``default()`` when it names none (None)."""
+    if names is None:
+        return list(default())
+    if isinstance(names, str):
+        return [m.strip() for m in names.split(",") if m.strip()]
+    return list(names)
+
+
 def _methods(b: Backend, methods: str | Iterable[str] | None) -> list[MethodInfo]:
     caps = b.capabilities()
     if methods is None:
         return list(caps.methods.values())
-    names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
-    return [caps.method(m, b.name) for m in names]
+    return [caps.method(m, b.name) for m in unit_names(methods, list)]
 
 
 @_streaming
@@ -439,8 +448,7 @@ def run_gradient_conformance(backend: str = "torchdiffeq", quick: bool = False, 
     if not caps.gradient_modes:
         return [Record(property="gradient_modes", method="*", problem="-", measured=None, expected=None,
                        verdict="skip", backend=b.name, message=f"{b.name} declares no gradient modes")]
-    names = list(caps.gradient_modes) if modes is None else (
-        [m.strip() for m in modes.split(",") if m.strip()] if isinstance(modes, str) else list(modes))
+    names = unit_names(modes, lambda: caps.gradient_modes)
     for m in names:
         if m not in caps.gradient_modes:
             raise ValueError(f"{b.name} has no gradient mode {m!r}; choices: {', '.join(caps.gradient_modes)}")
@@ -510,8 +518,7 @@ def run_sde_conformance(*, backend: str = "reference", quick: bool = False,
     if not b.available():
         return [unavailable_record(b.name, b.install_hint)]
     caps = b.capabilities()
-    names = list(caps.sde_methods) if methods is None else (
-        [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
+    names = unit_names(methods, lambda: caps.sde_methods)
     for m in names:
         if m not in caps.sde_methods:
             raise ValueError(f"{b.name} has no SDE method {m!r}; choices: {', '.join(caps.sde_methods) or 'none'}")
@@ -636,8 +643,7 @@ def run_flow_conformance(*, backend: str = "reference", quick: bool = False,
     if not b.available():
         return [unavailable_record(b.name, b.install_hint)]
     caps = b.capabilities()
-    names = flow_methods(b.name, quick) if methods is None else (
-        [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
+    names = unit_names(methods, lambda: flow_methods(b.name, quick))
     for m in names:
         caps.method(m, b.name)  # raises naming the method, with the closest match
     records: list[Record] = _Sink()

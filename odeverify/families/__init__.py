@@ -171,8 +171,4 @@ BUILTIN_MODULES = ("cde", "events", "irregular")
 
 _register_builtin()
 for _name in BUILTIN_MODULES:
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _exc:  # a family still being written (removed before release)
-        if _exc.name != f"{__name__}.{_name}":
-            raise
+    importlib.import_module(f"{__name__}.{_name}")

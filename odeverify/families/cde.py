@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import _xp, backends, expectations
 from ..backends._cde_driver import cde_capabilities
-from ..conformance import _safe, _Sink, _streaming
+from ..conformance import _safe, _Sink, _streaming, unit_names
 from ..explore import _register
 from ..problems import cde as cdep
 from ..properties import cde as P
@@ -142,8 +142,7 @@ def run_cde_conformance(*, backend: str = "reference", quick: bool = False,
         return [Record(property="cde_convergence", method="*", problem="-", measured=None, expected=None,
                        verdict="skip", backend=b.name, message=f"{b.name} solves no CDEs: the CDE checks do not"
                        " apply")]
-    names = cde_methods(b.name, quick) if methods is None else (
-        [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
+    names = unit_names(methods, lambda: cde_methods(b.name, quick))
     for m in names:
         validate_cde_method(b.name, m)
     records: list[Record] = _Sink()

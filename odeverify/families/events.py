@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import _xp, backends, expectations
-from ..conformance import _safe, _Sink, _streaming
+from ..conformance import _safe, _Sink, _streaming, unit_names
 from ..explore import _register
 from ..integrate import resolve_solver
 from ..problems.events import bouncing_ball, event_from_spec, event_problems, grazing_problems, plane_crossing
@@ -108,8 +108,7 @@ def run_event_conformance(*, backend: str = "reference", quick: bool = False,
         return [Record(property="event_count", method="*", problem="-", measured=None, expected=None,
                        verdict="skip", backend=b.name, message=f"{b.name} locates no events: the event checks do"
                        " not apply")]
-    names = event_methods(b.name, quick) if methods is None else (
-        [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
+    names = unit_names(methods, lambda: event_methods(b.name, quick))
     for m in names:
         validate_event_method(b.name, m)
     records: list[Record] = _Sink()

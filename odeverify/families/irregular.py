@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import backends, expectations
 from ..backends.base import is_implicit
-from ..conformance import _safe, _Sink, _streaming
+from ..conformance import _safe, _Sink, _streaming, unit_names
 from ..explore import _register
 from ..gradients import GRADIENT_MODES
 from ..problems.irregular import IRREGULAR_BATCHES, from_irregular_spec, irregular_batch, named_batch
@@ -107,8 +107,7 @@ def run_irregular_conformance(*, backend: str = "reference", quick: bool = False
     b = backends.get(backend)
     if not b.available():
         return [unavailable_record(b.name, b.install_hint)]
-    names = irregular_methods(b.name, quick) if methods is None else (
-        [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
+    names = unit_names(methods, lambda: irregular_methods(b.name, quick))
     for m in names:
         validate_irregular(b.name, m)
     records: list[Record] = _Sink()

@@ -40,7 +40,8 @@ TOLERANCES = (1e-3, 1e-5, 1e-7, 1e-9, 1e-11)
 QUICK_TOLERANCES = (1e-4, 1e-7, 1e-10)
 ATOL_RATIO = 1e-2
 #: the event time's error at the tightest tolerance may be this many times (rtol + atol) (1 + |t|)
-#: (PITFALLS: a global error 100x rtol is common; the event adds a division by |dg/dt|)
+#: (an adaptive solve's global error of 100x rtol is common, as this suite's tolerance checks measure;
+#: the event adds a division by |dg/dt|)
 LOCATION_BOUND = 1e3
 #: a fitted rate below this says the event time does not converge with the tolerance
 MIN_RATE = 0.5

@@ -45,7 +45,8 @@ EXACT_MATCH = 1e-12
 #: to its atol, 1e-10 under the event driver; measured 2.9e-11 off on the grazing cases)
 LIBRARY_MATCH = 1e-9
 #: event times within this many rtol's (times 1 + |t|) of the closed form match in a tolerance solve
-#: (an adaptive solve's global error can reach 100 rtol, PITFALLS; the event time divides it by |dg/dt|)
+#: (an adaptive solve's global error can reach 100 rtol, as the tolerance checks measure; the event
+#: time divides it by |dg/dt|)
 TIME_FACTOR = 1e3
 
 
