@@ -118,7 +118,11 @@ def run_irregular_conformance(*, backend: str = "reference", quick: bool = False
         for name in batches:
             records.append(_safe(P.union_times_cost, named_batch(name), m, backend=b.name, label=b.name))
         if b.name == "reference":
-            records.append(_safe(P.dense_vs_stepped_output, named_batch("rotation_4x50"), m, label=b.name))
+            torch_ref = backends.get("reference-torch")
+            if torch_ref.available():  # its gradient half differentiates on PyTorch
+                records.append(_safe(P.dense_vs_stepped_output, named_batch("rotation_4x50"), m, label=b.name))
+            else:
+                records.append(unavailable_record(torch_ref.name, torch_ref.install_hint))
     if shared is None:
         shared = methods is None
     if shared:
@@ -126,8 +130,12 @@ def run_irregular_conformance(*, backend: str = "reference", quick: bool = False
             progress(IRREGULAR_SHARED_UNIT)
         records.extend(_gradient_records(b.name, quick))
         if b.name == "reference":
-            for mode in P.ODERNN_MODES:
-                records.append(_safe(P.odernn_adjoint_jumps, mode, label="reference-torch"))
+            torch_ref = backends.get("reference-torch")
+            if not torch_ref.available():  # the ODE-RNN's gradients run on PyTorch
+                records.append(unavailable_record(torch_ref.name, torch_ref.install_hint))
+            else:
+                for mode in P.ODERNN_MODES:
+                    records.append(_safe(P.odernn_adjoint_jumps, mode, label="reference-torch"))
     return [expectations.apply(r) for r in records]
 
 
